@@ -1,0 +1,14 @@
+# Convenience targets; scripts/bootstrap does the installing.
+.PHONY: setup run test lint train bench
+setup:
+	scripts/bootstrap setup
+run:
+	scripts/bootstrap run
+test:
+	scripts/bootstrap test
+lint: setup
+	.venv/bin/ruff check streamer train tests
+	.venv/bin/ruff format --check streamer train tests
+	.venv/bin/mypy
+train: setup
+	.venv/bin/ser-train --data ../shared/data/ravdess --out models/default

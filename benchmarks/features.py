@@ -1,0 +1,69 @@
+"""Benchmark the feature function: ms per second of audio on one core, and first-call cost.
+
+Usage: .venv/bin/python benchmarks/features.py [--data ../shared/data/ravdess] [--clips 120]
+Prints a Markdown table row set; BENCHMARKS.md records the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+FIRST_CALL = (
+    "import time; t=time.perf_counter(); from streamer.features import warm_up; warm_up(); "
+    "print(time.perf_counter()-t)"
+)
+
+
+def first_call_s(numba_cache: str | None) -> float:
+    env = dict(os.environ)
+    if numba_cache is not None:
+        env["NUMBA_CACHE_DIR"] = numba_cache
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL], env=env, capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--data", type=Path, default=Path("../shared/data/ravdess"))
+    p.add_argument("--clips", type=int, default=120)
+    args = p.parse_args()
+
+    import numpy as np
+
+    from streamer.audio_io import list_audio_files, read_audio
+    from streamer.features import FEATURE_SPEC, extract, warm_up
+
+    os.sched_setaffinity(0, {0})  # one core
+    paths = list_audio_files(args.data)[:: max(1, 1440 // args.clips)][: args.clips]
+    clips = [read_audio(path) for path in paths]
+    warm_up()
+    per_clip = []
+    for clip in clips:
+        t = time.perf_counter()
+        extract(clip, FEATURE_SPEC.sample_rate)
+        per_clip.append((time.perf_counter() - t) * 1000 / (clip.size / FEATURE_SPEC.sample_rate))
+    ms_per_s = np.array(per_clip)
+    with tempfile.TemporaryDirectory() as cold:
+        cold_s = first_call_s(cold)
+    warm_s = first_call_s(None)
+    print(f"clips: {len(clips)} RAVDESS files, mean {np.mean([c.size for c in clips]) / 16000:.2f} s")
+    print("| measure | value |")
+    print("|---|---|")
+    print(f"| features, ms per second of audio (mean) | {ms_per_s.mean():.2f} |")
+    print(f"| features, ms per second of audio (p95) | {np.percentile(ms_per_s, 95):.2f} |")
+    print(f"| first call in a new process, numba cache warm (s) | {warm_s:.2f} |")
+    print(f"| first call in a new process, numba cache empty (s) | {cold_s:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Model bundles: a folder with `manifest.json`, `model.keras` and `model.tflite`.
+
+The manifest records labels, sample rate, the feature spec, the evaluation protocol and scores.
+Loading checks it against this code's `FEATURE_SPEC`; a mismatch is an error, never a silent skew.
+Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamer.features import FEATURE_SPEC
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+KERAS_FILE = "model.keras"
+TFLITE_FILE = "model.tflite"
+TRAIN_HINT = "train one with `ser-train --data DIR --out DIR`, or use the shipped models/default"
+
+
+class BundleError(Exception):
+    """A model bundle is missing, malformed or incompatible; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded, validated manifest; model files are resolved, not yet opened."""
+
+    path: Path
+    name: str
+    labels: tuple[str, ...]
+    sample_rate: int
+    manifest: dict[str, Any]
+
+    @property
+    def tflite_path(self) -> Path:
+        return self.path / TFLITE_FILE
+
+    @property
+    def keras_path(self) -> Path:
+        return self.path / KERAS_FILE
+
+    @property
+    def accuracy(self) -> float | None:
+        """6-fold mean accuracy recorded at training time, if any."""
+        try:
+            return float(self.manifest["evaluation"]["summary"]["accuracy"]["mean"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Read and validate `path/manifest.json`. Raises BundleError naming the problem and fix."""
+    manifest_path = path / MANIFEST
+    if not path.is_dir():
+        raise BundleError(f"model bundle {path} not found: {TRAIN_HINT}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{manifest_path} is missing: {TRAIN_HINT}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{manifest_path} is not valid JSON ({exc}): {TRAIN_HINT}") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path} is not a JSON object: {TRAIN_HINT}")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{manifest_path}: format_version {version!r}, this ser reads "
+            f"{FORMAT_VERSION}: {TRAIN_HINT}"
+        )
+    spec = manifest.get("feature_spec")
+    if spec != FEATURE_SPEC.to_dict():
+        raise BundleError(
+            f"{manifest_path}: model was trained on features {_spec_label(spec)}, "
+            f"this ser computes {_spec_label(FEATURE_SPEC.to_dict())}; retrain: {TRAIN_HINT}"
+        )
+    labels = manifest.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise BundleError(f"{manifest_path}: 'labels' must be a non-empty list of names")
+    if not (path / TFLITE_FILE).is_file():
+        raise BundleError(f"{path / TFLITE_FILE} is missing: {TRAIN_HINT}")
+    return Bundle(
+        path=path,
+        name=str(manifest.get("name", path.name)),
+        labels=tuple(labels),
+        sample_rate=int(manifest.get("sample_rate", FEATURE_SPEC.sample_rate)),
+        manifest=manifest,
+    )
+
+
+def _spec_label(spec: object) -> str:
+    if isinstance(spec, dict):
+        return f"{spec.get('name')} v{spec.get('version')} (dim {spec.get('dim')})"
+    return repr(spec)

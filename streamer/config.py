@@ -1,0 +1,228 @@
+"""`config.toml` -> nested frozen dataclasses, validated once with errors that name the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A config file or value is unusable; the message names the key and what is expected."""
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    device: str = ""
+    """Input device name (substring) or index; empty: the system default."""
+    block_ms: int = 30
+    """Capture block length in milliseconds (10, 20 or 30)."""
+    queue_blocks: int = 200
+    """Blocks queued between the audio callback and the loop (200 x 30 ms = 6 s); oldest dropped."""
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    aggressiveness: int = 2
+    """webrtcvad mode, 0 (keeps most) to 3 (strictest)."""
+    frame_ms: int = 30
+    """VAD frame length: 10, 20 or 30 ms."""
+    pre_roll_ms: int = 300
+    """Audio kept from before speech starts."""
+    start_ms: int = 90
+    """Voiced audio in a row needed to start an utterance."""
+    hangover_ms: int = 300
+    """Silence that ends an utterance."""
+    min_utterance_ms: int = 400
+    """Shorter utterances (voiced span) are dropped and counted."""
+    max_utterance_ms: int = 8000
+    """Longer speech is cut and classified in pieces."""
+    boundary_db: float = 35.0
+    """Reported boundaries leave out edge frames this far below the utterance's loudest frame."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    model: str = "models/default"
+    """Model bundle folder (relative paths: to the working directory)."""
+    feature_workers: int = 1
+    """Processes computing features."""
+    max_pending: int = 16
+    """Utterances in flight; when full a live source drops the newest (counted), files wait."""
+    min_confidence: float = 0.0
+    """Results with a top probability below this are marked uncertain (0 disables)."""
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    refresh_hz: float = 4.0
+    """Dashboard redraws per second."""
+    history: int = 12
+    """Recent utterances listed."""
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    enabled: bool = True
+    host: str = "localhost"
+    port: int = 1883
+    node_id: str = ""
+    """Topic segment naming this recognizer; empty: the host name."""
+    topic_prefix: str = "ser"
+    qos: int = 1
+    keepalive_s: int = 30
+    username: str = ""
+    password_env: str = ""
+    """Name of the environment variable holding the password (never the password itself)."""
+    tls: bool = False
+    """Use TLS with the system CAs (or `ca_file`)."""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    queue_size: int = 10_000
+    """Results kept while the broker is away; oldest dropped (counted) when full."""
+    flush_timeout_s: float = 5.0
+    """On shutdown, time allowed to publish what is still queued."""
+    home_assistant: bool = False
+    """Publish Home Assistant MQTT discovery config."""
+    discovery_prefix: str = "homeassistant"
+
+
+@dataclass(frozen=True)
+class Config:
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+
+
+def _check_type(key: str, value: Any, expected: Any) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is bool:
+        ok = isinstance(value, bool)
+    elif expected is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, expected)
+    if not ok:
+        raise ConfigError(
+            f"config key {key}: expected {expected.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _build(cls: type[Any], data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(
+                f"unknown config key {prefix}{key} (known: {', '.join(sorted(known))})"
+            )
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        hint = hints[f.name]
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hint):
+            sub = data[f.name]
+            if not isinstance(sub, dict):
+                raise ConfigError(f"config key {key}: expected a [{key}] table")
+            values[f.name] = _build(typing.cast(type[Any], hint), sub, f"{key}.")
+        else:
+            values[f.name] = _check_type(key, data[f.name], hint)
+    return cls(**values)
+
+
+def _require(ok: bool, key: str, expected: str, value: object) -> None:
+    if not ok:
+        raise ConfigError(f"config key {key}: expected {expected}, got {value!r}")
+
+
+def validate(config: Config) -> Config:
+    """Range checks; raises ConfigError naming the key."""
+    a, v, p, d, m = config.audio, config.vad, config.pipeline, config.dashboard, config.mqtt
+    _require(a.block_ms in (10, 20, 30), "audio.block_ms", "10, 20 or 30", a.block_ms)
+    _require(a.queue_blocks >= 1, "audio.queue_blocks", "an integer >= 1", a.queue_blocks)
+    _require(0 <= v.aggressiveness <= 3, "vad.aggressiveness", "0-3", v.aggressiveness)
+    _require(v.frame_ms in (10, 20, 30), "vad.frame_ms", "10, 20 or 30", v.frame_ms)
+    for name in ("pre_roll_ms", "start_ms", "hangover_ms", "min_utterance_ms"):
+        value = getattr(v, name)
+        _require(0 <= value <= 60_000, f"vad.{name}", "0-60000 (ms)", value)
+    _require(
+        v.max_utterance_ms >= max(v.min_utterance_ms, 1000),
+        "vad.max_utterance_ms",
+        "at least 1000 and at least vad.min_utterance_ms",
+        v.max_utterance_ms,
+    )
+    _require(0 < v.boundary_db <= 120, "vad.boundary_db", "0-120 (dB)", v.boundary_db)
+    _require(bool(p.model), "pipeline.model", "a bundle folder", p.model)
+    _require(1 <= p.feature_workers <= 16, "pipeline.feature_workers", "1-16", p.feature_workers)
+    _require(p.max_pending >= 1, "pipeline.max_pending", "an integer >= 1", p.max_pending)
+    _require(0.0 <= p.min_confidence <= 1.0, "pipeline.min_confidence", "0.0-1.0", p.min_confidence)
+    _require(0.5 <= d.refresh_hz <= 30, "dashboard.refresh_hz", "0.5-30", d.refresh_hz)
+    _require(1 <= d.history <= 200, "dashboard.history", "1-200", d.history)
+    _require(1 <= m.port <= 65535, "mqtt.port", "1-65535", m.port)
+    _require(m.qos in (0, 1, 2), "mqtt.qos", "0, 1 or 2", m.qos)
+    _require(m.keepalive_s >= 5, "mqtt.keepalive_s", "an integer >= 5", m.keepalive_s)
+    _require(m.queue_size >= 1, "mqtt.queue_size", "an integer >= 1", m.queue_size)
+    _require(m.flush_timeout_s >= 0, "mqtt.flush_timeout_s", "a number >= 0", m.flush_timeout_s)
+    check_topic_segment(m.node_id, "mqtt.node_id", allow_empty=True)
+    check_topic_segment(m.topic_prefix, "mqtt.topic_prefix", allow_empty=False, allow_slash=True)
+    return config
+
+
+def check_topic_segment(
+    value: str, key: str, *, allow_empty: bool, allow_slash: bool = False
+) -> None:
+    """MQTT topic part: no wildcards, no spaces, no '/' unless allowed; raises ConfigError."""
+    bad = set("+# ") | (set() if allow_slash else {"/"})
+    if (not value and not allow_empty) or any(ch in bad for ch in value):
+        forbidden = "'+', '#', spaces" + ("" if allow_slash else ", '/'")
+        raise ConfigError(
+            f"config key {key}: expected a non-empty name without {forbidden}, got {value!r}"
+        )
+
+
+def load_config(path: Path | None) -> Config:
+    """Read `path` (None: built-in defaults) into a validated Config."""
+    if path is None:
+        return validate(Config())
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML ({exc})") from exc
+    return validate(_build(Config, data, ""))
+
+
+def replace(config: Config, **sections: dict[str, Any]) -> Config:
+    """Copy with some fields of some sections replaced, re-validated (for CLI overrides)."""
+    changed = {
+        name: dataclasses.replace(getattr(config, name), **values)
+        for name, values in sections.items()
+        if values
+    }
+    return validate(dataclasses.replace(config, **changed))
+
+
+__all__ = [
+    "AudioConfig",
+    "Config",
+    "ConfigError",
+    "DashboardConfig",
+    "MqttConfig",
+    "PipelineConfig",
+    "VadConfig",
+    "load_config",
+    "replace",
+]

@@ -1,0 +1,85 @@
+"""Typed messages passed between pipeline stages: AudioBlock -> Utterance -> Result."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True, eq=False)
+class AudioBlock:
+    """A block of captured or read audio.
+
+    samples: int16, shape (n,), mono at `sample_rate`.
+    start_s: stream time of the first sample (seconds since the source started).
+    wall_s: `time.monotonic()` at which the block's last sample was available.
+    """
+
+    source: str
+    samples: npt.NDArray[np.int16]
+    sample_rate: int
+    start_s: float
+    wall_s: float
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.samples.size / self.sample_rate
+
+
+@dataclass(frozen=True, eq=False)
+class Utterance:
+    """One segmented stretch of speech.
+
+    samples: int16, shape (n,), from the pre-roll start to the end of the hangover.
+    start_s, end_s: stream time of the reported speech boundaries (seconds).
+    speech_end_wall_s: `time.monotonic()` of the last voiced frame's end, for latency.
+    """
+
+    index: int
+    source: str
+    samples: npt.NDArray[np.int16]
+    sample_rate: int
+    start_s: float
+    end_s: float
+    speech_end_wall_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True)
+class Result:
+    """The classification of one utterance; `to_json()` is the `--json` line and MQTT payload."""
+
+    seq: int
+    source: str
+    start_s: float
+    end_s: float
+    emotion: str
+    confidence: float
+    probabilities: dict[str, float]
+    latency_ms: float
+    model: str
+    uncertain: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "source": self.source,
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+            "emotion": self.emotion,
+            "confidence": round(self.confidence, 4),
+            "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
+            "latency_ms": round(self.latency_ms, 1),
+            "model": self.model,
+            "uncertain": self.uncertain,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))

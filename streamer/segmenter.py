@@ -1,0 +1,195 @@
+"""Utterance segmentation over webrtcvad decisions: pure and synchronous, no I/O.
+
+`UtteranceTracker` is the state machine: VAD frames with their speech flag in, utterances out.
+`VadSegmenter` cuts arbitrary audio blocks into VAD frames, asks webrtcvad, and feeds the tracker.
+
+Timeline of one utterance (frames of `frame_ms`):
+
+    silence | pre-roll | start run (>= start_ms voiced) | speech ... | hangover (silence) | silence
+            ^ samples begin                                                     samples end ^
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.config import VadConfig
+from streamer.messages import AudioBlock, Utterance
+
+_SILENT_DB = -120.0
+
+
+@dataclass(frozen=True, eq=False)
+class _Frame:
+    samples: npt.NDArray[np.int16]
+    start_s: float
+    end_wall_s: float
+    speech: bool
+    level_db: float
+
+
+@dataclass
+class SegmenterStats:
+    """Counters since start (mutable, owned by the tracker)."""
+
+    frames: int = 0
+    speech_frames: int = 0
+    utterances: int = 0
+    dropped_short: int = 0
+    cut_at_max: int = 0
+
+
+def frame_level_db(samples: npt.NDArray[np.int16]) -> float:
+    """RMS level of int16 samples in dBFS (-120 for digital silence)."""
+    if samples.size == 0:
+        return _SILENT_DB
+    x = samples.astype(np.float32) / 32768.0
+    power = float(np.dot(x, x)) / x.size
+    return 10.0 * math.log10(power) if power > 1e-12 else _SILENT_DB
+
+
+class UtteranceTracker:
+    """The segmentation state machine; see the module docstring for the timeline."""
+
+    def __init__(self, config: VadConfig, sample_rate: int, source: str) -> None:
+        self.config = config
+        self.sample_rate = sample_rate
+        self.source = source
+        self.frame_s = config.frame_ms / 1000.0
+        self._start_frames = max(1, math.ceil(config.start_ms / config.frame_ms))
+        self._hangover_frames = max(1, math.ceil(config.hangover_ms / config.frame_ms))
+        self._max_frames = max(1, config.max_utterance_ms // config.frame_ms)
+        pre_roll_frames = math.ceil(config.pre_roll_ms / config.frame_ms)
+        self._ring: deque[_Frame] = deque(maxlen=pre_roll_frames + self._start_frames)
+        self._voiced_run = 0
+        self._frames: list[_Frame] = []  # current utterance, empty when in silence
+        self._in_speech = False
+        self._silence_run = 0
+        self._next_index = 0
+        self.stats = SegmenterStats()
+
+    @property
+    def in_speech(self) -> bool:
+        return self._in_speech
+
+    def push(
+        self,
+        samples: npt.NDArray[np.int16],
+        start_s: float,
+        end_wall_s: float,
+        speech: bool,
+    ) -> list[Utterance]:
+        """Add one VAD frame (int16, `frame_ms` long) and its decision; returns ended utterances."""
+        frame = _Frame(samples, start_s, end_wall_s, speech, frame_level_db(samples))
+        self.stats.frames += 1
+        self.stats.speech_frames += int(speech)
+        if not self._in_speech:
+            self._ring.append(frame)
+            self._voiced_run = self._voiced_run + 1 if speech else 0
+            if self._voiced_run >= self._start_frames:
+                self._in_speech = True
+                self._frames = list(self._ring)
+                self._ring.clear()
+                self._voiced_run = 0
+                self._silence_run = 0
+            return []
+        self._frames.append(frame)
+        self._silence_run = 0 if speech else self._silence_run + 1
+        if self._silence_run >= self._hangover_frames:
+            out = self._finish()
+            self._in_speech = False
+            return out
+        if len(self._frames) >= self._max_frames:
+            self.stats.cut_at_max += 1
+            out = self._finish()
+            self._silence_run = 0  # stay in speech; the next piece starts with the next frame
+            return out
+        return []
+
+    def flush(self) -> list[Utterance]:
+        """End of input: emit the utterance in progress (if long enough) and reset."""
+        out = self._finish() if self._in_speech else []
+        self._in_speech = False
+        self._ring.clear()
+        self._voiced_run = 0
+        return out
+
+    def _finish(self) -> list[Utterance]:
+        frames, self._frames = self._frames, []
+        voiced = [i for i, f in enumerate(frames) if f.speech]
+        if not voiced:
+            return []
+        first, last = voiced[0], voiced[-1]
+        # Reported boundaries: leave out edge frames far below the loudest (breaths, clicks).
+        loudest = max(f.level_db for f in frames[first : last + 1])
+        floor = loudest - self.config.boundary_db
+        while frames[first].level_db < floor and first < last:
+            first += 1
+        while frames[last].level_db < floor and last > first:
+            last -= 1
+        start_s = frames[first].start_s
+        end_s = frames[last].start_s + self.frame_s
+        if (end_s - start_s) * 1000.0 < self.config.min_utterance_ms - 1e-6:
+            self.stats.dropped_short += 1
+            return []
+        utterance = Utterance(
+            index=self._next_index,
+            source=self.source,
+            samples=np.concatenate([f.samples for f in frames]),
+            sample_rate=self.sample_rate,
+            start_s=start_s,
+            end_s=end_s,
+            speech_end_wall_s=frames[voiced[-1]].end_wall_s,
+        )
+        self._next_index += 1
+        self.stats.utterances += 1
+        return [utterance]
+
+
+@dataclass
+class VadSegmenter:
+    """webrtcvad + framing in front of an `UtteranceTracker`, for one source's stream."""
+
+    config: VadConfig
+    source: str
+    sample_rate: int = 16_000
+    tracker: UtteranceTracker = field(init=False)
+    _pending: npt.NDArray[np.int16] = field(init=False)
+    _consumed: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        import webrtcvad
+
+        if self.sample_rate not in (8000, 16000, 32000, 48000):
+            raise ValueError(f"webrtcvad needs 8, 16, 32 or 48 kHz, got {self.sample_rate}")
+        self._vad = webrtcvad.Vad(self.config.aggressiveness)
+        self._frame_len = self.sample_rate * self.config.frame_ms // 1000
+        self.tracker = UtteranceTracker(self.config, self.sample_rate, self.source)
+        self._pending = np.zeros(0, dtype=np.int16)
+
+    def push(self, block: AudioBlock) -> list[Utterance]:
+        """Feed one block of int16 audio; returns the utterances that ended in it."""
+        data = block.samples
+        if self._pending.size:
+            data = np.concatenate([self._pending, data])
+        n_frames = data.size // self._frame_len
+        out: list[Utterance] = []
+        for i in range(n_frames):
+            frame = data[i * self._frame_len : (i + 1) * self._frame_len]
+            start_s = self._consumed / self.sample_rate
+            self._consumed += self._frame_len
+            end_wall_s = block.wall_s - (block.end_s - self._consumed / self.sample_rate)
+            speech = self._vad.is_speech(frame.tobytes(), self.sample_rate)
+            out.extend(self.tracker.push(frame, start_s, end_wall_s, speech))
+        self._pending = data[n_frames * self._frame_len :].copy()
+        return out
+
+    def flush(self) -> list[Utterance]:
+        """End of the stream (the last partial frame is dropped)."""
+        self._pending = np.zeros(0, dtype=np.int16)
+        return self.tracker.flush()

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from streamer.audio_io import resample
+from streamer.features import FEATURE_SPEC, FeatureSpec, extract
+
+from .synth import harmonic, silence
+
+
+@pytest.fixture(scope="module")
+def clip(ravdess):
+    audio, rate = sf.read(ravdess / "Actor_01" / "03-01-05-02-01-01-01.flac", dtype="float32")
+    assert rate == 16_000
+    return audio
+
+
+def test_shape_dtype_and_determinism(clip):
+    a = extract(clip, 16_000)
+    b = extract(clip.copy(), 16_000)
+    assert a.shape == (FEATURE_SPEC.dim,) == (696,)
+    assert a.dtype == np.float32
+    assert np.isfinite(a).all()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_different_emotions_give_different_vectors(ravdess, clip):
+    other, _ = sf.read(ravdess / "Actor_01" / "03-01-04-01-01-01-01.flac", dtype="float32")
+    assert np.abs(extract(clip) - extract(other)).mean() > 0.1
+
+
+def test_48k_input_is_resampled_to_nearly_the_same_features(clip):
+    native = extract(clip, 16_000)
+    upsampled = resample(clip, 16_000, 48_000)
+    assert upsampled.size == clip.size * 3
+    from48 = extract(upsampled, 48_000)
+    scale = np.abs(native) + 1.0
+    assert np.median(np.abs(native - from48) / scale) < 1e-3
+    assert np.mean(np.abs(native - from48) / scale) < 0.02
+
+
+def test_level_invariance(clip):
+    np.testing.assert_allclose(extract(clip * 0.25), extract(clip), atol=0.05)
+
+
+def test_int16_input_is_scaled(clip):
+    as_int = (clip * 32767).astype(np.int16)
+    np.testing.assert_array_equal(extract(as_int), extract(as_int.astype(np.float32) / 32768.0))
+
+
+@pytest.mark.parametrize("n_samples", [0, 1, 100, 1599, 1600])
+def test_too_short_input_is_padded_and_finite(n_samples):
+    out = extract(harmonic(1.0)[:n_samples])
+    assert out.shape == (FEATURE_SPEC.dim,)
+    assert np.isfinite(out).all()
+
+
+def test_silence_gives_finite_constant_features():
+    out = extract(silence(1.0))
+    assert np.isfinite(out).all()
+    # Nothing varies in digital silence: every standard deviation and slope is zero.
+    stats = out.reshape(FEATURE_SPEC.n_descriptors, 8)
+    assert np.abs(stats[:, 1]).max() < 1e-6 and np.abs(stats[:, 7]).max() < 1e-6
+
+
+def test_stereo_is_rejected_with_a_clear_error():
+    with pytest.raises(ValueError, match="mono"):
+        extract(np.zeros((1600, 2), dtype=np.float32))
+
+
+def test_spec_digest_changes_with_any_parameter():
+    assert FeatureSpec(n_mels=41).digest() != FEATURE_SPEC.digest()
+    assert FeatureSpec().digest() == FEATURE_SPEC.digest()

@@ -1,0 +1,73 @@
+"""A small real `ser-train` run on four RAVDESS actors: evaluates, writes a bundle, predicts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from streamer.classifier import Classifier
+from streamer.labels import LABELS
+
+
+@pytest.mark.slow
+def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
+    out = tmp_path / "bundle"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "train.cli",
+            "--data",
+            str(ravdess),
+            "--out",
+            str(out),
+            "--actors",
+            "1,11,4,10",
+            "--epochs",
+            "3",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "found 240 RAVDESS speech clips" in proc.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["actors"] == [1, 4, 10, 11]
+    ev = manifest["evaluation"]
+    assert ev["folds_evaluated"] == 2  # folds 1 (actors 1, 11) and 2 (4, 10)
+    assert [f["fold"] for f in ev["per_fold"]] == [1, 2]
+    assert 0.0 <= ev["summary"]["accuracy"]["mean"] <= 1.0
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    for fold in evaluation["folds"]:
+        assert not set(fold["test_actors"]) & set(fold["train_actors"])
+    confusion = np.array(evaluation["pooled"]["confusion"])
+    assert confusion.shape == (8, 8) and confusion.sum() == 240
+    assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    clf = Classifier.from_dir(out)
+    audio, rate = sf.read(ravdess / "Actor_02" / "03-01-01-01-01-01-02.flac", dtype="float32")
+    probs = clf.probabilities(audio, rate)
+    assert list(probs) == list(LABELS)
+    assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_train_reports_bad_data_folder(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "train.cli", "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no RAVDESS speech audio" in lines[0]

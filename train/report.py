@@ -1,0 +1,89 @@
+"""Presenting an evaluation: Rich table on the terminal, JSON and a confusion-matrix PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+
+def fold_table(evaluation: dict[str, Any]) -> Table:
+    """Per-fold and mean ± std accuracy, UA and macro-F1, then per-class recall."""
+    table = Table(title=f"Speaker-independent evaluation ({evaluation['protocol']})")
+    table.add_column("fold")
+    table.add_column("test actors")
+    table.add_column("n", justify="right")
+    for name in ("accuracy", "UA", "macro-F1"):
+        table.add_column(name, justify="right")
+    for fold in evaluation["folds"]:
+        s = fold["scores"]
+        table.add_row(
+            str(fold["fold"]),
+            ",".join(str(a) for a in fold["test_actors"]),
+            str(s["n"]),
+            f"{s['accuracy']:.1%}",
+            f"{s['unweighted_accuracy']:.1%}",
+            f"{s['macro_f1']:.1%}",
+        )
+    summary = evaluation["summary"]
+    table.add_section()
+    table.add_row(
+        "mean ± std",
+        "",
+        str(sum(f["scores"]["n"] for f in evaluation["folds"])),
+        *(
+            f"{summary[key]['mean']:.1%} ± {summary[key]['std']:.1%}"
+            for key in ("accuracy", "unweighted_accuracy", "macro_f1")
+        ),
+    )
+    return table
+
+
+def recall_table(evaluation: dict[str, Any]) -> Table:
+    table = Table(title="Recall per class (summed confusion)")
+    for label in evaluation["labels"]:
+        table.add_column(label, justify="right")
+    recall = evaluation["pooled"]["recall"]
+    table.add_row(*(f"{recall[label]:.0%}" for label in evaluation["labels"]))
+    return table
+
+
+def print_evaluation(console: Console, evaluation: dict[str, Any]) -> None:
+    console.print(fold_table(evaluation))
+    console.print(recall_table(evaluation))
+
+
+def plot_confusion(confusion: list[list[int]], labels: list[str], title: str, path: Path) -> None:
+    """Write a row-normalised confusion matrix with counts as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(confusion, dtype=np.float64)
+    rows = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5), dpi=110)
+    image = ax.imshow(rows, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=10)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(
+                j,
+                i,
+                f"{int(counts[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if rows[i, j] > 0.5 else "black",
+            )
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of true class")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
