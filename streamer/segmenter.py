@@ -22,6 +22,7 @@ from streamer.config import VadConfig
 from streamer.messages import AudioBlock, Utterance
 
 _SILENT_DB = -120.0
+_EDGE_RUN = 3  # frames in a row that count as speech for reported boundaries
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,13 +126,17 @@ class UtteranceTracker:
         if not voiced:
             return []
         first, last = voiced[0], voiced[-1]
-        # Reported boundaries: leave out edge frames far below the loudest (breaths, clicks).
+        # Reported boundaries: the first and last runs of `_EDGE_RUN` frames within boundary_db
+        # of the loudest frame; leaves out breaths, background and isolated clicks at the edges.
         loudest = max(f.level_db for f in frames[first : last + 1])
-        floor = loudest - self.config.boundary_db
-        while frames[first].level_db < floor and first < last:
-            first += 1
-        while frames[last].level_db < floor and last > first:
-            last -= 1
+        loud = [f.level_db >= loudest - self.config.boundary_db for f in frames]
+        runs = [
+            i
+            for i in range(first, last + 1)
+            if all(loud[i : i + _EDGE_RUN]) and i + _EDGE_RUN <= last + 1
+        ]
+        if runs:
+            first, last = runs[0], runs[-1] + _EDGE_RUN - 1
         start_s = frames[first].start_s
         end_s = frames[last].start_s + self.frame_s
         if (end_s - start_s) * 1000.0 < self.config.min_utterance_ms - 1e-6:

@@ -1,0 +1,165 @@
+"""The asyncio pipeline: source -> segmenter -> features (processes) -> classifier -> sinks.
+
+Results leave in utterance order. Utterances in flight are bounded by `max_pending`: a live source
+drops the newest utterance when full (counted in `dropped_backlog`); a file or stdin source waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.classifier import Classifier
+from streamer.config import Config
+from streamer.messages import AudioBlock, Result, Utterance
+from streamer.segmenter import VadSegmenter, frame_level_db
+from streamer.sources import EndOfStream, Source, SourceError
+from streamer.state import LiveState
+from streamer.workers import FeatureWorkers
+
+logger = logging.getLogger(__name__)
+
+_Classified = tuple[Utterance, npt.NDArray[np.float32], float]
+
+
+class Sink(Protocol):
+    """Receives every result in order. `emit` must not block."""
+
+    def emit(self, result: Result) -> None: ...
+
+
+class Pipeline:
+    """Runs one source to its end (or until stopped) and emits every result to the sinks."""
+
+    def __init__(
+        self,
+        config: Config,
+        classifier: Classifier,
+        workers: FeatureWorkers,
+        sinks: Sequence[Sink],
+        state: LiveState,
+    ) -> None:
+        self.config = config
+        self.classifier = classifier
+        self.workers = workers
+        self.sinks = list(sinks)
+        self.state = state
+        self._infer = ThreadPoolExecutor(1, thread_name_prefix="ser-infer")
+        self._seq = 0
+        self._short_in_finished_streams = 0
+
+    async def run(self, source: Source) -> None:
+        """Process `source` to its end; a SourceError is raised after what was in flight is out."""
+        pending: asyncio.Queue[asyncio.Task[_Classified] | None] = asyncio.Queue(
+            self.config.pipeline.max_pending
+        )
+        emitter = asyncio.create_task(self._emit_in_order(pending), name="ser-emit")
+        segmenter: VadSegmenter | None = None
+        failure: SourceError | None = None
+        self.state.source = source.name
+        try:
+            async for item in source.blocks():
+                if isinstance(item, EndOfStream):
+                    if segmenter is not None:
+                        await self._submit_all(segmenter.flush(), pending, source.live)
+                        self._count(segmenter, finished=True)
+                    segmenter = None
+                    continue
+                if segmenter is None:
+                    segmenter = VadSegmenter(self.config.vad, item.source, item.sample_rate)
+                    self.state.source = item.source
+                utterances = segmenter.push(item)
+                self._observe(item, segmenter, source)
+                await self._submit_all(utterances, pending, source.live)
+        except SourceError as exc:
+            failure = exc
+            if segmenter is not None:  # keep the utterance in progress
+                await self._submit_all(segmenter.flush(), pending, live=False)
+                self._count(segmenter, finished=True)
+        finally:
+            await pending.put(None)
+            await emitter
+            self._infer.shutdown(wait=False, cancel_futures=True)
+        if failure is not None:
+            raise failure
+
+    def _observe(self, block: AudioBlock, segmenter: VadSegmenter, source: Source) -> None:
+        state = self.state
+        state.level_db = frame_level_db(block.samples)
+        state.in_speech = segmenter.tracker.in_speech
+        state.overflows = source.overflows
+        state.dropped_blocks = source.dropped_blocks
+        self._count(segmenter)
+
+    def _count(self, segmenter: VadSegmenter, finished: bool = False) -> None:
+        """Short-utterance drops over all streams so far."""
+        dropped = segmenter.tracker.stats.dropped_short
+        self.state.dropped_short = self._short_in_finished_streams + dropped
+        if finished:
+            self._short_in_finished_streams += dropped
+
+    async def _submit_all(
+        self,
+        utterances: list[Utterance],
+        pending: asyncio.Queue[asyncio.Task[_Classified] | None],
+        live: bool,
+    ) -> None:
+        for utterance in utterances:
+            if live and pending.full():
+                self.state.dropped_backlog += 1
+                logger.warning(
+                    "dropping utterance at %.2f s: %d already in flight (pipeline.max_pending)",
+                    utterance.start_s,
+                    pending.maxsize,
+                )
+                continue
+            task = asyncio.create_task(self._classify(utterance))
+            await pending.put(task)
+
+    async def _classify(self, utterance: Utterance) -> _Classified:
+        features = await self.workers.extract(utterance.samples, utterance.sample_rate)
+        loop = asyncio.get_running_loop()
+        probs = await loop.run_in_executor(self._infer, self.classifier.predict, features)
+        return utterance, probs, time.monotonic()
+
+    async def _emit_in_order(
+        self, pending: asyncio.Queue[asyncio.Task[_Classified] | None]
+    ) -> None:
+        labels = self.classifier.bundle.labels
+        model = self.classifier.bundle.name
+        min_confidence = self.config.pipeline.min_confidence
+        while (task := await pending.get()) is not None:
+            try:
+                utterance, probs, ready_s = await task
+            except Exception:
+                self.state.failed += 1
+                logger.exception("classifying an utterance failed")
+                continue
+            top = int(np.argmax(probs))
+            confidence = float(probs[top])
+            result = Result(
+                seq=self._seq,
+                source=utterance.source,
+                start_s=utterance.start_s,
+                end_s=utterance.end_s,
+                emotion=labels[top],
+                confidence=confidence,
+                probabilities={label: float(p) for label, p in zip(labels, probs, strict=True)},
+                latency_ms=(ready_s - utterance.speech_end_wall_s) * 1000.0,
+                model=model,
+                uncertain=confidence < min_confidence,
+            )
+            self._seq += 1
+            self.state.record(result)
+            for sink in self.sinks:
+                try:
+                    sink.emit(result)
+                except Exception:
+                    logger.exception("a result sink failed")

@@ -1,0 +1,135 @@
+"""The live terminal dashboard: a pure render of `LiveState`, redrawn by its owner."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from streamer.state import BrokerStatus, LiveState
+
+_BAR_WIDTH = 30
+_LEVEL_FLOOR_DB = -60.0
+
+
+def _bar(fraction: float, width: int = _BAR_WIDTH, style: str = "green") -> Text:
+    filled = max(0, min(width, round(fraction * width)))
+    return Text("█" * filled, style=style) + Text("░" * (width - filled), style="grey37")
+
+
+def _broker_line(broker: BrokerStatus | None) -> Text:
+    if broker is None:
+        return Text("off", style="grey50")
+    styles = {"connected": "green", "retrying": "yellow", "connecting": "yellow"}
+    text = Text(broker.state, style=styles.get(broker.state, "red"))
+    if broker.state == "retrying" and broker.retry_in_s is not None:
+        text += Text(f" in {broker.retry_in_s:.0f} s")
+    if broker.last_error and broker.state != "connected":
+        text += Text(f" ({broker.last_error})", style="grey62")
+    text += Text(f"  waiting {broker.queued}  sent {broker.published}")
+    if broker.dropped:
+        text += Text(f"  dropped {broker.dropped}", style="red")
+    return text
+
+
+def render(state: LiveState, now_s: float | None = None) -> RenderableType:
+    """Everything the dashboard shows, from `state` alone."""
+    now_s = time.monotonic() if now_s is None else now_s
+    accuracy = (
+        f"{state.model_accuracy:.1%} 6-fold speaker-independent accuracy"
+        if state.model_accuracy is not None
+        else "accuracy not recorded"
+    )
+    header = Text.assemble(
+        ("ser ", "bold"),
+        (f"model {state.model_name}", "cyan"),
+        f" ({accuracy})  ",
+        ("source ", "bold"),
+        state.source or "-",
+        f"  up {now_s - state.started_wall_s:.0f} s",
+    )
+
+    level_fraction = (max(state.level_db, _LEVEL_FLOOR_DB) - _LEVEL_FLOOR_DB) / -_LEVEL_FLOOR_DB
+    vad = Text("SPEECH", style="bold green") if state.in_speech else Text("silence", "grey50")
+    level = Text.assemble("input ", _bar(level_fraction), f" {state.level_db:6.1f} dBFS  ", vad)
+
+    current = Table.grid(padding=(0, 1))
+    current.add_column(justify="right")
+    current.add_column()
+    current.add_column(justify="right")
+    last = state.last
+    if last is None:
+        title = "waiting for speech"
+        for label in state.labels:
+            current.add_row(label, _bar(0.0), "")
+    else:
+        style = "dim" if last.uncertain else "bold"
+        title = (
+            f"#{last.seq} {last.emotion} {last.confidence:.0%}"
+            + (" (uncertain)" if last.uncertain else "")
+            + f"  {last.start_s:.2f}-{last.end_s:.2f} s"
+        )
+        for label in state.labels:
+            p = last.probabilities.get(label, 0.0)
+            is_top = label == last.emotion
+            current.add_row(
+                Text(label, style=style if is_top else ""),
+                _bar(p, style="magenta" if is_top else "blue"),
+                f"{p:.0%}",
+            )
+
+    history = Table(expand=True, box=None, header_style="bold")
+    for name, justify in (
+        ("#", "right"),
+        ("source", "left"),
+        ("time s", "right"),
+        ("dur s", "right"),
+        ("emotion", "left"),
+        ("conf", "right"),
+        ("latency ms", "right"),
+    ):
+        history.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in state.history:
+        history.add_row(
+            str(r.seq),
+            r.source[-24:],
+            f"{r.start_s:.2f}",
+            f"{r.end_s - r.start_s:.2f}",
+            r.emotion,
+            f"{r.confidence:.0%}",
+            f"{r.latency_ms:.0f}",
+            style="dim" if r.uncertain else None,
+        )
+
+    pct = state.latency_percentiles()
+    latency = f"{pct[0]:.0f} / {pct[1]:.0f} ms" if pct else "-"
+    counters = Text.assemble(
+        f"utterances {state.utterances}  dropped: short {state.dropped_short}, "
+        f"backlog {state.dropped_backlog}  failed {state.failed}  overflows {state.overflows}  "
+        f"lost blocks {state.dropped_blocks}  latency p50/p95 {latency}\n",
+        "mqtt ",
+        _broker_line(state.broker),
+    )
+    return Group(
+        header,
+        level,
+        Panel(current, title=title, title_align="left"),
+        Panel(history, title="recent utterances", title_align="left"),
+        counters,
+    )
+
+
+async def run_dashboard(state: LiveState, refresh_hz: float, console: Console) -> None:
+    """Redraw until cancelled. Only this task touches the terminal; no refresh thread."""
+    with Live(render(state), console=console, auto_refresh=False, transient=False) as live:
+        try:
+            while True:
+                await asyncio.sleep(1.0 / refresh_hz)
+                live.update(render(state), refresh=True)
+        finally:
+            live.update(render(state), refresh=True)

@@ -1,0 +1,63 @@
+"""What the dashboard shows: mutable state owned and updated by the event loop only."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamer.messages import Result
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """MQTT connection state as shown to the user."""
+
+    state: str  # "connecting", "connected", "retrying", "disabled", "stopped"
+    retry_in_s: float | None = None
+    last_error: str | None = None
+    queued: int = 0
+    dropped: int = 0
+    published: int = 0
+
+
+@dataclass
+class LiveState:
+    """Counters, levels and recent results of a running recognizer."""
+
+    model_name: str
+    model_accuracy: float | None
+    labels: tuple[str, ...]
+    history_size: int = 12
+    source: str = ""
+    started_wall_s: float = field(default_factory=time.monotonic)
+    level_db: float = -120.0
+    in_speech: bool = False
+    utterances: int = 0
+    dropped_short: int = 0
+    dropped_backlog: int = 0
+    failed: int = 0
+    overflows: int = 0
+    dropped_blocks: int = 0
+    last: Result | None = None
+    history: deque[Result] = field(init=False)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
+    broker: BrokerStatus | None = None
+
+    def __post_init__(self) -> None:
+        self.history = deque(maxlen=self.history_size)
+
+    def record(self, result: Result) -> None:
+        self.utterances += 1
+        self.last = result
+        self.history.appendleft(result)
+        self.latencies_ms.append(result.latency_ms)
+
+    def latency_percentiles(self) -> tuple[float, float] | None:
+        """(p50, p95) of recent end-of-speech-to-result latencies in ms, None before any."""
+        if not self.latencies_ms:
+            return None
+        p50, p95 = np.percentile(np.fromiter(self.latencies_ms, dtype=np.float64), [50, 95])
+        return float(p50), float(p95)

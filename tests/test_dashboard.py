@@ -1,0 +1,73 @@
+"""The dashboard rendered from a fixed state to a string console."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from streamer.labels import LABELS
+from streamer.messages import Result
+from streamer.sinks.dashboard import render
+from streamer.state import BrokerStatus, LiveState
+
+
+def _result(seq: int, emotion: str, confidence: float, uncertain: bool = False) -> Result:
+    rest = (1.0 - confidence) / (len(LABELS) - 1)
+    probs = {label: (confidence if label == emotion else rest) for label in LABELS}
+    return Result(
+        seq,
+        "mic",
+        1.0 + seq,
+        2.5 + seq,
+        emotion,
+        confidence,
+        probs,
+        312.0 + seq,
+        "default",
+        uncertain,
+    )
+
+
+def _text(state: LiveState, width: int = 110) -> str:
+    console = Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None)
+    console.print(render(state, now_s=state.started_wall_s + 42.0))
+    return console.file.getvalue()
+
+
+def _state() -> LiveState:
+    state = LiveState("default", 0.585, LABELS, history_size=3, source="mic", started_wall_s=100.0)
+    state.level_db = -23.5
+    state.in_speech = True
+    for seq, (emotion, conf) in enumerate([("sad", 0.4), ("happy", 0.55), ("angry", 0.81)]):
+        state.record(_result(seq, emotion, conf))
+    state.record(_result(3, "calm", 0.30, uncertain=True))
+    state.dropped_short, state.dropped_backlog, state.overflows = 2, 1, 5
+    return state
+
+
+def test_dashboard_shows_state():
+    text = _text(_state())
+    assert "model default (58.5% 6-fold speaker-independent accuracy)" in text
+    assert "source mic" in text and "up 42 s" in text
+    assert "-23.5 dBFS" in text and "SPEECH" in text
+    assert "#3 calm 30% (uncertain)" in text
+    for label in LABELS:
+        assert label in text
+    # history keeps the 3 newest, newest first
+    rows = [line.split() for line in text.splitlines() if line.startswith("│") and " mic " in line]
+    assert [(r[1], r[5]) for r in rows] == [("3", "calm"), ("2", "angry"), ("1", "happy")]
+    assert "dropped: short 2, backlog 1" in text and "overflows 5" in text
+    assert "latency p50/p95 314 / 315 ms" in text
+    assert "mqtt off" in text
+
+
+def test_dashboard_before_any_result_and_broker_retrying():
+    state = LiveState("m", None, LABELS, source="x.wav", started_wall_s=0.0)
+    state.broker = BrokerStatus(
+        "retrying", retry_in_s=4.0, last_error="connection refused", queued=17
+    )
+    text = _text(state)
+    assert "waiting for speech" in text and "accuracy not recorded" in text
+    assert "silence" in text and "latency p50/p95 -" in text
+    assert "retrying in 4 s (connection refused)  waiting 17" in text

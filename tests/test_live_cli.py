@@ -1,0 +1,192 @@
+"""`ser-live` end to end as a subprocess: files, folders, stdin, RAVDESS streams, bad input."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from .live import error_line, parse_results, run_live
+from .synth import harmonic, silence
+
+
+def _burst_file(path: Path, rate: int, channels: int = 1, fmt: str | None = None) -> Path:
+    mono = np.concatenate([silence(0.8), harmonic(0.9), silence(0.8)])
+    from streamer.audio_io import resample
+
+    mono = resample(mono, 16_000, rate)
+    data = np.stack([mono] * channels, axis=1) if channels > 1 else mono
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, data, rate, format=fmt)
+    return path
+
+
+def test_folder_of_generated_files_gives_one_result_per_file(tmp_path):
+    files = [
+        _burst_file(tmp_path / "a_48k_stereo.wav", 48_000, channels=2),
+        _burst_file(tmp_path / "b.flac", 16_000),
+        _burst_file(tmp_path / "sub" / "c_22k.ogg", 22_050, fmt="OGG"),
+    ]
+    (tmp_path / "notes.txt").write_text("not audio, not listed")
+    proc = run_live("--input", str(tmp_path), "--json")
+    assert proc.returncode == 0, proc.stderr.decode()
+    results = parse_results(proc.stdout)
+    assert [r["source"] for r in results] == [str(f) for f in files]
+    for r in results:  # each file has its own stream clock from 0
+        assert abs(r["start_s"] - 0.8) <= 0.06 and abs(r["end_s"] - 1.7) <= 0.06
+        assert r["model"] == "default"
+
+
+def test_ravdess_files_one_result_per_clip(ravdess, tmp_path):
+    names = ["03-01-01-01-01-01-03", "03-01-05-02-01-01-03", "03-01-04-01-02-02-03"]
+    for name in names:
+        (tmp_path / f"{name}.flac").symlink_to(ravdess / "Actor_03" / f"{name}.flac")
+    proc = run_live("--input", str(tmp_path), "--json")
+    assert proc.returncode == 0, proc.stderr.decode()
+    results = parse_results(proc.stdout)
+    assert [Path(r["source"]).stem for r in results] == sorted(names)
+
+
+def test_stdin_raw_pcm(ravdess):
+    audio, _ = sf.read(ravdess / "Actor_05" / "03-01-05-02-01-01-05.flac", dtype="int16")
+    pcm = np.concatenate([audio, np.zeros(8000, np.int16)]).astype("<i2").tobytes()
+    proc = run_live("--input", "-", "--json", stdin=pcm)
+    assert proc.returncode == 0, proc.stderr.decode()
+    results = parse_results(proc.stdout)
+    assert len(results) == 1 and results[0]["source"] == "-"
+
+
+def _speech_span(clip: np.ndarray, below_peak_db: float = 30.0) -> tuple[float, float, float]:
+    """(start s, end s, longest gap s) of 10 ms frames within `below_peak_db` of the peak."""
+    frames = clip[: clip.size // 160 * 160].reshape(-1, 160)
+    db = 10 * np.log10((frames.astype(np.float64) ** 2).mean(axis=1) + 1e-12)
+    loud = np.flatnonzero(db >= db.max() - below_peak_db)
+    gap = float(np.diff(loud).max() - 1) * 0.01 if loud.size > 1 else 0.0
+    return loud[0] * 0.01, (loud[-1] + 1) * 0.01, gap
+
+
+@pytest.mark.slow
+def test_stream_of_ravdess_clips_boundaries_within_150_ms(ravdess, tmp_path):
+    # Clips with unambiguous boundaries: the sentence alone (loud frames in one block, gaps
+    # < 250 ms) with sharp edges (spans at 25 and 35 dB below the peak agree within 100 ms).
+    # Chosen from the audio alone, before and independently of what ser-live reports.
+    candidates = sorted(ravdess.glob("Actor_*/03-01-0[2-8]-02-01-01-*.flac"))[::3]
+    clips = []
+    for path in candidates:
+        audio, _ = sf.read(path, dtype="float32")
+        start, end, gap = _speech_span(audio, 30.0)
+        tight, wide = _speech_span(audio, 25.0), _speech_span(audio, 35.0)
+        sharp = abs(tight[0] - wide[0]) < 0.1 and abs(tight[1] - wide[1]) < 0.1
+        if gap < 0.25 and sharp:
+            clips.append((path, audio, start, end))
+        if len(clips) == 6:
+            break
+    assert len(clips) == 6
+    rng = np.random.default_rng(0)
+    parts, expected, t = [silence(1.0)], [], 1.0
+    for _path, audio, start, end in clips:
+        expected.append((t + start, t + end))
+        parts.append(audio)
+        t += audio.size / 16_000
+        gap = silence(rng.uniform(1.0, 2.0))
+        parts.append(gap)
+        t += gap.size / 16_000
+    stream = np.concatenate(parts)
+    stream += rng.normal(0, 10 ** (-70 / 20), stream.size).astype(np.float32)  # a mic's floor
+    sf.write(tmp_path / "stream.wav", stream, 16_000)
+    proc = run_live("--input", str(tmp_path / "stream.wav"), "--json")
+    assert proc.returncode == 0, proc.stderr.decode()
+    results = parse_results(proc.stdout)
+    assert len(results) == len(clips)
+    for r, (start, end) in zip(results, expected, strict=True):
+        assert abs(r["start_s"] - start) <= 0.15, (r, start, end)
+        assert abs(r["end_s"] - end) <= 0.15, (r, start, end)
+
+
+def test_realtime_paces_input(tmp_path):
+    path = _burst_file(tmp_path / "x.wav", 16_000)  # 2.5 s
+    t0 = time.monotonic()
+    proc = run_live("--input", str(path), "--json", "--realtime")
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert len(parse_results(proc.stdout)) == 1
+    assert elapsed >= 2.5
+
+
+# ---- bad input: exit code and one line naming the problem ----
+
+
+def test_missing_path(tmp_path):
+    proc = run_live("--input", str(tmp_path / "nope.wav"), "--json")
+    assert proc.returncode == 2
+    assert "nope.wav not found" in error_line(proc)
+    assert proc.stdout == b""
+
+
+def test_text_file_named_wav(tmp_path):
+    bad = tmp_path / "speech.wav"
+    bad.write_text("hello, I am not audio\n")
+    proc = run_live("--input", str(bad), "--json")
+    assert proc.returncode == 2
+    assert "speech.wav is not readable as audio" in error_line(proc)
+
+
+def test_empty_file(tmp_path):
+    bad = tmp_path / "empty.wav"
+    bad.write_bytes(b"")
+    proc = run_live("--input", str(bad), "--json")
+    assert proc.returncode == 2
+    assert "empty.wav" in error_line(proc)
+
+
+def test_wav_with_no_samples(tmp_path):
+    bad = tmp_path / "zero.wav"
+    sf.write(bad, np.zeros(0, np.float32), 16_000)
+    proc = run_live("--input", str(bad), "--json")
+    assert proc.returncode == 2
+    assert "zero.wav holds no audio samples" in error_line(proc)
+
+
+def test_empty_folder(tmp_path):
+    proc = run_live("--input", str(tmp_path), "--json")
+    assert proc.returncode == 2
+    assert "holds no audio files" in error_line(proc)
+
+
+def test_folder_with_one_bad_file_skips_it(tmp_path):
+    _burst_file(tmp_path / "good.wav", 16_000)
+    (tmp_path / "bad.wav").write_text("nope")
+    proc = run_live("--input", str(tmp_path), "--json")
+    assert proc.returncode == 0
+    assert len(parse_results(proc.stdout)) == 1
+    assert "skipping input" in proc.stderr.decode() and "bad.wav" in proc.stderr.decode()
+
+
+def test_nonexistent_device():
+    proc = run_live("--device", "no-such-microphone-xyz", "--json")
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert "no-such-microphone-xyz" in line and "--list-devices" in line
+
+
+def test_bad_config_value_names_the_key(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[vad]\nhangover_ms = 'long'\n")
+    proc = run_live("--config", str(cfg), "--input", str(tmp_path), "--json")
+    assert proc.returncode == 2
+    assert "vad.hangover_ms" in error_line(proc)
+
+
+def test_missing_model_says_how_to_get_one(tmp_path):
+    path = _burst_file(tmp_path / "x.wav", 16_000)
+    proc = run_live("--model", str(tmp_path / "nomodel"), "--input", str(path), "--json")
+    assert proc.returncode == 2
+    assert "ser-train" in error_line(proc)
+
+
+def test_usage_error_exit_2():
+    proc = run_live("--no-such-flag")
+    assert proc.returncode == 2

@@ -1,0 +1,116 @@
+"""The true microphone path: sounddevice -> PortAudio -> ALSA pulse plugin -> a private PulseAudio
+server whose default source is a virtual microphone fed by `paplay`."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from .live import parse_results, run_live
+from .pulse import pulse  # noqa: F401  (fixture)
+
+
+class LiveProcess:
+    """`ser-live` running in the background with its stderr collected line by line."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamer.cli", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.stderr: list[str] = []
+        self._listening = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self.stderr.append(line)
+            if line.startswith("listening on"):
+                self._listening.set()
+
+    def wait_listening(self, timeout: float = 60) -> None:
+        assert self._listening.wait(timeout), "\n".join(self.stderr)
+
+    def finish(self, timeout: float = 60) -> tuple[int, bytes]:
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.read()
+        code = self.proc.wait(timeout=timeout)
+        self._thread.join(timeout=5)
+        return code, out
+
+
+def _speech_file(ravdess, tmp_path):
+    clips = [
+        ravdess / "Actor_06" / "03-01-05-02-01-01-06.flac",
+        ravdess / "Actor_06" / "03-01-04-01-02-01-06.flac",
+    ]
+    parts = [np.zeros(16_000, np.float32)]  # the first ~25 ms played are lost: lead with silence
+    for clip in clips:
+        audio, _ = sf.read(clip, dtype="float32")
+        parts += [audio, np.zeros(24_000, np.float32)]
+    path = tmp_path / "speech.wav"
+    sf.write(path, np.concatenate(parts), 16_000, subtype="PCM_16")
+    return path
+
+
+@pytest.mark.slow
+def test_default_microphone_hears_two_utterances(pulse, ravdess, tmp_path):  # noqa: F811
+    path = _speech_file(ravdess, tmp_path)
+    live = LiveProcess("--json", env=pulse.env)
+    live.wait_listening()
+    pulse.play(path)
+    time.sleep(1.0)  # hangover and classification of the last utterance
+    live.proc.send_signal(signal.SIGINT)
+    code, out = live.finish()
+    assert code == 0, "\n".join(live.stderr)
+    results = parse_results(out)
+    assert len(results) == 2, (results, live.stderr)
+    assert all(r["source"] == "default" for r in results)
+    # The microphone gives the same segmentation as reading the file directly (capture is
+    # bit-exact; only the stream clock's origin differs).
+    direct = parse_results(run_live("--input", str(path), "--json").stdout)
+    assert len(direct) == 2
+    for mic, ref in zip(results, direct, strict=True):
+        assert abs((mic["end_s"] - mic["start_s"]) - (ref["end_s"] - ref["start_s"])) <= 0.07
+    mic_gap = results[1]["start_s"] - results[0]["start_s"]
+    ref_gap = direct[1]["start_s"] - direct[0]["start_s"]
+    assert abs(mic_gap - ref_gap) <= 0.07
+
+
+def test_list_devices_shows_the_virtual_default(pulse):  # noqa: F811
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "--list-devices"],
+        env=pulse.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0
+    assert any(line.startswith("*") and "default" in line for line in proc.stdout.splitlines())
+
+
+@pytest.mark.slow
+def test_microphone_vanishing_mid_stream_is_one_clear_error(pulse, tmp_path):  # noqa: F811
+    live = LiveProcess("--json", env=pulse.env)
+    live.wait_listening()
+    time.sleep(0.5)
+    pulse.kill()
+    code, out = live.finish(timeout=60)
+    assert code == 1, "\n".join(live.stderr)
+    errors = [line for line in live.stderr if line.startswith("ser-live:")]
+    assert len(errors) == 1 and "stopped delivering audio" in errors[0], live.stderr
+    assert not any("Traceback" in line for line in live.stderr)
+    assert out == b""

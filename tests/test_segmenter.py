@@ -1,0 +1,133 @@
+"""The pure segmenter: exact boundaries on synthetic decisions and synthetic audio."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from streamer.config import VadConfig
+from streamer.messages import AudioBlock
+from streamer.segmenter import UtteranceTracker, VadSegmenter
+
+from .synth import harmonic, silence
+
+FRAME_S = 0.03
+CFG = VadConfig(
+    frame_ms=30,
+    pre_roll_ms=90,
+    start_ms=60,
+    hangover_ms=150,
+    min_utterance_ms=200,
+    max_utterance_ms=3000,
+    boundary_db=35.0,
+)
+
+
+def _run(pattern: str, config: VadConfig = CFG, loud: int = 8000):
+    """Feed one frame per character ('1' speech, '0' silence) with matching loudness."""
+    tracker = UtteranceTracker(config, 16_000, "test")
+    out = []
+    for i, ch in enumerate(pattern):
+        samples = np.full(480, loud if ch == "1" else 0, dtype=np.int16)
+        out += tracker.push(samples, i * FRAME_S, 100.0 + (i + 1) * FRAME_S, ch == "1")
+    return tracker, out, tracker.flush()
+
+
+def test_one_utterance_exact_boundaries_preroll_and_hangover():
+    pattern = "0" * 10 + "1" * 20 + "0" * 10
+    tracker, out, rest = _run(pattern)
+    assert rest == [] and len(out) == 1
+    u = out[0]
+    assert u.start_s == pytest.approx(10 * FRAME_S)
+    assert u.end_s == pytest.approx(30 * FRAME_S)
+    # samples: 3 pre-roll frames + 20 speech + 5 hangover frames (ended on the 5th silent frame)
+    assert u.samples.size == (3 + 20 + 5) * 480
+    assert u.speech_end_wall_s == pytest.approx(100.0 + 30 * FRAME_S)
+    assert tracker.stats.utterances == 1 and not tracker.in_speech
+
+
+def test_short_silence_inside_speech_does_not_split():
+    _, out, _ = _run("0" * 5 + "1" * 10 + "0" * 4 + "1" * 10 + "0" * 10)
+    assert len(out) == 1
+    assert out[0].start_s == pytest.approx(5 * FRAME_S)
+    assert out[0].end_s == pytest.approx(29 * FRAME_S)
+
+
+def test_two_utterances_and_exact_count():
+    _, out, _ = _run("0" * 5 + "1" * 10 + "0" * 6 + "1" * 10 + "0" * 10)
+    assert [round(u.start_s / FRAME_S) for u in out] == [5, 21]
+    assert [round(u.end_s / FRAME_S) for u in out] == [15, 31]
+    assert [u.index for u in out] == [0, 1]
+
+
+def test_a_blip_shorter_than_the_start_trigger_is_ignored():
+    tracker, out, rest = _run("0" * 5 + "1" + "0" * 20)
+    assert out == rest == [] and tracker.stats.dropped_short == 0
+
+
+def test_min_length_drops_and_counts():
+    tracker, out, _ = _run("0" * 5 + "1" * 5 + "0" * 10)  # 150 ms < 200 ms
+    assert out == [] and tracker.stats.dropped_short == 1
+
+
+def test_max_length_cuts_long_speech_into_pieces():
+    config = VadConfig(**{**CFG.__dict__, "max_utterance_ms": 1500})  # 50 frames
+    tracker, out, rest = _run("0" * 5 + "1" * 120 + "0" * 10, config)
+    pieces = out + rest
+    assert len(pieces) == 3
+    assert tracker.stats.cut_at_max == 2
+    # contiguous pieces covering all speech
+    assert pieces[0].start_s == pytest.approx(5 * FRAME_S)
+    for a, b in itertools.pairwise(pieces):
+        assert b.start_s == pytest.approx(a.end_s)
+    assert pieces[-1].end_s == pytest.approx(125 * FRAME_S)
+
+
+def test_flush_emits_speech_in_progress():
+    _, out, rest = _run("0" * 5 + "1" * 20)
+    assert out == [] and len(rest) == 1
+    assert rest[0].end_s == pytest.approx(25 * FRAME_S)
+
+
+def test_quiet_edge_frames_are_left_out_of_reported_boundaries():
+    tracker = UtteranceTracker(CFG, 16_000, "t")
+    levels = [0] * 5 + [30] * 3 + [8000] * 10 + [30] * 3 + [0] * 10  # breaths ~ -61 dB vs -12 dB
+    out = []
+    for i, level in enumerate(levels):
+        out += tracker.push(
+            np.full(480, level, dtype=np.int16), i * FRAME_S, i * FRAME_S, level > 0
+        )
+    assert len(out) == 1
+    assert out[0].start_s == pytest.approx(8 * FRAME_S)
+    assert out[0].end_s == pytest.approx(18 * FRAME_S)
+
+
+def _blocks(audio: np.ndarray, block: int = 480):
+    pcm = (audio * 32767).astype(np.int16)
+    for i in range(0, pcm.size, block):
+        yield AudioBlock("syn", pcm[i : i + block], 16_000, i / 16_000, 0.0)
+
+
+@pytest.mark.parametrize("block", [160, 480, 1000])
+def test_webrtcvad_on_synthetic_voiced_bursts(block):
+    bursts = [(1.0, 0.8), (2.5, 1.2), (5.0, 0.5)]  # (start s, duration s)
+    audio = silence(6.5)
+    for start, dur in bursts:
+        i = round(start * 16_000)
+        audio[i : i + round(dur * 16_000)] = harmonic(dur)
+    seg = VadSegmenter(VadConfig(), "syn")
+    out = [u for b in _blocks(audio, block) for u in seg.push(b)] + seg.flush()
+    assert len(out) == len(bursts)
+    for u, (start, dur) in zip(out, bursts, strict=True):
+        assert abs(u.start_s - start) <= 0.03
+        assert abs(u.end_s - (start + dur)) <= 0.03
+        assert u.samples.size / 16_000 >= dur  # pre-roll and hangover included
+
+
+def test_burst_shorter_than_min_utterance_is_dropped():
+    audio = np.concatenate([silence(1.0), harmonic(0.2), silence(1.0)])
+    seg = VadSegmenter(VadConfig(min_utterance_ms=400), "syn")
+    out = [u for b in _blocks(audio) for u in seg.push(b)] + seg.flush()
+    assert out == [] and seg.tracker.stats.dropped_short == 1
