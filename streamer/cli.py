@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="one JSON object per utterance on stdout (default when stdout is not a terminal)",
     )
+    mq = p.add_argument_group("mqtt (see [mqtt] in config.toml)")
+    mq.add_argument("--mqtt-host", help="broker host name or address")
+    mq.add_argument("--mqtt-port", type=int, help="broker port")
+    mq.add_argument("--node-id", help="topic segment naming this recognizer (default: host name)")
+    mq.add_argument("--no-mqtt", action="store_true", help="do not publish to MQTT")
     p.add_argument("--config", type=Path, help="config file (default: ./config.toml if present)")
     p.add_argument("--model", help="model bundle folder (default: models/default)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
@@ -67,7 +72,16 @@ def resolve_config(args: argparse.Namespace) -> Config:
     config = load_config(path)
     pipeline = {"model": args.model} if args.model else {}
     audio = {"device": args.device} if args.device is not None else {}
-    return replace(config, pipeline=pipeline, audio=audio)
+    mqtt: dict[str, object] = {}
+    if args.mqtt_host:
+        mqtt["host"] = args.mqtt_host
+    if args.mqtt_port is not None:
+        mqtt["port"] = args.mqtt_port
+    if args.node_id is not None:
+        mqtt["node_id"] = args.node_id
+    if args.no_mqtt:
+        mqtt["enabled"] = False
+    return replace(config, pipeline=pipeline, audio=audio, mqtt=mqtt)
 
 
 def resolve_bundle(config: Config) -> Bundle:
@@ -134,8 +148,15 @@ async def run_live(
         labels=bundle.labels,
         history_size=config.dashboard.history,
     )
-    workers = FeatureWorkers(config.pipeline.feature_workers)
     sinks: list[Sink] = [JsonLinesSink()] if use_json else []
+    mqtt = None
+    if config.mqtt.enabled:
+        from streamer.sinks.mqtt import MqttSink, default_node_id
+
+        node_id = config.mqtt.node_id or default_node_id()
+        mqtt = MqttSink(config.mqtt, node_id, bundle.labels, bundle.name, state)
+        sinks.append(mqtt)
+    workers = FeatureWorkers(config.pipeline.feature_workers)
     dashboard: asyncio.Task[None] | None = None
     loop = asyncio.get_running_loop()
     stop_count = 0
@@ -150,6 +171,8 @@ async def run_live(
             run_task.cancel()
 
     try:
+        if mqtt is not None:
+            mqtt.start()
         await workers.start()
         pipeline = Pipeline(config, classifier, workers, sinks, state)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -174,6 +197,8 @@ async def run_live(
             with contextlib.suppress(asyncio.CancelledError):
                 await dashboard
         workers.close()
+        if mqtt is not None:
+            await mqtt.aclose()
         logger.info(
             "%d utterances, %d dropped as too short, %d dropped (backlog), %d failed, %d overflows",
             state.utterances,

@@ -15,8 +15,8 @@ from streamer.messages import Result
 class BrokerStatus:
     """MQTT connection state as shown to the user."""
 
-    state: str  # "connecting", "connected", "retrying", "disabled", "stopped"
-    retry_in_s: float | None = None
+    state: str  # "connecting", "connected", "retrying", "stopped"
+    retry_at_s: float | None = None  # time.monotonic() of the next attempt, when retrying
     last_error: str | None = None
     queued: int = 0
     dropped: int = 0

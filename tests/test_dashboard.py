@@ -65,7 +65,7 @@ def test_dashboard_shows_state():
 def test_dashboard_before_any_result_and_broker_retrying():
     state = LiveState("m", None, LABELS, source="x.wav", started_wall_s=0.0)
     state.broker = BrokerStatus(
-        "retrying", retry_in_s=4.0, last_error="connection refused", queued=17
+        "retrying", retry_at_s=46.0, last_error="connection refused", queued=17
     )
     text = _text(state)
     assert "waiting for speech" in text and "accuracy not recorded" in text

@@ -22,13 +22,13 @@ def _bar(fraction: float, width: int = _BAR_WIDTH, style: str = "green") -> Text
     return Text("█" * filled, style=style) + Text("░" * (width - filled), style="grey37")
 
 
-def _broker_line(broker: BrokerStatus | None) -> Text:
+def _broker_line(broker: BrokerStatus | None, now_s: float) -> Text:
     if broker is None:
         return Text("off", style="grey50")
     styles = {"connected": "green", "retrying": "yellow", "connecting": "yellow"}
     text = Text(broker.state, style=styles.get(broker.state, "red"))
-    if broker.state == "retrying" and broker.retry_in_s is not None:
-        text += Text(f" in {broker.retry_in_s:.0f} s")
+    if broker.state == "retrying" and broker.retry_at_s is not None:
+        text += Text(f" in {max(0.0, broker.retry_at_s - now_s):.0f} s")
     if broker.last_error and broker.state != "connected":
         text += Text(f" ({broker.last_error})", style="grey62")
     text += Text(f"  waiting {broker.queued}  sent {broker.published}")
@@ -113,7 +113,7 @@ def render(state: LiveState, now_s: float | None = None) -> RenderableType:
         f"backlog {state.dropped_backlog}  failed {state.failed}  overflows {state.overflows}  "
         f"lost blocks {state.dropped_blocks}  latency p50/p95 {latency}\n",
         "mqtt ",
-        _broker_line(state.broker),
+        _broker_line(state.broker, now_s),
     )
     return Group(
         header,

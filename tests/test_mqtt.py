@@ -1,0 +1,395 @@
+"""MQTT against a real mosquitto: every result, in order, across restarts; auth, TLS, discovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.publish as paho_publish
+import pytest
+import soundfile as sf
+
+from streamer.labels import LABELS
+
+from .broker import Subscriber, broker, broker_factory, free_port  # noqa: F401 (fixtures)
+from .live import error_line, parse_results, run_live
+from .synth import harmonic, silence
+
+NODE = "testnode"
+EMOTION = f"ser/{NODE}/emotion"
+STATUS = f"ser/{NODE}/status"
+
+
+def _bursts(path: Path, n: int, burst_s: float = 0.6, gap_s: float = 0.7) -> Path:
+    parts = [silence(0.5)]
+    for _ in range(n):
+        parts += [harmonic(burst_s), silence(gap_s)]
+    sf.write(path, np.concatenate(parts), 16_000)
+    return path
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), **extra}
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def _mqtt_args(port: int) -> list[str]:
+    return ["--mqtt-host", "127.0.0.1", "--mqtt-port", str(port), "--node-id", NODE]
+
+
+def test_every_result_published_identical_to_json_lines(broker, tmp_path):  # noqa: F811
+    sub = Subscriber(broker.port, [f"ser/{NODE}/#"])
+    try:
+        inputs = tmp_path / "in"
+        inputs.mkdir()
+        for name in ("a", "b", "c"):
+            _bursts(inputs / f"{name}.wav", 2)
+        proc = run_live(
+            "--input", str(inputs), "--json", *_mqtt_args(broker.port), env=_env(tmp_path)
+        )
+        assert proc.returncode == 0, proc.stderr.decode()
+        lines = parse_results(proc.stdout)
+        assert len(lines) == 6
+        sub.wait_for(lambda s: len(s.on(EMOTION)) == 6 and s.on(STATUS)[-1:] == ["offline"])
+        assert [json.loads(p) for p in sub.on(EMOTION)] == lines
+        # status: online before the first result, offline after the last
+        topics = [t for t, _, _ in sub.messages if t in (EMOTION, STATUS)]
+        assert topics[0] == STATUS and sub.on(STATUS)[0] == "online"
+        assert topics[-1] == STATUS and sub.on(STATUS)[-1] == "offline"
+        assert not any(r for t, _, r in sub.messages if t == EMOTION)  # not retained
+    finally:
+        sub.close()
+    late = Subscriber(broker.port, [STATUS], client_id="late")  # retained state after exit
+    try:
+        late.wait_for(lambda s: s.messages == [(STATUS, "offline", True)])
+    finally:
+        late.close()
+
+
+def test_status_is_online_while_running(broker, tmp_path):  # noqa: F811
+    audio = _bursts(tmp_path / "x.wav", 3)
+    live = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamer.cli",
+            "--input",
+            str(audio),
+            "--json",
+            "--realtime",
+            *_mqtt_args(broker.port),
+        ],
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        watcher = Subscriber(broker.port, [STATUS], client_id="watcher")
+        watcher.wait_for(lambda s: s.on(STATUS)[-1:] == ["online"], timeout=60)
+        assert live.poll() is None  # still running
+        watcher.close()
+    finally:
+        live.wait(timeout=60)
+    assert live.returncode == 0
+
+
+@pytest.mark.slow
+def test_broker_restart_mid_run_loses_nothing(broker, tmp_path):  # noqa: F811
+    n = 8
+    audio = _bursts(tmp_path / "x.wav", n)  # ~11 s in real time
+    sub = Subscriber(broker.port, [EMOTION])
+    live = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamer.cli",
+            "--input",
+            str(audio),
+            "--json",
+            "--realtime",
+            *_mqtt_args(broker.port),
+        ],
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        sub.wait_for(lambda s: len(s.on(EMOTION)) >= 1, timeout=60)
+        broker.stop()
+        time.sleep(3.0)  # results keep coming and wait in ser-live's queue
+        broker.start()
+        out, err = live.communicate(timeout=90)
+        assert live.returncode == 0, err.decode()
+        assert len(parse_results(out)) == n
+        sub.wait_for(lambda s: len({json.loads(p)["seq"] for p in s.on(EMOTION)}) == n)
+    finally:
+        if live.poll() is None:
+            live.kill()
+        sub.close()
+    seqs = [json.loads(p)["seq"] for p in sub.on(EMOTION)]
+    first_seen = list(dict.fromkeys(seqs))  # at-least-once: a duplicate may follow a lost ack
+    assert first_seen == list(range(n)), seqs
+    assert "connected to 127.0.0.1" in err.decode() and "again" in err.decode()
+
+
+def test_broker_never_reachable_completes_and_reports_unsent(tmp_path):
+    cfg = _config(tmp_path, "[mqtt]\nflush_timeout_s = 1.0\n")
+    audio = _bursts(tmp_path / "x.wav", 2)
+    proc = run_live(
+        "--input",
+        str(audio),
+        "--json",
+        "--config",
+        str(cfg),
+        *_mqtt_args(free_port()),
+        env=_env(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    results = parse_results(proc.stdout)
+    assert len(results) == 2
+    stderr = proc.stderr.decode()
+    assert "mqtt: 2 results not sent" in stderr
+    assert stderr.count("unreachable") == 2  # logged once while retrying, once in the report
+    saved = tmp_path / "state" / "ser" / "mqtt-unsent.jsonl"
+    assert [json.loads(line) for line in saved.read_text().splitlines()] == results
+
+
+def _password_broker(broker_factory, tmp_path):  # noqa: F811
+    pw = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "ser", "right"], check=True)
+    return broker_factory(f"allow_anonymous false\npassword_file {pw}\n")
+
+
+def test_wrong_password_is_one_clear_error_and_the_run_completes(broker_factory, tmp_path):  # noqa: F811
+    b = _password_broker(broker_factory, tmp_path)
+    cfg = _config(
+        tmp_path,
+        '[mqtt]\nusername = "ser"\npassword_env = "SER_TEST_PW"\nflush_timeout_s = 2.5\n',
+    )
+    audio = _bursts(tmp_path / "x.wav", 2)
+    proc = run_live(
+        "--input",
+        str(audio),
+        "--json",
+        "--config",
+        str(cfg),
+        *_mqtt_args(b.port),
+        env=_env(tmp_path, SER_TEST_PW="wrong"),
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert len(parse_results(proc.stdout)) == 2
+    stderr = proc.stderr.decode()
+    refusals = [line for line in stderr.splitlines() if "refused the login" in line]
+    assert len(refusals) == 2, stderr  # retried several times, logged once, then the report
+    assert "retrying" in refusals[0] and "2 results not sent" in refusals[1]
+    assert "mqtt.username" in refusals[0] and "pw-7f3a-bad" not in stderr  # never shown
+
+
+def test_right_password_publishes(broker_factory, tmp_path):  # noqa: F811
+    b = _password_broker(broker_factory, tmp_path)
+    cfg = _config(tmp_path, '[mqtt]\nusername = "ser"\npassword_env = "SER_TEST_PW"\n')
+    audio = _bursts(tmp_path / "x.wav", 1)
+    proc = run_live(
+        "--input",
+        str(audio),
+        "--json",
+        "--config",
+        str(cfg),
+        *_mqtt_args(b.port),
+        env=_env(tmp_path, SER_TEST_PW="right"),
+    )
+    assert proc.returncode == 0
+    assert "not sent" not in proc.stderr.decode()
+
+
+def test_password_env_not_set_is_a_config_error(tmp_path):
+    cfg = _config(tmp_path, '[mqtt]\npassword_env = "SER_UNSET_VARIABLE"\n')
+    audio = _bursts(tmp_path / "x.wav", 1)
+    env = _env(tmp_path)
+    env.pop("SER_UNSET_VARIABLE", None)
+    proc = run_live("--input", str(audio), "--json", "--config", str(cfg), env=env)
+    assert proc.returncode == 2
+    assert "SER_UNSET_VARIABLE" in error_line(proc)
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _make_ca(d: Path, name: str) -> None:
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.crt",
+        "-subj",
+        f"/CN={name}",
+        cwd=d,
+    )
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    d = tmp_path / "tls"
+    d.mkdir()
+    _make_ca(d, "ca")
+    _make_ca(d, "otherca")
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+        cwd=d,
+    )
+    (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        cwd=d,
+    )
+    return d
+
+
+def test_tls_verifies_against_the_ca(broker_factory, tls_files, tmp_path):  # noqa: F811
+    tls_port = free_port()
+    b = broker_factory(
+        f"listener {tls_port} 127.0.0.1\ncafile {tls_files}/ca.crt\n"
+        f"certfile {tls_files}/server.crt\nkeyfile {tls_files}/server.key\n"
+    )
+    sub = Subscriber(b.port, [EMOTION])  # plain listener of the same broker
+    try:
+        audio = _bursts(tmp_path / "x.wav", 2)
+        good = _config(tmp_path, f'[mqtt]\nca_file = "{tls_files}/ca.crt"\nflush_timeout_s = 2.0\n')
+        proc = run_live(
+            "--input",
+            str(audio),
+            "--json",
+            "--config",
+            str(good),
+            *_mqtt_args(tls_port),
+            env=_env(tmp_path),
+        )
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert "not sent" not in proc.stderr.decode()
+        sub.wait_for(lambda s: len(s.on(EMOTION)) == 2)
+
+        (tmp_path / "bad").mkdir()
+        bad = _config(
+            tmp_path / "bad",
+            f'[mqtt]\nca_file = "{tls_files}/otherca.crt"\nflush_timeout_s = 1.0\n',
+        )
+        proc = run_live(
+            "--input",
+            str(audio),
+            "--json",
+            "--config",
+            str(bad),
+            *_mqtt_args(tls_port),
+            env=_env(tmp_path),
+        )
+        assert proc.returncode == 0
+        stderr = proc.stderr.decode()
+        tls_errors = [line for line in stderr.splitlines() if "TLS with broker" in line]
+        assert len(tls_errors) == 2, stderr  # logged once while retrying, once in the report
+        assert "certificate verify failed" in tls_errors[0] and "mqtt.ca_file" in tls_errors[0]
+        assert "mqtt: 2 results not sent" in tls_errors[1]
+    finally:
+        sub.close()
+
+
+def test_home_assistant_discovery(broker, tmp_path):  # noqa: F811
+    cfg = _config(tmp_path, "[mqtt]\nhome_assistant = true\n")
+    configs = [f"homeassistant/sensor/ser_{NODE}/{k}/config" for k in ("emotion", "confidence")]
+    sub = Subscriber(broker.port, ["homeassistant/sensor/#"])
+    audio = _bursts(tmp_path / "x.wav", 3)
+    live = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamer.cli",
+            "--input",
+            str(audio),
+            "--json",
+            "--realtime",
+            "--config",
+            str(cfg),
+            *_mqtt_args(broker.port),
+        ],
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        sub.wait_for(lambda s: all(len(s.on(t)) == 1 for t in configs), timeout=60)
+        # Home Assistant restarting announces itself; discovery must be sent again.
+        paho_publish.single(
+            "homeassistant/status", "online", hostname="127.0.0.1", port=broker.port, qos=1
+        )
+        sub.wait_for(lambda s: all(len(s.on(t)) == 2 for t in configs), timeout=30)
+    finally:
+        live.wait(timeout=60)
+        sub.close()
+    assert live.returncode == 0
+    emotion, confidence = (json.loads(sub.on(t)[0]) for t in configs)
+    for payload in (emotion, confidence):
+        assert payload["state_topic"] == EMOTION
+        assert payload["availability_topic"] == STATUS
+        assert payload["payload_available"] == "online"
+        assert payload["device"]["identifiers"] == [f"ser_{NODE}"]
+        assert payload["unique_id"].startswith(f"ser_{NODE}_")
+        assert "{{" in payload["value_template"]
+    assert emotion["device_class"] == "enum" and emotion["options"] == list(LABELS)
+    assert confidence["unit_of_measurement"] == "%"
+    late = Subscriber(broker.port, configs, client_id="late")  # retained for a newcomer
+    try:
+        late.wait_for(
+            lambda s: (
+                sorted((t, r) for t, _, r in s.messages) == [(configs[1], True), (configs[0], True)]
+            )
+        )
+    finally:
+        late.close()
+
+
+@pytest.mark.parametrize("node_id", ["a/b", "a+b", "has space", "#"])
+def test_invalid_node_id_is_rejected(node_id, tmp_path):
+    audio = _bursts(tmp_path / "x.wav", 1)
+    proc = run_live("--input", str(audio), "--json", "--node-id", node_id, env=_env(tmp_path))
+    assert proc.returncode == 2
+    assert "mqtt.node_id" in error_line(proc)
