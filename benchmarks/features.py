@@ -10,7 +10,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,12 +21,10 @@ FIRST_CALL = (
 )
 
 
-def first_call_s(numba_cache: str | None) -> float:
-    env = dict(os.environ)
-    if numba_cache is not None:
-        env["NUMBA_CACHE_DIR"] = numba_cache
+def first_call_s() -> float:
+    """Import + first extraction in a fresh interpreter (what a feature worker pays at start)."""
     out = subprocess.run(
-        [sys.executable, "-c", FIRST_CALL], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", FIRST_CALL], capture_output=True, text=True, check=True
     )
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -53,16 +50,15 @@ def main() -> None:
         extract(clip, FEATURE_SPEC.sample_rate)
         per_clip.append((time.perf_counter() - t) * 1000 / (clip.size / FEATURE_SPEC.sample_rate))
     ms_per_s = np.array(per_clip)
-    with tempfile.TemporaryDirectory() as cold:
-        cold_s = first_call_s(cold)
-    warm_s = first_call_s(None)
-    print(f"clips: {len(clips)} RAVDESS files, mean {np.mean([c.size for c in clips]) / 16000:.2f} s")
+    first_s = sorted(first_call_s() for _ in range(5))[2]
+    print(
+        f"clips: {len(clips)} RAVDESS files, mean {np.mean([c.size for c in clips]) / 16000:.2f} s"
+    )
     print("| measure | value |")
     print("|---|---|")
     print(f"| features, ms per second of audio (mean) | {ms_per_s.mean():.2f} |")
     print(f"| features, ms per second of audio (p95) | {np.percentile(ms_per_s, 95):.2f} |")
-    print(f"| first call in a new process, numba cache warm (s) | {warm_s:.2f} |")
-    print(f"| first call in a new process, numba cache empty (s) | {cold_s:.2f} |")
+    print(f"| import + first call in a new process, median of 5 (s) | {first_s:.2f} |")
 
 
 if __name__ == "__main__":

@@ -12,30 +12,26 @@ statistics: mean, standard deviation, minimum, maximum, 10th/50th/90th percentil
 Level invariance: energy and log-mel are expressed relative to the utterance's loud level (95th
 percentile frame energy), so a quieter microphone gives the same features. Leading and trailing
 frames more than `trim_db` below the loudest frame are left out.
+
+The signal processing is plain numpy (no librosa at run time: importing librosa's STFT, filters
+and YIN costs 2.3 s of scipy/numba imports per process, which the live recognizer's start-up
+cannot afford). Each step reproduces librosa 0.11's definition (periodic Hann STFT, Slaney mel
+filters, orthonormal DCT-II MFCC, Savitzky-Golay delta, zero-crossing rate, YIN);
+tests/test_features.py checks them against librosa itself.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from streamer.audio_io import resample
-
-# librosa compiles numba kernels on first use (~13 s cold). Keep the compiled cache in a
-# persistent per-user folder unless the user chose one; must be set before numba is imported.
-# librosa itself is imported inside `extract`, so processes that only read the spec (the live
-# recognizer's main process) never load it.
-os.environ.setdefault(
-    "NUMBA_CACHE_DIR",
-    str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ser" / "numba"),
-)
 
 SAMPLE_RATE = 16_000
 STATISTICS = ("mean", "std", "min", "max", "p10", "p50", "p90", "slope")
@@ -46,7 +42,7 @@ class FeatureSpec:
     """Everything that determines the feature vector; bundles must match it exactly."""
 
     name: str = "utterance-stats"
-    version: int = 1
+    version: int = 2
     sample_rate: int = SAMPLE_RATE
     n_fft: int = 512
     win_length: int = 410  # 25.6 ms
@@ -108,6 +104,118 @@ def _summarise(tracks: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return stats.reshape(-1)
 
 
+def _frames(y: npt.NDArray[np.float64], length: int, hop: int) -> npt.NDArray[np.float64]:
+    """(n,) -> (1 + (n - length) // hop, length) strided view of overlapping frames."""
+    return np.lib.stride_tricks.sliding_window_view(y, length)[::hop]
+
+
+@lru_cache(maxsize=4)
+def _window(spec: FeatureSpec) -> npt.NDArray[np.float64]:
+    """Periodic Hann window of `win_length`, zero-padded (centred) to `n_fft`."""
+    n = spec.win_length
+    hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+    left = (spec.n_fft - n) // 2
+    return np.pad(hann, (left, spec.n_fft - n - left))
+
+
+def _hz_to_mel(hz: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    mel = hz / f_sp
+    log_part = min_log_hz / f_sp + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep
+    return np.where(hz >= min_log_hz, log_part, mel)
+
+
+def _mel_to_hz(mel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+    return np.where(
+        mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel
+    )
+
+
+@lru_cache(maxsize=4)
+def _mel_filters(spec: FeatureSpec) -> npt.NDArray[np.float64]:
+    """(n_mels, 1 + n_fft // 2) Slaney-normalised triangular filters (as librosa.filters.mel)."""
+    fft_hz = np.linspace(0.0, spec.sample_rate / 2, 1 + spec.n_fft // 2)
+    edges = _mel_to_hz(
+        np.linspace(_hz_to_mel(np.array(0.0)), _hz_to_mel(np.array(spec.fmax_hz)), spec.n_mels + 2)
+    )
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    return weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+
+
+@lru_cache(maxsize=4)
+def _dct_matrix(n_out: int, n_in: int) -> npt.NDArray[np.float64]:
+    """Orthonormal DCT-II rows 0..n_out-1 (as scipy.fft.dct(type=2, norm='ortho'))."""
+    k = np.arange(n_out)[:, None]
+    n = np.arange(n_in)[None, :]
+    m = np.sqrt(2.0 / n_in) * np.cos(np.pi * k * (2 * n + 1) / (2 * n_in))
+    m[0] /= np.sqrt(2.0)
+    return np.asarray(m, dtype=np.float64)
+
+
+def _delta(x: npt.NDArray[np.float64], width: int = 9) -> npt.NDArray[np.float64]:
+    """First-order Savitzky-Golay derivative along time, edges repeated (librosa's delta)."""
+    half = width // 2
+    padded = np.pad(x, ((0, 0), (half, half)), mode="edge")
+    k = np.arange(-half, half + 1, dtype=np.float64)
+    weights = k / float(k @ k)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1)
+    return np.asarray(windows @ weights, dtype=np.float64)
+
+
+def _zero_crossing_rate(y: npt.NDArray[np.float64], spec: FeatureSpec) -> npt.NDArray[np.float64]:
+    """Share of sign changes per frame (frames of `win_length`, centred, edges repeated)."""
+    half = spec.win_length // 2
+    frames = _frames(np.pad(y, half, mode="edge"), spec.win_length, spec.hop_length)
+    negative = np.signbit(np.where(np.abs(frames) <= 1e-10, 0.0, frames))
+    crossings = np.count_nonzero(negative[:, 1:] != negative[:, :-1], axis=1)
+    return np.asarray(crossings / spec.win_length, dtype=np.float64)
+
+
+def _yin(
+    y: npt.NDArray[np.float64], spec: FeatureSpec, first: int = 0, last: int | None = None
+) -> npt.NDArray[np.float64]:
+    """F0 in Hz of frames first..last-1 with YIN (de Cheveigné & Kawahara 2002), as librosa.yin
+    computes it."""
+    length, sr = spec.f0_frame_length, spec.sample_rate
+    frames = _frames(np.pad(y, length // 2), length, spec.hop_length)[first:last]
+    min_period = int(np.floor(sr / spec.f0_max_hz))
+    max_period = min(int(np.ceil(sr / spec.f0_min_hz)), length - 1)
+    # Zero-padding to length + max_period keeps the circular autocorrelation exact for the lags
+    # used; 3 * 2**k sizes are fast.
+    n_fft = 3 * 2 ** int(np.ceil(np.log2((length + max_period + 1) / 3)))
+    spectrum = np.fft.rfft(frames, n_fft, axis=1)
+    acf = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, n_fft, axis=1)[:, : max_period + 1]
+    energy = np.cumsum(frames**2, axis=1)
+    diff = np.zeros_like(acf)
+    diff[:, 1:] = 2.0 * (acf[:, :1] - acf[:, 1:]) - energy[:, :max_period]
+    lags = np.arange(1, max_period + 1)
+    cumulative_mean = np.cumsum(diff[:, 1:], axis=1) / lags
+    cmnd = diff[:, min_period:] / (cumulative_mean[:, min_period - 1 :] + 1e-300)
+    # Parabolic refinement of each lag; 0 where the vertex lies beyond a neighbour.
+    shifts = np.zeros_like(cmnd)
+    left, mid, right = cmnd[:, :-2], cmnd[:, 1:-1], cmnd[:, 2:]
+    a = right + left - 2.0 * mid
+    b = (right - left) / 2.0
+    ok = np.abs(b) < np.abs(a)
+    shifts[:, 1:-1] = np.where(ok, -b / np.where(ok, a, 1.0), 0.0)
+    # First trough under the threshold, else the global minimum.
+    trough = np.zeros(cmnd.shape, dtype=bool)
+    trough[:, 1:-1] = (mid < left) & (mid <= right)
+    trough[:, -1] = cmnd[:, -1] < cmnd[:, -2]
+    trough[:, 0] = cmnd[:, 0] < cmnd[:, 1]
+    candidates = trough & (cmnd < 0.1)
+    period = np.where(candidates.any(axis=1), candidates.argmax(axis=1), cmnd.argmin(axis=1))
+    rows = np.arange(cmnd.shape[0])
+    return np.asarray(sr / (min_period + period + shifts[rows, period]), dtype=np.float64)
+
+
 def extract(
     audio: npt.ArrayLike, sample_rate: int = SAMPLE_RATE, spec: FeatureSpec = FEATURE_SPEC
 ) -> npt.NDArray[np.float32]:
@@ -121,8 +229,6 @@ def extract(
     Returns:
         float32 array of shape (spec.dim,), finite for any input (silence included).
     """
-    import librosa
-
     y = np.asarray(audio)
     if y.ndim != 1:
         raise ValueError(f"audio must be mono with shape (n,), got shape {y.shape}")
@@ -133,12 +239,11 @@ def extract(
         y = resample(y, sample_rate, spec.sample_rate)
     if y.size < spec.min_samples:
         y = np.pad(y, (0, spec.min_samples - y.size))
-    y = np.nan_to_num(y)
+    x = np.nan_to_num(y).astype(np.float64)
 
-    stft = librosa.stft(
-        y, n_fft=spec.n_fft, hop_length=spec.hop_length, win_length=spec.win_length, center=True
-    )
-    power = (stft.real**2 + stft.imag**2).astype(np.float64)
+    frames = _frames(np.pad(x, spec.n_fft // 2), spec.n_fft, spec.hop_length) * _window(spec)
+    spectrum = np.fft.rfft(frames, axis=1)
+    power = (spectrum.real**2 + spectrum.imag**2).T  # (n_bins, n_frames)
     frame_db = 10.0 * np.log10(np.maximum(power.sum(axis=0), _POWER_FLOOR))
 
     # Keep the span from the first to the last frame within trim_db of the loudest.
@@ -148,19 +253,13 @@ def extract(
     frame_db = frame_db[first:last]
     ref_db = float(np.percentile(frame_db, 95))
 
-    mel = librosa.feature.melspectrogram(
-        S=power, sr=spec.sample_rate, n_fft=spec.n_fft, n_mels=spec.n_mels, fmax=spec.fmax_hz
-    )
+    mel = _mel_filters(spec) @ power
     log_mel = 10.0 * np.log10(np.maximum(mel, _POWER_FLOOR)) - ref_db
-    mfcc = librosa.feature.mfcc(S=log_mel, n_mfcc=spec.n_mfcc)
-    d_mfcc = (
-        librosa.feature.delta(mfcc, width=min(9, _odd_at_most(mfcc.shape[1])), mode="nearest")
-        if mfcc.shape[1] >= 3
-        else np.zeros_like(mfcc)
-    )
+    mfcc = _dct_matrix(spec.n_mfcc, spec.n_mels) @ log_mel
+    d_mfcc = _delta(mfcc)
 
     magnitude = np.sqrt(power)
-    freqs = librosa.fft_frequencies(sr=spec.sample_rate, n_fft=spec.n_fft)
+    freqs = np.linspace(0.0, spec.sample_rate / 2, 1 + spec.n_fft // 2)
     mag_sum = np.maximum(magnitude.sum(axis=0), 1e-10)
     centroid = (freqs @ magnitude) / mag_sum
     bandwidth = np.sqrt(((freqs[:, None] - centroid[None, :]) ** 2 * magnitude).sum(0) / mag_sum)
@@ -170,19 +269,8 @@ def extract(
     flatness_db = (
         10.0 * (log_power.mean(0) - np.log(np.maximum(power.mean(0), _POWER_FLOOR))) / np.log(10.0)
     )
-
-    zcr = librosa.feature.zero_crossing_rate(
-        y, frame_length=spec.win_length, hop_length=spec.hop_length, center=True
-    )[0, first:last]
-    f0 = librosa.yin(
-        y,
-        fmin=spec.f0_min_hz,
-        fmax=spec.f0_max_hz,
-        sr=spec.sample_rate,
-        frame_length=spec.f0_frame_length,
-        hop_length=spec.hop_length,
-        center=True,
-    )[first:last]
+    zcr = _zero_crossing_rate(x, spec)[first:last]
+    f0 = _yin(x, spec, first, last)
 
     tracks = np.vstack(
         [
@@ -200,10 +288,6 @@ def extract(
     )
     features = _summarise(tracks)
     return np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-
-
-def _odd_at_most(n: int) -> int:
-    return n if n % 2 == 1 else n - 1
 
 
 def warm_up(spec: FeatureSpec = FEATURE_SPEC) -> None:

@@ -32,7 +32,7 @@ class FeatureWorkers:
 
     def __init__(self, n: int) -> None:
         self.n = n
-        # Spawned workers inherit the environment: one BLAS thread each, or small librosa calls
+        # Spawned workers inherit the environment: one BLAS thread each, or small numpy calls
         # slow down under load (8-16 ms instead of 1-2 ms).
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         self._executor = ProcessPoolExecutor(

@@ -73,3 +73,54 @@ def test_stereo_is_rejected_with_a_clear_error():
 def test_spec_digest_changes_with_any_parameter():
     assert FeatureSpec(n_mels=41).digest() != FEATURE_SPEC.digest()
     assert FeatureSpec().digest() == FEATURE_SPEC.digest()
+
+
+# ---- the numpy DSP reproduces librosa's definitions (librosa is the test reference) ----
+
+
+def test_dsp_steps_match_librosa(clip):
+    librosa = pytest.importorskip("librosa")
+    from streamer import features as f
+
+    spec = FEATURE_SPEC
+    x = clip.astype(np.float64)
+    ref_power = np.abs(librosa.stft(clip, n_fft=512, hop_length=160, win_length=410)) ** 2
+    frames = f._frames(np.pad(x, 256), 512, 160) * f._window(spec)
+    power = (np.abs(np.fft.rfft(frames, axis=1)) ** 2).T
+    assert np.abs(power - ref_power).max() < 1e-5 * ref_power.max()
+
+    ref_mel = librosa.filters.mel(sr=16_000, n_fft=512, n_mels=40, fmax=8000)
+    np.testing.assert_allclose(f._mel_filters(spec), ref_mel, atol=1e-6)
+
+    log_mel = librosa.power_to_db(ref_mel @ power)
+    ref_mfcc = librosa.feature.mfcc(S=log_mel, n_mfcc=20)
+    np.testing.assert_allclose(f._dct_matrix(20, 40) @ log_mel, ref_mfcc, atol=1e-8)
+    np.testing.assert_allclose(
+        f._delta(ref_mfcc), librosa.feature.delta(ref_mfcc, width=9, mode="nearest"), atol=1e-8
+    )
+    ref_zcr = librosa.feature.zero_crossing_rate(clip, frame_length=410, hop_length=160)[0]
+    np.testing.assert_array_equal(f._zero_crossing_rate(x, spec), ref_zcr)
+
+    ref_f0 = librosa.yin(clip, fmin=60, fmax=500, sr=16_000, frame_length=1024, hop_length=160)
+    cents = 1200 * np.abs(np.log2(f._yin(x, spec) / ref_f0))
+    assert np.percentile(cents, 99) < 1.0
+
+
+def test_yin_finds_the_pitch_of_a_harmonic_tone():
+    from streamer import features as f
+
+    for f0 in (90.0, 140.0, 220.0, 400.0):
+        est = f._yin(harmonic(0.5, f0_hz=f0).astype(np.float64), FEATURE_SPEC)
+        assert np.median(np.abs(1200 * np.log2(est[10:-10] / f0))) < 5  # cents
+
+
+def test_first_call_needs_no_heavy_imports():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from streamer.features import warm_up; warm_up(); "
+        "print(sorted(m for m in ('librosa', 'numba', 'scipy', 'tensorflow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -30,7 +30,7 @@ from train.report import plot_confusion, print_evaluation
 
 logger = logging.getLogger("ser.train")
 
-PACKAGES = ("numpy", "librosa", "soundfile", "tensorflow", "keras", "ai-edge-litert")
+PACKAGES = ("numpy", "soundfile", "soxr", "tensorflow", "keras", "ai-edge-litert")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -87,7 +87,7 @@ def featurize_all(
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    # BLAS threads fight each other across worker processes (small librosa calls jump to
+    # BLAS threads fight each other across worker processes (small numpy calls jump to
     # 8-16 ms); spawned workers read this from the environment they inherit.
     saved = os.environ.get("OPENBLAS_NUM_THREADS")
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
