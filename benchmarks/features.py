@@ -1,4 +1,5 @@
-"""Benchmark the feature function: ms per second of audio on one core, and first-call cost.
+"""Benchmark the feature function (ms per second of audio on one core, first-call cost) and the
+shipped model's LiteRT inference (ms per utterance).
 
 Usage: .venv/bin/python benchmarks/features.py [--data ../shared/data/ravdess] [--clips 120]
 Prints a Markdown table row set; BENCHMARKS.md records the output.
@@ -51,6 +52,15 @@ def main() -> None:
         per_clip.append((time.perf_counter() - t) * 1000 / (clip.size / FEATURE_SPEC.sample_rate))
     ms_per_s = np.array(per_clip)
     first_s = sorted(first_call_s() for _ in range(5))[2]
+    from streamer.classifier import Classifier
+
+    clf = Classifier.from_dir(Path("models/default"))
+    vectors = [extract(clip) for clip in clips[:20]]
+    t = time.perf_counter()
+    for _ in range(50):
+        for v in vectors:
+            clf.predict(v)
+    infer_ms = (time.perf_counter() - t) * 1000 / (50 * len(vectors))
     print(
         f"clips: {len(clips)} RAVDESS files, mean {np.mean([c.size for c in clips]) / 16000:.2f} s"
     )
@@ -59,6 +69,7 @@ def main() -> None:
     print(f"| features, ms per second of audio (mean) | {ms_per_s.mean():.2f} |")
     print(f"| features, ms per second of audio (p95) | {np.percentile(ms_per_s, 95):.2f} |")
     print(f"| import + first call in a new process, median of 5 (s) | {first_s:.2f} |")
+    print(f"| LiteRT inference, models/default, one utterance (ms) | {infer_ms:.3f} |")
 
 
 if __name__ == "__main__":

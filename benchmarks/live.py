@@ -81,15 +81,22 @@ def run(args: list[str], sample_memory: bool = False) -> dict[str, object]:
         threads.append(threading.Thread(target=sample))
     for t in threads:
         t.start()
-    out, _ = proc.communicate()
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.wait()
     total = time.monotonic() - t0
     for t in threads:
         t.join()
     if proc.returncode != 0:
         raise SystemExit(f"ser-live failed: {''.join(stderr)}")
     results = [json.loads(line) for line in out.decode().splitlines()]
-    return {"results": results, "listening_s": listening[0], "total_s": total,
-            "rss_mb": peak[0], "pss_mb": peak[1]}
+    return {
+        "results": results,
+        "listening_s": listening[0],
+        "total_s": total,
+        "rss_mb": peak[0],
+        "pss_mb": peak[1],
+    }
 
 
 def main() -> None:
