@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streamer.adaptation import AdaptationPrior
 from streamer.features import FEATURE_SPEC
 
 FORMAT_VERSION = 1
@@ -42,6 +43,18 @@ class Bundle:
     @property
     def keras_path(self) -> Path:
         return self.path / KERAS_FILE
+
+    @property
+    def adaptation(self) -> AdaptationPrior | None:
+        """Per-speaker adaptation prior, when the model was trained with adaptation."""
+        data = self.manifest.get("adaptation")
+        return AdaptationPrior.from_dict(data) if data else None
+
+    @property
+    def temperature(self) -> float:
+        """Calibration temperature for the model's probabilities (1.0: none)."""
+        calibration = self.manifest.get("calibration") or {}
+        return float(calibration.get("temperature", 1.0))
 
     @property
     def accuracy(self) -> float | None:
@@ -77,6 +90,14 @@ def load_bundle(path: Path) -> Bundle:
             f"{manifest_path}: model was trained on features {_spec_label(spec)}, "
             f"this ser computes {_spec_label(FEATURE_SPEC.to_dict())}; retrain: {TRAIN_HINT}"
         )
+    adaptation = manifest.get("adaptation")
+    if adaptation is not None:
+        try:
+            prior = AdaptationPrior.from_dict(adaptation)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{manifest_path}: 'adaptation' is malformed ({exc})") from exc
+        if prior.mean.shape != (FEATURE_SPEC.dim,) or prior.std.shape != (FEATURE_SPEC.dim,):
+            raise BundleError(f"{manifest_path}: 'adaptation' statistics do not match dim")
     labels = manifest.get("labels")
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
         raise BundleError(f"{manifest_path}: 'labels' must be a non-empty list of names")

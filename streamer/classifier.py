@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from streamer.adaptation import AdaptiveNormalizer
 from streamer.bundle import Bundle, BundleError, load_bundle
+from streamer.scoring import apply_temperature
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +22,7 @@ class Classifier:
         from ai_edge_litert.interpreter import Interpreter
 
         self.bundle = bundle
+        self._temperature = bundle.temperature
         try:
             self._interpreter = Interpreter(
                 model_path=str(bundle.tflite_path), num_threads=num_threads
@@ -44,15 +47,24 @@ class Classifier:
         return cls(load_bundle(path))
 
     def predict(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """(dim,) float32 features -> (n_labels,) float32 probabilities summing to 1."""
+        """(dim,) float32 model input (adapted features, see `adapt`) -> (n_labels,) float32
+        calibrated probabilities summing to 1."""
         x = np.asarray(features, dtype=np.float32).reshape(1, self.input_dim)
         self._interpreter.set_tensor(self._input_index, x)
         self._interpreter.invoke()
-        return np.array(self._interpreter.get_tensor(self._output_index)[0], dtype=np.float32)
+        probs = np.array(self._interpreter.get_tensor(self._output_index)[0], dtype=np.float32)
+        return apply_temperature(probs, self._temperature) if self._temperature != 1.0 else probs
+
+    def adapter(self) -> AdaptiveNormalizer | None:
+        """A fresh per-stream feature adapter for this bundle (None: the model needs none)."""
+        prior = self.bundle.adaptation
+        return AdaptiveNormalizer(prior) if prior is not None else None
 
     def probabilities(self, audio: npt.ArrayLike, sample_rate: int) -> dict[str, float]:
         """One utterance (mono, shape (n,)) -> {label: probability} in the bundle's label order."""
         from streamer.features import extract
 
-        probs = self.predict(extract(audio, sample_rate))
+        features = extract(audio, sample_rate)
+        adapter = self.adapter()  # a single utterance: no speaker history
+        probs = self.predict(adapter.push(0, features) if adapter is not None else features)
         return dict(zip(self.bundle.labels, (float(p) for p in probs), strict=True))

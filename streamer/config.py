@@ -54,6 +54,9 @@ class PipelineConfig:
     """Utterances in flight; when full a live source drops the newest (counted), files wait."""
     min_confidence: float = 0.0
     """Results with a top probability below this are marked uncertain (0 disables)."""
+    adaptation_scope: str = "source"
+    """Speaker adaptation history: "source" (each file / stream / microphone session) or "run"
+    (all inputs of this run are one speaker)."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,12 @@ def validate(config: Config) -> Config:
     _require(1 <= p.feature_workers <= 16, "pipeline.feature_workers", "1-16", p.feature_workers)
     _require(p.max_pending >= 1, "pipeline.max_pending", "an integer >= 1", p.max_pending)
     _require(0.0 <= p.min_confidence <= 1.0, "pipeline.min_confidence", "0.0-1.0", p.min_confidence)
+    _require(
+        p.adaptation_scope in ("source", "run"),
+        "pipeline.adaptation_scope",
+        '"source" or "run"',
+        p.adaptation_scope,
+    )
     _require(0.5 <= d.refresh_hz <= 30, "dashboard.refresh_hz", "0.5-30", d.refresh_hz)
     _require(1 <= d.history <= 200, "dashboard.history", "1-200", d.history)
     _require(1 <= m.port <= 65535, "mqtt.port", "1-65535", m.port)

@@ -66,6 +66,8 @@ class Result:
     latency_ms: float
     model: str
     uncertain: bool = False
+    arousal: float = 0.0  # [-1, 1], from the probabilities (streamer/scoring.py)
+    valence: float = 0.0  # [-1, 1]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +81,8 @@ class Result:
             "latency_ms": round(self.latency_ms, 1),
             "model": self.model,
             "uncertain": self.uncertain,
+            "arousal": round(self.arousal, 4),
+            "valence": round(self.valence, 4),
         }
 
     def to_json(self) -> str:

@@ -19,6 +19,7 @@ import numpy.typing as npt
 from streamer.classifier import Classifier
 from streamer.config import Config
 from streamer.messages import AudioBlock, Result, Utterance
+from streamer.scoring import arousal_valence
 from streamer.segmenter import VadSegmenter, frame_level_db
 from streamer.sources import EndOfStream, Source, SourceError
 from streamer.state import LiveState
@@ -26,7 +27,7 @@ from streamer.workers import FeatureWorkers
 
 logger = logging.getLogger(__name__)
 
-_Classified = tuple[Utterance, npt.NDArray[np.float32], float]
+_Featurized = tuple[Utterance, npt.NDArray[np.float32]]
 
 
 class Sink(Protocol):
@@ -57,7 +58,7 @@ class Pipeline:
 
     async def run(self, source: Source) -> None:
         """Process `source` to its end; a SourceError is raised after what was in flight is out."""
-        pending: asyncio.Queue[asyncio.Task[_Classified] | None] = asyncio.Queue(
+        pending: asyncio.Queue[asyncio.Task[_Featurized] | None] = asyncio.Queue(
             self.config.pipeline.max_pending
         )
         emitter = asyncio.create_task(self._emit_in_order(pending), name="ser-emit")
@@ -108,7 +109,7 @@ class Pipeline:
     async def _submit_all(
         self,
         utterances: list[Utterance],
-        pending: asyncio.Queue[asyncio.Task[_Classified] | None],
+        pending: asyncio.Queue[asyncio.Task[_Featurized] | None],
         live: bool,
     ) -> None:
         for utterance in utterances:
@@ -123,27 +124,35 @@ class Pipeline:
             task = asyncio.create_task(self._classify(utterance))
             await pending.put(task)
 
-    async def _classify(self, utterance: Utterance) -> _Classified:
+    async def _classify(self, utterance: Utterance) -> _Featurized:
         features = await self.workers.extract(utterance.samples, utterance.sample_rate)
-        loop = asyncio.get_running_loop()
-        probs = await loop.run_in_executor(self._infer, self.classifier.predict, features)
-        return utterance, probs, time.monotonic()
+        return utterance, features
 
     async def _emit_in_order(
-        self, pending: asyncio.Queue[asyncio.Task[_Classified] | None]
+        self, pending: asyncio.Queue[asyncio.Task[_Featurized] | None]
     ) -> None:
         labels = self.classifier.bundle.labels
         model = self.classifier.bundle.name
         min_confidence = self.config.pipeline.min_confidence
+        per_source = self.config.pipeline.adaptation_scope == "source"
+        adapter = self.classifier.adapter()
+        loop = asyncio.get_running_loop()
         while (task := await pending.get()) is not None:
             try:
-                utterance, probs, ready_s = await task
+                utterance, features = await task
+                # Speaker adaptation uses earlier utterances only, so it runs here, in order.
+                if adapter is not None:
+                    features = adapter.push(utterance.source if per_source else "", features)
+                probs = await loop.run_in_executor(self._infer, self.classifier.predict, features)
             except Exception:
                 self.state.failed += 1
                 logger.exception("classifying an utterance failed")
                 continue
+            ready_s = time.monotonic()
             top = int(np.argmax(probs))
             confidence = float(probs[top])
+            probabilities = {label: float(p) for label, p in zip(labels, probs, strict=True)}
+            arousal, valence = arousal_valence(probabilities)
             result = Result(
                 seq=self._seq,
                 source=utterance.source,
@@ -151,10 +160,12 @@ class Pipeline:
                 end_s=utterance.end_s,
                 emotion=labels[top],
                 confidence=confidence,
-                probabilities={label: float(p) for label, p in zip(labels, probs, strict=True)},
+                probabilities=probabilities,
                 latency_ms=(ready_s - utterance.speech_end_wall_s) * 1000.0,
                 model=model,
                 uncertain=confidence < min_confidence,
+                arousal=arousal,
+                valence=valence,
             )
             self._seq += 1
             self.state.record(result)

@@ -20,6 +20,8 @@ RESULT_KEYS = {
     "latency_ms",
     "model",
     "uncertain",
+    "arousal",
+    "valence",
 }
 
 
@@ -47,6 +49,7 @@ def parse_results(stdout: bytes) -> list[dict[str, Any]]:
         assert r["probabilities"][r["emotion"]] == r["confidence"]
         assert 0 <= r["start_s"] < r["end_s"]
         assert r["latency_ms"] >= 0
+        assert -1 <= r["arousal"] <= 1 and -1 <= r["valence"] <= 1
     assert [r["seq"] for r in results] == list(range(len(results)))
     return results
 

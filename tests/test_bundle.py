@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from streamer.adaptation import AdaptiveNormalizer
 from streamer.bundle import BundleError, load_bundle
 from streamer.classifier import Classifier
 from streamer.features import FEATURE_SPEC, extract
 from streamer.labels import LABELS
+from streamer.scoring import apply_temperature
 
 from .conftest import DEFAULT_MODEL
 
@@ -42,6 +44,13 @@ def test_manifest_records_protocol_scores_and_spec():
     assert m["training"]["n_clips"] == 1440
     assert bundle.accuracy is not None and bundle.accuracy >= 0.50
     assert (DEFAULT_MODEL / "model.tflite").stat().st_size < 5_000_000
+    # speaker adaptation, calibration and robustness are recorded with the scores
+    assert bundle.adaptation is not None and bundle.adaptation.mean.shape == (696,)
+    calibration = m["calibration"]
+    assert 0.2 < bundle.temperature < 10
+    assert calibration["ece_after"]["mean"] < calibration["ece_before"]["mean"]
+    variants = ev["summary"]["variant_accuracy"]
+    assert set(variants) == {"vad", "snr20", "snr10", "first_utterance"}
 
 
 def test_shipped_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess):
@@ -61,7 +70,9 @@ def test_shipped_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess):
     keras = pytest.importorskip("keras")
     model = keras.models.load_model(DEFAULT_MODEL / "model.keras", safe_mode=True)
     audio, rate = sf.read(clip, dtype="float32")
-    ref = model.predict(extract(audio, rate)[None, :], verbose=0)[0]
+    bundle = load_bundle(DEFAULT_MODEL)
+    adapted = AdaptiveNormalizer(bundle.adaptation).push(0, extract(audio, rate))
+    ref = apply_temperature(model.predict(adapted[None, :], verbose=0)[0], bundle.temperature)
     np.testing.assert_allclose(lite, ref, atol=1e-4)
 
 

@@ -26,6 +26,8 @@ def _result(seq: int, emotion: str, confidence: float, uncertain: bool = False) 
         312.0 + seq,
         "default",
         uncertain,
+        arousal=0.12,
+        valence=-0.34,
     )
 
 
@@ -51,7 +53,7 @@ def test_dashboard_shows_state():
     assert "model default (58.5% 6-fold speaker-independent accuracy)" in text
     assert "source mic" in text and "up 42 s" in text
     assert "-23.5 dBFS" in text and "SPEECH" in text
-    assert "#3 calm 30% (uncertain)" in text
+    assert "#3 calm 30% (uncertain)" in text and "arousal +0.12 valence -0.34" in text
     for label in LABELS:
         assert label in text
     # history keeps the 3 newest, newest first

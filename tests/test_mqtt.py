@@ -393,3 +393,54 @@ def test_invalid_node_id_is_rejected(node_id, tmp_path):
     proc = run_live("--input", str(audio), "--json", "--node-id", node_id, env=_env(tmp_path))
     assert proc.returncode == 2
     assert "mqtt.node_id" in error_line(proc)
+
+
+def test_last_will_says_offline_when_the_recognizer_dies(broker, tmp_path):  # noqa: F811
+    audio = _bursts(tmp_path / "x.wav", 6)
+    watcher = Subscriber(broker.port, [STATUS], client_id="will-watcher")
+    live = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamer.cli",
+            "--input",
+            str(audio),
+            "--json",
+            "--realtime",
+            *_mqtt_args(broker.port),
+        ],
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        watcher.wait_for(lambda s: s.on(STATUS)[-1:] == ["online"], timeout=60)
+        live.kill()  # no clean shutdown: only the broker's Last Will can say it
+        live.wait(timeout=30)
+        watcher.wait_for(lambda s: s.on(STATUS)[-1:] == ["offline"], timeout=30)
+    finally:
+        if live.poll() is None:
+            live.kill()
+        watcher.close()
+
+
+def test_full_queue_drops_the_oldest_and_says_so(tmp_path):
+    cfg = _config(tmp_path, "[mqtt]\nqueue_size = 2\nflush_timeout_s = 0.5\n")
+    audio = _bursts(tmp_path / "x.wav", 5)
+    proc = run_live(
+        "--input",
+        str(audio),
+        "--json",
+        "--config",
+        str(cfg),
+        *_mqtt_args(free_port()),
+        env=_env(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    results = parse_results(proc.stdout)
+    assert len(results) == 5
+    stderr = proc.stderr.decode()
+    assert "mqtt: 2 results not sent" in stderr
+    assert "mqtt: 3 results dropped while the queue was full" in stderr
+    saved = tmp_path / "state" / "ser" / "mqtt-unsent.jsonl"
+    assert [json.loads(line)["seq"] for line in saved.read_text().splitlines()] == [3, 4]

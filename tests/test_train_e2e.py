@@ -46,6 +46,10 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
     assert ev["folds_evaluated"] == 2  # folds 1 (actors 1, 11) and 2 (4, 10)
     assert [f["fold"] for f in ev["per_fold"]] == [1, 2]
     assert 0.0 <= ev["summary"]["accuracy"]["mean"] <= 1.0
+    assert set(ev["summary"]["variant_accuracy"]) == {"vad", "snr20", "snr10", "first_utterance"}
+    assert manifest["adaptation"]["prior_weight"] == 2.0
+    assert len(manifest["adaptation"]["mean"]) == 696
+    assert manifest["calibration"]["temperature"] > 0
     evaluation = json.loads((out / "evaluation.json").read_text())
     for fold in evaluation["folds"]:
         assert not set(fold["test_actors"]) & set(fold["train_actors"])

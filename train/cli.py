@@ -19,14 +19,18 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from streamer.adaptation import AdaptationPrior, adapt_in_order
 from streamer.bundle import FORMAT_VERSION, KERAS_FILE, MANIFEST, TFLITE_FILE
 from streamer.features import FEATURE_SPEC
 from streamer.labels import LABELS
+from streamer.scoring import apply_temperature
+from train.calibration import expected_calibration_error, fit_temperature
 from train.data import Clip, DataError, scan
 from train.featurize import default_cache_dir, featurize_all
 from train.folds import PROTOCOL_NAME, TEST_ACTORS
 from train.metrics import confusion_matrix, mean_std, scores_from_confusion
 from train.report import plot_confusion, print_evaluation
+from train.robustness import TEST_VARIANTS, check_variant
 
 logger = logging.getLogger("ser.train")
 
@@ -40,7 +44,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--data", type=Path, required=True, help="RAVDESS folder (any layout)")
     p.add_argument("--out", type=Path, default=Path("models/trained"), help="bundle folder")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 30)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 12)")
     p.add_argument("--seed", type=int, default=0, help="random seed (recorded in the bundle)")
     p.add_argument(
         "--actors",
@@ -53,6 +57,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--cache-dir", type=Path, default=None, help="feature cache folder")
     p.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
     p.add_argument("--skip-eval", action="store_true", help="train the final model only")
+    p.add_argument(
+        "--no-adaptation",
+        action="store_true",
+        help="no per-speaker feature adaptation (see streamer/adaptation.py)",
+    )
+    p.add_argument(
+        "--augment",
+        type=lambda text: [check_variant(v) for v in text.split(",") if v],
+        default=["snr15", "snr30"],
+        help="noisy copies of the training audio added to training, e.g. 'snr15,snr30' "
+        "(white noise at that SNR); '' for none",
+    )
+    p.add_argument(
+        "--hidden-units", type=int, default=None, help="hidden layer width; 0: linear softmax"
+    )
+    p.add_argument("--label-smoothing", type=float, default=None, help="e.g. 0.1")
+    p.add_argument("--ensemble", type=int, default=None, help="models averaged (seeds)")
+    p.add_argument(
+        "--no-robustness",
+        action="store_true",
+        help="skip evaluating on VAD-cut and noisy (20/10 dB SNR) test audio",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -97,42 +123,115 @@ def _package_versions() -> dict[str, str]:
     return versions
 
 
+N_ORDERS = 3  # random utterance orders per training speaker when simulating adaptation
+
+
+def adapted_training_set(
+    features: dict[str, np.ndarray],
+    y: np.ndarray,
+    actors: np.ndarray,
+    prior: AdaptationPrior | None,
+    seed: int,
+    *,
+    augment: tuple[str, ...] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training features as the model will meet them live: adapted causally per speaker, the
+    clean clips in N_ORDERS random orders, each `augment` variant (noisy copies of the training
+    audio) in one more (prior None: unadapted, once each)."""
+    sets = [("clean", r) for r in range(N_ORDERS if prior is not None else 1)]
+    sets += [(variant, N_ORDERS + k) for k, variant in enumerate(augment)]
+    copies = [
+        features[variant]
+        if prior is None
+        else adapt_in_order(features[variant], actors, prior, np.random.default_rng(seed + r))
+        for variant, r in sets
+    ]
+    return np.concatenate(copies), np.tile(y, len(sets))
+
+
+def adapted_test_set(
+    x: np.ndarray, actors: np.ndarray, prior: AdaptationPrior | None, seed: int
+) -> np.ndarray:
+    """Test features adapted per held-out speaker in one random order (causal, as live)."""
+    if prior is None:
+        return x
+    return adapt_in_order(x, actors, prior, np.random.default_rng(seed))
+
+
+def _scores(y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    return scores_from_confusion(confusion_matrix(y, probs.argmax(axis=1), len(LABELS))).to_dict(
+        LABELS
+    )
+
+
 def evaluate(
-    x: np.ndarray,
+    x: dict[str, np.ndarray],
     y: np.ndarray,
     actors: np.ndarray,
     config: Any,
     console: Console,
+    *,
+    adapt: bool,
+    augment: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Train and test once per actor fold that has both sides present."""
+    """Train and test once per actor fold that has both sides present.
+
+    x maps a test variant ("clean", "vad", "snr20", ...) to features aligned with y; models
+    train on "clean" only. Returns the evaluation, including out-of-fold probabilities.
+    """
     from train.model import fit, predict
 
+    clean = x["clean"]
     folds = [(i, fa) for i, fa in enumerate(TEST_ACTORS) if np.isin(actors, fa).any()]
     folds = [(i, fa) for i, fa in folds if (~np.isin(actors, fa)).any()]
     if not folds:
         raise DataError("no fold has both training and held-out actors; use more actors")
     n_labels = len(LABELS)
     results: list[dict[str, Any]] = []
-    pooled = np.zeros((n_labels, n_labels), dtype=np.int64)
+    oof = np.zeros((len(y), n_labels), dtype=np.float32)
+    fold_of = np.full(len(y), -1)
     with _progress(console) as progress:
-        task = progress.add_task("evaluating folds (epochs)", total=len(folds) * config.epochs)
+        task = progress.add_task(
+            "evaluating folds (epochs)", total=len(folds) * config.epochs * config.ensemble
+        )
         for index, fold_actors in folds:
             test = np.isin(actors, fold_actors)
             if set(actors[~test]) & set(actors[test]):
                 raise AssertionError("an actor is on both sides of a fold")
-            model = fit(
-                x[~test], y[~test], n_labels, config, on_epoch=lambda _e: progress.advance(task)
+            prior = AdaptationPrior.from_features(clean[~test]) if adapt else None
+            x_train, y_train = adapted_training_set(
+                {name: feats[~test] for name, feats in x.items()},
+                y[~test],
+                actors[~test],
+                prior,
+                config.seed,
+                augment=augment,
             )
-            pred = predict(model, x[test]).argmax(axis=1)
-            matrix = confusion_matrix(y[test], pred, n_labels)
-            pooled += matrix
-            scores = scores_from_confusion(matrix)
+            model = fit(
+                x_train, y_train, n_labels, config, on_epoch=lambda _e: progress.advance(task)
+            )
+            order_seed = config.seed + 1000 + index
+            probs = predict(model, adapted_test_set(clean[test], actors[test], prior, order_seed))
+            oof[test] = probs
+            fold_of[test] = index
+            variants = {
+                name: _scores(
+                    y[test],
+                    predict(model, adapted_test_set(feats[test], actors[test], prior, order_seed)),
+                )["accuracy"]
+                for name, feats in x.items()
+                if name in TEST_VARIANTS
+            }
+            if prior is not None:  # each clip as the first utterance of its stream
+                alone = adapted_test_set(clean[test], np.arange(int(test.sum())), prior, 0)
+                variants["first_utterance"] = _scores(y[test], predict(model, alone))["accuracy"]
             results.append(
                 {
                     "fold": index + 1,
                     "test_actors": list(fold_actors),
                     "train_actors": sorted(int(a) for a in set(actors[~test])),
-                    "scores": scores.to_dict(LABELS),
+                    "scores": _scores(y[test], probs),
+                    "variant_accuracy": variants,
                 }
             )
     summary: dict[str, Any] = {
@@ -142,14 +241,40 @@ def evaluate(
     summary["recall"] = {
         label: mean_std([r["scores"]["recall"][label] for r in results]) for label in LABELS
     }
+    summary["variant_accuracy"] = {
+        name: mean_std([r["variant_accuracy"][name] for r in results])
+        for name in results[0]["variant_accuracy"]
+    }
+    evaluated = fold_of >= 0
     return {
         "protocol": PROTOCOL_NAME,
+        "adaptation": "causal per-speaker, random utterance order" if adapt else "none",
         "folds_evaluated": len(results),
         "folds_total": len(TEST_ACTORS),
         "labels": list(LABELS),
         "folds": results,
         "summary": summary,
-        "pooled": scores_from_confusion(pooled).to_dict(LABELS),
+        "pooled": _scores(y[evaluated], oof[evaluated]),
+        "calibration": calibrate(oof[evaluated], y[evaluated], fold_of[evaluated]),
+    }
+
+
+def calibrate(probs: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> dict[str, Any]:
+    """Temperature scaling on out-of-fold predictions. ECE per fold uses a T fitted on the
+    other folds only; the bundle's T is fitted on all out-of-fold predictions."""
+    before, after = [], []
+    for fold in np.unique(fold_of):
+        held = fold_of == fold
+        before.append(expected_calibration_error(probs[held], y[held]))
+        if (~held).any():
+            t = fit_temperature(probs[~held], y[~held])
+            after.append(expected_calibration_error(apply_temperature(probs[held], t), y[held]))
+    temperature = fit_temperature(probs, y)
+    return {
+        "method": "temperature scaling on out-of-fold predictions (ECE: 15 bins, top label)",
+        "temperature": temperature,
+        "ece_before": mean_std(before),
+        "ece_after": mean_std(after) if after else None,
     }
 
 
@@ -159,7 +284,10 @@ def _manifest_evaluation(evaluation: dict[str, Any] | None) -> dict[str, Any] | 
         return None
     headline = ("accuracy", "unweighted_accuracy", "macro_f1")
     return {
-        **{k: evaluation[k] for k in ("protocol", "folds_evaluated", "folds_total", "summary")},
+        **{
+            k: evaluation[k]
+            for k in ("protocol", "adaptation", "folds_evaluated", "folds_total", "summary")
+        },
         "per_fold": [
             {"fold": f["fold"], "test_actors": f["test_actors"]}
             | {k: f["scores"][k] for k in headline}
@@ -201,18 +329,41 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if not keep:
         raise DataError(f"no usable audio under {args.data}: every RAVDESS file was unreadable")
     n_cached = sum(e.cached for _, e in keep)
-    extraction_s = time.perf_counter() - t0
     console.print(
-        f"features: {len(keep)} clips, {n_cached} from cache, {extraction_s:.1f} s "
+        f"features: {len(keep)} clips, {n_cached} from cache, {time.perf_counter() - t0:.1f} s "
         f"(spec {FEATURE_SPEC.name} v{FEATURE_SPEC.version}, dim {FEATURE_SPEC.dim})"
     )
     x = np.stack([e.vector for _, e in keep if e.vector is not None]).astype(np.float32)
     y = np.array([LABELS.index(c.label) for c, _ in keep], dtype=np.int64)
     actors = np.array([c.actor for c, _ in keep], dtype=np.int64)
+    features = {"clean": x}
+    wanted_variants = [] if (args.skip_eval or args.no_robustness) else list(TEST_VARIANTS)
+    for variant in dict.fromkeys([*wanted_variants, *args.augment]):
+        with _progress(console) as progress:
+            task = progress.add_task(f"features of {variant} audio", total=len(keep))
+            done = featurize_all(
+                [c.path for c, _ in keep],
+                cache_dir,
+                max(1, args.workers),
+                on_done=lambda _item, t=task: progress.advance(t),  # type: ignore[misc]
+                variant=variant,
+            )
+        features[variant] = np.stack([e.vector for e in done if e.vector is not None])
+    extraction_s = time.perf_counter() - t0
+    adapt = not args.no_adaptation
 
-    from train.model import TrainConfig, fit, to_tflite, training_device
+    from train.model import TrainConfig, fit, for_export, to_tflite, training_device
 
-    config = TrainConfig(seed=args.seed, **({"epochs": args.epochs} if args.epochs else {}))
+    overrides: dict[str, Any] = {"seed": args.seed}
+    if args.epochs:
+        overrides["epochs"] = args.epochs
+    if args.hidden_units is not None:
+        overrides["hidden_units"] = args.hidden_units
+    if args.label_smoothing is not None:
+        overrides["label_smoothing"] = args.label_smoothing
+    if args.ensemble is not None:
+        overrides["ensemble"] = args.ensemble
+    config = TrainConfig(**overrides)
     device = training_device()
     console.print(f"training on {device}")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -220,7 +371,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     t1 = time.perf_counter()
     evaluation: dict[str, Any] | None = None
     if not args.skip_eval:
-        evaluation = evaluate(x, y, actors, config, console)
+        evaluation = evaluate(
+            features, y, actors, config, console, adapt=adapt, augment=tuple(args.augment)
+        )
         print_evaluation(console, evaluation)
         (args.out / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
         acc = evaluation["summary"]["accuracy"]
@@ -235,8 +388,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     t2 = time.perf_counter()
     with _progress(console) as progress:
-        task = progress.add_task("final model on all actors (epochs)", total=config.epochs)
-        model = fit(x, y, len(LABELS), config, on_epoch=lambda _e: progress.advance(task))
+        task = progress.add_task(
+            "final model on all actors (epochs)", total=config.epochs * config.ensemble
+        )
+        prior = AdaptationPrior.from_features(x) if adapt else None
+        x_train, y_train = adapted_training_set(
+            features, y, actors, prior, config.seed, augment=tuple(args.augment)
+        )
+        model = fit(
+            x_train, y_train, len(LABELS), config, on_epoch=lambda _e: progress.advance(task)
+        )
+    model = for_export(model)
     model.save(args.out / KERAS_FILE)
     (args.out / TFLITE_FILE).write_bytes(to_tflite(model))
     final_s = time.perf_counter() - t2
@@ -249,7 +411,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
         "sample_rate": FEATURE_SPEC.sample_rate,
         "feature_spec": FEATURE_SPEC.to_dict(),
         "model": {
-            "architecture": "standardize -> dropout -> dense(relu) -> dropout -> softmax",
+            "architecture": (
+                f"average of {config.ensemble} x (standardize -> dropout -> "
+                f"dense({config.hidden_units}, relu) -> dropout -> softmax)"
+                if config.hidden_units
+                else f"average of {config.ensemble} x (standardize -> dropout -> softmax)"
+            ),
             "keras": KERAS_FILE,
             "tflite": TFLITE_FILE,
             "input_dim": FEATURE_SPEC.dim,
@@ -272,6 +439,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 "total": round(time.perf_counter() - started, 1),
             },
         },
+        "adaptation": prior.to_dict() if prior is not None else None,
+        "calibration": (
+            evaluation["calibration"] if evaluation else {"temperature": 1.0, "method": "none"}
+        ),
         "evaluation": _manifest_evaluation(evaluation),
         "packages": _package_versions(),
     }

@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from streamer.audio_io import AudioReadError, read_audio
 from streamer.features import FEATURE_SPEC, extract
+from train.robustness import make_variant
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +41,17 @@ class Extracted:
     cached: bool
 
 
-def _cache_path(cache_dir: Path, digest: str) -> Path:
-    return cache_dir / FEATURE_SPEC.digest() / digest[:2] / f"{digest}.npy"
+def _cache_path(cache_dir: Path, digest: str, variant: str) -> Path:
+    suffix = "" if variant == "clean" else f".{variant}"
+    return cache_dir / FEATURE_SPEC.digest() / digest[:2] / f"{digest}{suffix}.npy"
 
 
-def featurize_file(path: Path, cache_dir: Path | None) -> Extracted:
-    """Read, hash and featurize one file (runs in a worker process)."""
+def featurize_file(path: Path, cache_dir: Path | None, variant: str = "clean") -> Extracted:
+    """Read, hash and featurize one file (runs in a worker process); `variant`: see
+    train/robustness.py."""
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    target = _cache_path(cache_dir, digest) if cache_dir is not None else None
+    target = _cache_path(cache_dir, digest, variant) if cache_dir is not None else None
     if target is not None and target.exists():
         try:
             vec = np.load(target, allow_pickle=False)
@@ -60,6 +63,7 @@ def featurize_file(path: Path, cache_dir: Path | None) -> Extracted:
         audio = read_audio(path, FEATURE_SPEC.sample_rate)
     except AudioReadError as exc:
         return Extracted(path, digest, None, str(exc), cached=False)
+    audio = make_variant(audio, variant, seed=int(digest[:8], 16))
     vec = extract(audio, FEATURE_SPEC.sample_rate)
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -74,12 +78,13 @@ def featurize_all(
     cache_dir: Path | None,
     workers: int,
     on_done: Callable[[Extracted], None] | None = None,
+    variant: str = "clean",
 ) -> list[Extracted]:
     """Featurize `paths` in `workers` processes; results in the order of `paths`."""
     results: list[Extracted] = []
     if workers <= 1:
         for path in paths:
-            item = featurize_file(path, cache_dir)
+            item = featurize_file(path, cache_dir, variant)
             results.append(item)
             if on_done:
                 on_done(item)
@@ -93,7 +98,10 @@ def featurize_all(
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
     try:
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            for item in pool.map(featurize_file, paths, [cache_dir] * len(paths), chunksize=8):
+            n = len(paths)
+            for item in pool.map(
+                featurize_file, paths, [cache_dir] * n, [variant] * n, chunksize=8
+            ):
                 results.append(item)
                 if on_done:
                     on_done(item)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,8 +25,10 @@ class TrainConfig:
     hidden_dropout: float = 0.5
     l2: float = 1e-3
     learning_rate: float = 1e-3
-    epochs: int = 30  # fixed schedule: early stopping on few actors is too noisy
+    epochs: int = 12  # fixed schedule: early stopping on few actors is too noisy
     batch_size: int = 32
+    label_smoothing: float = 0.0
+    ensemble: int = 3  # members with seeds seed, seed+1, ...; their probabilities averaged
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -44,7 +46,9 @@ def training_device() -> str:
     return f"GPU:0 ({details.get('device_name', gpus[0].name)})"
 
 
-def build_model(x_train: npt.NDArray[np.float32], n_labels: int, config: TrainConfig) -> Any:
+def build_model(
+    x_train: npt.NDArray[np.float32], n_labels: int, config: TrainConfig, name: str = "ser_dense"
+) -> Any:
     """Normalization (adapted on `x_train`, stored in the model) -> dropout -> dense -> softmax."""
     import keras
 
@@ -54,18 +58,24 @@ def build_model(x_train: npt.NDArray[np.float32], n_labels: int, config: TrainCo
     inputs = keras.Input((dim,), name="features")
     h = norm(inputs)
     h = keras.layers.Dropout(config.input_dropout)(h)
-    h = keras.layers.Dense(
-        config.hidden_units,
-        activation="relu",
-        kernel_regularizer=keras.regularizers.l2(config.l2),
-        name="hidden",
+    if config.hidden_units > 0:
+        h = keras.layers.Dense(
+            config.hidden_units,
+            activation="relu",
+            kernel_regularizer=keras.regularizers.l2(config.l2),
+            name="hidden",
+        )(h)
+        h = keras.layers.Dropout(config.hidden_dropout)(h)
+    outputs = keras.layers.Dense(
+        n_labels,
+        activation="softmax",
+        kernel_regularizer=keras.regularizers.l2(config.l2) if config.hidden_units == 0 else None,
+        name="probabilities",
     )(h)
-    h = keras.layers.Dropout(config.hidden_dropout)(h)
-    outputs = keras.layers.Dense(n_labels, activation="softmax", name="probabilities")(h)
-    model = keras.Model(inputs, outputs, name="ser_dense")
+    model = keras.Model(inputs, outputs, name=name)
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss="sparse_categorical_crossentropy",
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
     )
     return model
 
@@ -77,17 +87,47 @@ def fit(
     config: TrainConfig,
     on_epoch: Callable[[int], None] | None = None,
 ) -> Any:
-    """Train a fresh model with fixed seeds; `on_epoch(epoch_index)` after each epoch."""
+    """Train `config.ensemble` fresh models with fixed seeds and average them in one Keras model;
+    `on_epoch(epoch_index)` after each epoch of each member."""
+    import keras
+
+    members = [
+        _fit_one(
+            x_train,
+            y_train,
+            n_labels,
+            replace(config, seed=config.seed + i),
+            on_epoch,
+            name=f"member{i}",
+        )
+        for i in range(config.ensemble)
+    ]
+    if len(members) == 1:
+        return members[0]
+    inputs = keras.Input((x_train.shape[1],), name="features")
+    averaged = keras.layers.Average(name="probabilities")([m(inputs) for m in members])
+    return keras.Model(inputs, averaged, name="ser_ensemble")
+
+
+def _fit_one(
+    x_train: npt.NDArray[np.float32],
+    y_train: npt.NDArray[np.int64],
+    n_labels: int,
+    config: TrainConfig,
+    on_epoch: Callable[[int], None] | None,
+    *,
+    name: str,
+) -> Any:
     import keras
 
     keras.utils.set_random_seed(config.seed)
-    model = build_model(x_train, n_labels, config)
+    model = build_model(x_train, n_labels, config, name if config.ensemble > 1 else "ser_dense")
     callbacks = []
     if on_epoch is not None:
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, _logs: on_epoch(e)))
     model.fit(
         x_train,
-        y_train,
+        np.eye(n_labels, dtype=np.float32)[y_train],
         epochs=config.epochs,
         batch_size=config.batch_size,
         shuffle=True,
@@ -95,6 +135,16 @@ def fit(
         callbacks=callbacks,
     )
     return model
+
+
+def for_export(model: Any) -> Any:
+    """An uncompiled copy with the same weights: the bundle carries no optimizer state (the
+    3-member model.keras shrinks from 6.6 to 2.3 MB)."""
+    import keras
+
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def predict(model: Any, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

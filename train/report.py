@@ -51,9 +51,40 @@ def recall_table(evaluation: dict[str, Any]) -> Table:
     return table
 
 
+def variant_table(evaluation: dict[str, Any]) -> Table:
+    table = Table(title="Accuracy as users meet the model (same folds, models trained on clean)")
+    table.add_column("test audio")
+    table.add_column("accuracy", justify="right")
+    table.add_column("change", justify="right")
+    clean = evaluation["summary"]["accuracy"]["mean"]
+    table.add_row("clean clips", f"{clean:.1%}", "")
+    names = {
+        "vad": "cut by the live VAD segmenter",
+        "snr20": "white noise, 20 dB SNR",
+        "snr10": "white noise, 10 dB SNR",
+        "first_utterance": "each clip alone (no speaker history)",
+    }
+    for key, value in evaluation["summary"]["variant_accuracy"].items():
+        table.add_row(
+            names.get(key, key),
+            f"{value['mean']:.1%} ± {value['std']:.1%}",
+            f"{value['mean'] - clean:+.1%}",
+        )
+    return table
+
+
 def print_evaluation(console: Console, evaluation: dict[str, Any]) -> None:
     console.print(fold_table(evaluation))
     console.print(recall_table(evaluation))
+    if evaluation["summary"]["variant_accuracy"]:
+        console.print(variant_table(evaluation))
+    cal = evaluation["calibration"]
+    after = cal["ece_after"]
+    console.print(
+        f"calibration: temperature {cal['temperature']:.2f}; expected calibration error "
+        f"{cal['ece_before']['mean']:.3f} before"
+        + (f", {after['mean']:.3f} after (T fitted on the other folds)" if after else "")
+    )
 
 
 def plot_confusion(confusion: list[list[int]], labels: list[str], title: str, path: Path) -> None:

@@ -73,6 +73,7 @@ def render(state: LiveState, now_s: float | None = None) -> RenderableType:
             f"#{last.seq} {last.emotion} {last.confidence:.0%}"
             + (" (uncertain)" if last.uncertain else "")
             + f"  {last.start_s:.2f}-{last.end_s:.2f} s"
+            + f"  arousal {last.arousal:+.2f} valence {last.valence:+.2f}"
         )
         for label in state.labels:
             p = last.probabilities.get(label, 0.0)

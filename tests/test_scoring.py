@@ -1,0 +1,55 @@
+"""Calibration and arousal/valence maths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamer.labels import LABELS
+from streamer.scoring import CIRCUMPLEX, apply_temperature, arousal_valence
+from train.calibration import expected_calibration_error, fit_temperature
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_temperature_one_is_identity_and_order_is_kept():
+    p = _softmax(np.random.default_rng(0).normal(size=(20, 8)))
+    np.testing.assert_allclose(apply_temperature(p, 1.0), p, rtol=1e-5)
+    soft = apply_temperature(p, 3.0)
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-5)
+    assert (soft.argmax(axis=1) == p.argmax(axis=1)).all()
+    assert (soft.max(axis=1) < p.max(axis=1)).all()
+
+
+def test_fit_recovers_an_overconfidence_factor_and_ece_drops():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 1.5, size=(4000, 8))
+    true_p = _softmax(logits)
+    labels = np.array([rng.choice(8, p=row) for row in true_p])
+    overconfident = _softmax(3.0 * logits)
+    t = fit_temperature(overconfident, labels)
+    assert t == pytest.approx(3.0, rel=0.15)
+    before = expected_calibration_error(overconfident, labels)
+    after = expected_calibration_error(apply_temperature(overconfident, t), labels)
+    assert before > 0.15 and after < 0.03
+
+
+def test_ece_of_a_perfectly_calibrated_predictor_is_small():
+    rng = np.random.default_rng(2)
+    p = _softmax(rng.normal(0, 2, size=(20000, 8)))
+    labels = np.array([rng.choice(8, p=row) for row in p])
+    assert expected_calibration_error(p, labels) < 0.02
+
+
+def test_arousal_valence_from_probabilities():
+    one_hot = {label: float(label == "angry") for label in LABELS}
+    assert arousal_valence(one_hot) == pytest.approx((0.8, -0.6))
+    uniform = dict.fromkeys(LABELS, 1 / 8)
+    arousal, valence = arousal_valence(uniform)
+    assert arousal == pytest.approx(np.mean([a for _, a in CIRCUMPLEX.values()]))
+    assert valence == pytest.approx(np.mean([v for v, _ in CIRCUMPLEX.values()]))
+    assert set(CIRCUMPLEX) == set(LABELS)
+    assert all(-1 <= c <= 1 for pair in CIRCUMPLEX.values() for c in pair)

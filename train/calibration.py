@@ -1,0 +1,40 @@
+"""Confidence calibration: temperature scaling fitted on held-out predictions, and ECE."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.scoring import apply_temperature
+
+
+def nll(probs: npt.NDArray[np.floating], labels: npt.NDArray[np.integer]) -> float:
+    """Mean negative log-likelihood of the true labels."""
+    p = np.clip(np.asarray(probs, dtype=np.float64)[np.arange(len(labels)), labels], 1e-12, 1.0)
+    return float(-np.log(p).mean())
+
+
+def fit_temperature(probs: npt.NDArray[np.floating], labels: npt.NDArray[np.integer]) -> float:
+    """The T in [0.05, 20] minimising NLL of softmax(log p / T) (log-grid, then refined)."""
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))
+    losses = [nll(apply_temperature(probs, t), labels) for t in grid]
+    best = int(np.argmin(losses))
+    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    fine = np.linspace(lo, hi, 41)
+    return float(fine[int(np.argmin([nll(apply_temperature(probs, t), labels) for t in fine]))])
+
+
+def expected_calibration_error(
+    probs: npt.NDArray[np.floating], labels: npt.NDArray[np.integer], n_bins: int = 15
+) -> float:
+    """Top-label ECE: sum over equal-width confidence bins of |accuracy - confidence| * share."""
+    p = np.asarray(probs, dtype=np.float64)
+    confidence = p.max(axis=1)
+    correct = (p.argmax(axis=1) == labels).astype(np.float64)
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        mask = bins == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)
