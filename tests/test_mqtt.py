@@ -43,6 +43,28 @@ def _config(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def _start_realtime(
+    audio: Path, tmp_path: Path, *args: str, quiet: bool = False
+) -> subprocess.Popen[bytes]:
+    """`ser-live --input AUDIO --json --realtime ARGS` in the background."""
+    sink = subprocess.DEVNULL if quiet else subprocess.PIPE
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamer.cli",
+            "--input",
+            str(audio),
+            "--json",
+            "--realtime",
+            *args,
+        ],
+        env=_env(tmp_path),
+        stdout=sink,
+        stderr=sink,
+    )
+
+
 def _mqtt_args(port: int) -> list[str]:
     return ["--mqtt-host", "127.0.0.1", "--mqtt-port", str(port), "--node-id", NODE]
 
@@ -78,21 +100,7 @@ def test_every_result_published_identical_to_json_lines(broker, tmp_path):  # no
 
 def test_status_is_online_while_running(broker, tmp_path):  # noqa: F811
     audio = _bursts(tmp_path / "x.wav", 3)
-    live = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamer.cli",
-            "--input",
-            str(audio),
-            "--json",
-            "--realtime",
-            *_mqtt_args(broker.port),
-        ],
-        env=_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    live = _start_realtime(audio, tmp_path, *_mqtt_args(broker.port))
     try:
         watcher = Subscriber(broker.port, [STATUS], client_id="watcher")
         watcher.wait_for(lambda s: s.on(STATUS)[-1:] == ["online"], timeout=60)
@@ -108,21 +116,7 @@ def test_broker_restart_mid_run_loses_nothing(broker, tmp_path):  # noqa: F811
     n = 8
     audio = _bursts(tmp_path / "x.wav", n)  # ~11 s in real time
     sub = Subscriber(broker.port, [EMOTION])
-    live = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamer.cli",
-            "--input",
-            str(audio),
-            "--json",
-            "--realtime",
-            *_mqtt_args(broker.port),
-        ],
-        env=_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    live = _start_realtime(audio, tmp_path, *_mqtt_args(broker.port))
     try:
         sub.wait_for(lambda s: len(s.on(EMOTION)) >= 1, timeout=60)
         broker.stop()
@@ -338,23 +332,7 @@ def test_home_assistant_discovery(broker, tmp_path):  # noqa: F811
     configs = [f"homeassistant/sensor/ser_{NODE}/{k}/config" for k in ("emotion", "confidence")]
     sub = Subscriber(broker.port, ["homeassistant/sensor/#"])
     audio = _bursts(tmp_path / "x.wav", 3)
-    live = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamer.cli",
-            "--input",
-            str(audio),
-            "--json",
-            "--realtime",
-            "--config",
-            str(cfg),
-            *_mqtt_args(broker.port),
-        ],
-        env=_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    live = _start_realtime(audio, tmp_path, "--config", str(cfg), *_mqtt_args(broker.port))
     try:
         sub.wait_for(lambda s: all(len(s.on(t)) == 1 for t in configs), timeout=60)
         # Home Assistant restarting announces itself; discovery must be sent again.
@@ -398,21 +376,7 @@ def test_invalid_node_id_is_rejected(node_id, tmp_path):
 def test_last_will_says_offline_when_the_recognizer_dies(broker, tmp_path):  # noqa: F811
     audio = _bursts(tmp_path / "x.wav", 6)
     watcher = Subscriber(broker.port, [STATUS], client_id="will-watcher")
-    live = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamer.cli",
-            "--input",
-            str(audio),
-            "--json",
-            "--realtime",
-            *_mqtt_args(broker.port),
-        ],
-        env=_env(tmp_path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    live = _start_realtime(audio, tmp_path, *_mqtt_args(broker.port), quiet=True)
     try:
         watcher.wait_for(lambda s: s.on(STATUS)[-1:] == ["online"], timeout=60)
         live.kill()  # no clean shutdown: only the broker's Last Will can say it
