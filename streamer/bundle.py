@@ -41,10 +41,6 @@ class Bundle:
         return self.path / TFLITE_FILE
 
     @property
-    def keras_path(self) -> Path:
-        return self.path / KERAS_FILE
-
-    @property
     def adaptation(self) -> AdaptationPrior | None:
         """Per-speaker adaptation prior, when the model was trained with adaptation."""
         data = self.manifest.get("adaptation")

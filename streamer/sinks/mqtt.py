@@ -196,13 +196,6 @@ class MqttSink:
         self._wake.set()
         self._update()
 
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
-    def status(self) -> BrokerStatus:
-        return self._status
-
     def _update(self, state: str | None = None, retry_at_s: float | None = None) -> None:
         s = self._status
         self._status = BrokerStatus(
