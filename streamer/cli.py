@@ -108,7 +108,13 @@ def make_source(args: argparse.Namespace, config: Config, sample_rate: int) -> S
                 exit_code=2,
             )
         return FileSource(check_files(files), sample_rate, block_ms, args.realtime)
-    return MicrophoneSource(config.audio.device, sample_rate, block_ms, config.audio.queue_blocks)
+    return MicrophoneSource(
+        config.audio.device,
+        sample_rate,
+        block_ms,
+        config.audio.queue_blocks,
+        capture_rate=config.audio.capture_rate,
+    )
 
 
 def print_devices() -> None:

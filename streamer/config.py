@@ -20,6 +20,9 @@ class AudioConfig:
     """Input device name (substring) or index; empty: the system default."""
     block_ms: int = 30
     """Capture block length in milliseconds (10, 20 or 30)."""
+    capture_rate: int = 0
+    """Capture rate in Hz; 0: 16000 when the device supports it, else its default rate. Audio
+    not at 16 kHz is resampled."""
     queue_blocks: int = 200
     """Blocks queued between the audio callback and the loop (200 x 30 ms = 6 s); oldest dropped."""
 
@@ -153,6 +156,12 @@ def validate(config: Config) -> Config:
     a, v, p, d, m = config.audio, config.vad, config.pipeline, config.dashboard, config.mqtt
     _require(a.block_ms in (10, 20, 30), "audio.block_ms", "10, 20 or 30", a.block_ms)
     _require(a.queue_blocks >= 1, "audio.queue_blocks", "an integer >= 1", a.queue_blocks)
+    _require(
+        a.capture_rate == 0 or 8000 <= a.capture_rate <= 192_000,
+        "audio.capture_rate",
+        "0 (automatic) or 8000-192000 (Hz)",
+        a.capture_rate,
+    )
     _require(0 <= v.aggressiveness <= 3, "vad.aggressiveness", "0-3", v.aggressiveness)
     _require(v.frame_ms in (10, 20, 30), "vad.frame_ms", "10, 20 or 30", v.frame_ms)
     for name in ("pre_roll_ms", "start_ms", "hangover_ms", "min_utterance_ms"):

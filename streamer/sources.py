@@ -260,7 +260,15 @@ class MicrophoneSource:
 
     live = True
 
-    def __init__(self, device: str, sample_rate: int, block_ms: int, queue_blocks: int) -> None:
+    def __init__(
+        self,
+        device: str,
+        sample_rate: int,
+        block_ms: int,
+        queue_blocks: int,
+        *,
+        capture_rate: int = 0,
+    ) -> None:
         self.sd = import_sounddevice()
         self.sample_rate = sample_rate
         self.block_ms = block_ms
@@ -273,7 +281,7 @@ class MicrophoneSource:
         info = self._query()
         self.device_index = int(info["index"])
         self.name = str(info["name"])
-        self.capture_rate = self._pick_rate(float(info["default_samplerate"]))
+        self.capture_rate = capture_rate or self._pick_rate(float(info["default_samplerate"]))
 
     def _query(self) -> dict[str, Any]:
         sd = self.sd

@@ -17,3 +17,17 @@ def ravdess() -> Path:
     if not (RAVDESS / "Actor_01").is_dir():
         pytest.skip(f"RAVDESS not found at {RAVDESS} (see README: 'Data')")
     return RAVDESS
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_state_dir(tmp_path_factory):
+    """Keep ser-live's state files (unsent MQTT results) out of the user's home."""
+    import os
+
+    saved = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = saved

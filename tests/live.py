@@ -25,10 +25,16 @@ RESULT_KEYS = {
 }
 
 
-def run_live(*args: str, stdin: bytes | None = None, timeout: float = 180, env=None):
-    """Run `ser-live ARGS` to completion; returns the CompletedProcess (bytes in, text out)."""
+def run_live(
+    *args: str,
+    stdin: bytes | None = None,
+    timeout: float = 180,
+    env: dict[str, str] | None = None,
+    mqtt: bool = False,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run `ser-live ARGS` to completion (with `--no-mqtt` unless `mqtt`)."""
     return subprocess.run(
-        [sys.executable, "-m", "streamer.cli", *args],
+        [sys.executable, "-m", "streamer.cli", *args, *([] if mqtt else ["--no-mqtt"])],
         input=stdin,
         capture_output=True,
         timeout=timeout,

@@ -201,16 +201,14 @@ def test_adaptation_history_is_per_source_unless_configured_per_run(ravdess, tmp
     inputs.mkdir()
     for name in ("a.flac", "b.flac"):
         (inputs / name).symlink_to(clip)
-    per_source = parse_results(run_live("--input", str(inputs), "--json", "--no-mqtt").stdout)
+    per_source = parse_results(run_live("--input", str(inputs), "--json").stdout)
     assert len(per_source) == 2
     # each file starts with no speaker history: identical audio, identical result
     assert per_source[0]["probabilities"] == per_source[1]["probabilities"]
 
     cfg = tmp_path / "run.toml"
     cfg.write_text('[pipeline]\nadaptation_scope = "run"\n')
-    per_run = parse_results(
-        run_live("--input", str(inputs), "--json", "--no-mqtt", "--config", str(cfg)).stdout
-    )
+    per_run = parse_results(run_live("--input", str(inputs), "--json", "--config", str(cfg)).stdout)
     assert per_run[0]["probabilities"] == per_source[0]["probabilities"]
     assert per_run[1]["probabilities"] != per_run[0]["probabilities"]  # history of one utterance
 
@@ -220,13 +218,11 @@ def test_min_confidence_marks_uncertain_results(ravdess, tmp_path):
     inputs.mkdir()
     for path in sorted((ravdess / "Actor_09").glob("03-01-0[1-8]-01-01-01-09.flac")):
         (inputs / path.name).symlink_to(path)
-    first = parse_results(run_live("--input", str(inputs), "--json", "--no-mqtt").stdout)
+    first = parse_results(run_live("--input", str(inputs), "--json").stdout)
     assert not any(r["uncertain"] for r in first)  # default min_confidence = 0
     threshold = float(np.median([r["confidence"] for r in first]))
     cfg = tmp_path / "c.toml"
     cfg.write_text(f"[pipeline]\nmin_confidence = {threshold}\n")
-    marked = parse_results(
-        run_live("--input", str(inputs), "--json", "--no-mqtt", "--config", str(cfg)).stdout
-    )
+    marked = parse_results(run_live("--input", str(inputs), "--json", "--config", str(cfg)).stdout)
     assert [r["uncertain"] for r in marked] == [r["confidence"] < threshold for r in first]
     assert 0 < sum(r["uncertain"] for r in marked) < len(marked)

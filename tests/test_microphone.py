@@ -68,7 +68,7 @@ def _speech_file(ravdess, tmp_path):
 @pytest.mark.slow
 def test_default_microphone_hears_two_utterances(pulse, ravdess, tmp_path):  # noqa: F811
     path = _speech_file(ravdess, tmp_path)
-    live = LiveProcess("--json", env=pulse.env)
+    live = LiveProcess("--json", "--no-mqtt", env=pulse.env)
     live.wait_listening()
     pulse.play(path)
     time.sleep(1.0)  # hangover and classification of the last utterance
@@ -89,6 +89,27 @@ def test_default_microphone_hears_two_utterances(pulse, ravdess, tmp_path):  # n
     assert abs(mic_gap - ref_gap) <= 0.07
 
 
+@pytest.mark.slow
+def test_capture_at_another_rate_is_resampled(pulse, ravdess, tmp_path):  # noqa: F811
+    path = _speech_file(ravdess, tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[audio]\ncapture_rate = 48000\n")
+    live = LiveProcess("--json", "--no-mqtt", "--config", str(cfg), "-v", env=pulse.env)
+    live.wait_listening()
+    pulse.play(path)
+    time.sleep(1.0)
+    live.proc.send_signal(signal.SIGINT)
+    code, out = live.finish()
+    assert code == 0, "\n".join(live.stderr)
+    assert any("at 48000 Hz" in line for line in live.stderr)
+    results = parse_results(out)
+    direct = parse_results(run_live("--input", str(path), "--json").stdout)
+    assert len(results) == len(direct) == 2
+    assert [r["emotion"] for r in results] == [r["emotion"] for r in direct]
+    for mic, ref in zip(results, direct, strict=True):
+        assert abs((mic["end_s"] - mic["start_s"]) - (ref["end_s"] - ref["start_s"])) <= 0.1
+
+
 def test_list_devices_shows_the_virtual_default(pulse):  # noqa: F811
     proc = subprocess.run(
         [sys.executable, "-m", "streamer.cli", "--list-devices"],
@@ -104,7 +125,7 @@ def test_list_devices_shows_the_virtual_default(pulse):  # noqa: F811
 
 @pytest.mark.slow
 def test_microphone_vanishing_mid_stream_is_one_clear_error(pulse, tmp_path):  # noqa: F811
-    live = LiveProcess("--json", env=pulse.env)
+    live = LiveProcess("--json", "--no-mqtt", env=pulse.env)
     live.wait_listening()
     time.sleep(0.5)
     pulse.kill()

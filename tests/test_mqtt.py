@@ -77,7 +77,12 @@ def test_every_result_published_identical_to_json_lines(broker, tmp_path):  # no
         for name in ("a", "b", "c"):
             _bursts(inputs / f"{name}.wav", 2)
         proc = run_live(
-            "--input", str(inputs), "--json", *_mqtt_args(broker.port), env=_env(tmp_path)
+            "--input",
+            str(inputs),
+            "--json",
+            *_mqtt_args(broker.port),
+            env=_env(tmp_path),
+            mqtt=True,
         )
         assert proc.returncode == 0, proc.stderr.decode()
         lines = parse_results(proc.stdout)
@@ -147,6 +152,7 @@ def test_broker_never_reachable_completes_and_reports_unsent(tmp_path):
         str(cfg),
         *_mqtt_args(free_port()),
         env=_env(tmp_path),
+        mqtt=True,
     )
     assert proc.returncode == 0, proc.stderr.decode()
     results = parse_results(proc.stdout)
@@ -179,6 +185,7 @@ def test_wrong_password_is_one_clear_error_and_the_run_completes(broker_factory,
         str(cfg),
         *_mqtt_args(b.port),
         env=_env(tmp_path, SER_TEST_PW="wrong"),
+        mqtt=True,
     )
     assert proc.returncode == 0, proc.stderr.decode()
     assert len(parse_results(proc.stdout)) == 2
@@ -201,6 +208,7 @@ def test_right_password_publishes(broker_factory, tmp_path):  # noqa: F811
         str(cfg),
         *_mqtt_args(b.port),
         env=_env(tmp_path, SER_TEST_PW="right"),
+        mqtt=True,
     )
     assert proc.returncode == 0
     assert "not sent" not in proc.stderr.decode()
@@ -211,7 +219,7 @@ def test_password_env_not_set_is_a_config_error(tmp_path):
     audio = _bursts(tmp_path / "x.wav", 1)
     env = _env(tmp_path)
     env.pop("SER_UNSET_VARIABLE", None)
-    proc = run_live("--input", str(audio), "--json", "--config", str(cfg), env=env)
+    proc = run_live("--input", str(audio), "--json", "--config", str(cfg), env=env, mqtt=True)
     assert proc.returncode == 2
     assert "SER_UNSET_VARIABLE" in error_line(proc)
 
@@ -298,6 +306,7 @@ def test_tls_verifies_against_the_ca(broker_factory, tls_files, tmp_path):  # no
             str(good),
             *_mqtt_args(tls_port),
             env=_env(tmp_path),
+            mqtt=True,
         )
         assert proc.returncode == 0, proc.stderr.decode()
         assert "not sent" not in proc.stderr.decode()
@@ -316,6 +325,7 @@ def test_tls_verifies_against_the_ca(broker_factory, tls_files, tmp_path):  # no
             str(bad),
             *_mqtt_args(tls_port),
             env=_env(tmp_path),
+            mqtt=True,
         )
         assert proc.returncode == 0
         stderr = proc.stderr.decode()
@@ -368,7 +378,9 @@ def test_home_assistant_discovery(broker, tmp_path):  # noqa: F811
 @pytest.mark.parametrize("node_id", ["a/b", "a+b", "has space", "#"])
 def test_invalid_node_id_is_rejected(node_id, tmp_path):
     audio = _bursts(tmp_path / "x.wav", 1)
-    proc = run_live("--input", str(audio), "--json", "--node-id", node_id, env=_env(tmp_path))
+    proc = run_live(
+        "--input", str(audio), "--json", "--node-id", node_id, env=_env(tmp_path), mqtt=True
+    )
     assert proc.returncode == 2
     assert "mqtt.node_id" in error_line(proc)
 
@@ -399,6 +411,7 @@ def test_full_queue_drops_the_oldest_and_says_so(tmp_path):
         str(cfg),
         *_mqtt_args(free_port()),
         env=_env(tmp_path),
+        mqtt=True,
     )
     assert proc.returncode == 0, proc.stderr.decode()
     results = parse_results(proc.stdout)

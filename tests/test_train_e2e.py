@@ -75,3 +75,30 @@ def test_train_reports_bad_data_folder(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no RAVDESS speech audio" in lines[0]
+
+
+def test_exported_copy_predicts_exactly_like_the_trained_model(tmp_path):
+    keras = pytest.importorskip("keras")
+    from ai_edge_litert.interpreter import Interpreter
+
+    from train.model import TrainConfig, fit, for_export, to_tflite
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(200, 696)) * 5 + 3).astype(np.float32)  # far from standardised
+    y = rng.integers(0, 8, 200)
+    trained = fit(x, y, 8, TrainConfig(epochs=2, ensemble=2))
+    exported = for_export(trained)
+    exported.save(tmp_path / "m.keras")
+    (tmp_path / "m.tflite").write_bytes(to_tflite(exported))
+    reference = trained.predict(x[:5], verbose=0)
+    reloaded = keras.models.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict(x[:5], verbose=0), reference, atol=1e-6)
+    lite = Interpreter(model_path=str(tmp_path / "m.tflite"))
+    lite.allocate_tensors()
+    for row, ref in zip(x[:5], reference, strict=True):
+        lite.set_tensor(lite.get_input_details()[0]["index"], row[None, :])
+        lite.invoke()
+        np.testing.assert_allclose(
+            lite.get_tensor(lite.get_output_details()[0]["index"])[0], ref, atol=1e-5
+        )
+    assert (tmp_path / "m.keras").stat().st_size < 1.5 * (tmp_path / "m.tflite").stat().st_size

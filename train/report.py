@@ -84,6 +84,9 @@ def print_evaluation(console: Console, evaluation: dict[str, Any]) -> None:
         f"calibration: temperature {cal['temperature']:.2f}; expected calibration error "
         f"{cal['ece_before']['mean']:.3f} before"
         + (f", {after['mean']:.3f} after (T fitted on the other folds)" if after else "")
+        + "; pooled over all folds "
+        + f"{cal['ece_before_pooled']:.3f}"
+        + (f" -> {cal['ece_after_pooled']:.3f}" if after else "")
     )
 
 
