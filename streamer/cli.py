@@ -172,7 +172,11 @@ async def run_live(
         nonlocal stop_count
         stop_count += 1
         source.stop()
-        if stop_count > 1 and run_task is not None:
+        if run_task is None:
+            return
+        if stop_count == 1:  # finish what is in flight, but not forever
+            loop.call_later(DRAIN_TIMEOUT_S, run_task.cancel)
+        else:
             logger.warning("second interrupt: stopping without waiting for results in flight")
             run_task.cancel()
 

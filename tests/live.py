@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from typing import Any
 
 from streamer.labels import LABELS
@@ -66,3 +67,37 @@ def error_line(proc: subprocess.CompletedProcess[bytes]) -> str:
     assert len(lines) == 1, proc.stderr.decode()
     assert "Traceback" not in proc.stderr.decode()
     return lines[0]
+
+
+class LiveProcess:
+    """`ser-live` running in the background with its stderr collected line by line."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamer.cli", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.stderr: list[str] = []
+        self._listening = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self.stderr.append(line)
+            if line.startswith("listening on"):
+                self._listening.set()
+
+    def wait_listening(self, timeout: float = 60) -> None:
+        assert self._listening.wait(timeout), "\n".join(self.stderr)
+
+    def finish(self, timeout: float = 60) -> tuple[int, bytes]:
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.read()
+        code = self.proc.wait(timeout=timeout)
+        self._thread.join(timeout=5)
+        return code, out

@@ -226,3 +226,18 @@ def test_min_confidence_marks_uncertain_results(ravdess, tmp_path):
     marked = parse_results(run_live("--input", str(inputs), "--json", "--config", str(cfg)).stdout)
     assert [r["uncertain"] for r in marked] == [r["confidence"] < threshold for r in first]
     assert 0 < sum(r["uncertain"] for r in marked) < len(marked)
+
+
+def test_sigterm_stops_capture_finishes_in_flight_and_exits_0(tmp_path):
+    import signal
+
+    from .live import LiveProcess
+
+    path = _burst_file(tmp_path / "x.wav", 16_000)  # one burst at 0.8-1.7 s of 2.5 s
+    live = LiveProcess("--input", str(path), "--json", "--realtime", "--no-mqtt", env=None)
+    live.wait_listening()
+    time.sleep(2.1)  # the burst and its hangover are done; the file is not
+    live.proc.send_signal(signal.SIGTERM)
+    code, out = live.finish()
+    assert code == 0, "\n".join(live.stderr)
+    assert len(parse_results(out)) == 1
