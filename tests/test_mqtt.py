@@ -65,6 +65,22 @@ def _start_realtime(
     )
 
 
+def _run_configured(
+    audio: Path, config: Path, port: int, tmp_path: Path, **env: str
+) -> subprocess.CompletedProcess[bytes]:
+    """`ser-live --input AUDIO --json --config CONFIG` publishing to 127.0.0.1:PORT."""
+    return run_live(
+        "--input",
+        str(audio),
+        "--json",
+        "--config",
+        str(config),
+        *_mqtt_args(port),
+        env=_env(tmp_path, **env),
+        mqtt=True,
+    )
+
+
 def _mqtt_args(port: int) -> list[str]:
     return ["--mqtt-host", "127.0.0.1", "--mqtt-port", str(port), "--node-id", NODE]
 
@@ -144,16 +160,7 @@ def test_broker_restart_mid_run_loses_nothing(broker, tmp_path):  # noqa: F811
 def test_broker_never_reachable_completes_and_reports_unsent(tmp_path):
     cfg = _config(tmp_path, "[mqtt]\nflush_timeout_s = 1.0\n")
     audio = _bursts(tmp_path / "x.wav", 2)
-    proc = run_live(
-        "--input",
-        str(audio),
-        "--json",
-        "--config",
-        str(cfg),
-        *_mqtt_args(free_port()),
-        env=_env(tmp_path),
-        mqtt=True,
-    )
+    proc = _run_configured(audio, cfg, free_port(), tmp_path)
     assert proc.returncode == 0, proc.stderr.decode()
     results = parse_results(proc.stdout)
     assert len(results) == 2
@@ -177,16 +184,7 @@ def test_wrong_password_is_one_clear_error_and_the_run_completes(broker_factory,
         '[mqtt]\nusername = "ser"\npassword_env = "SER_TEST_PW"\nflush_timeout_s = 2.5\n',
     )
     audio = _bursts(tmp_path / "x.wav", 2)
-    proc = run_live(
-        "--input",
-        str(audio),
-        "--json",
-        "--config",
-        str(cfg),
-        *_mqtt_args(b.port),
-        env=_env(tmp_path, SER_TEST_PW="wrong"),
-        mqtt=True,
-    )
+    proc = _run_configured(audio, cfg, b.port, tmp_path, SER_TEST_PW="pw-7f3a-bad")
     assert proc.returncode == 0, proc.stderr.decode()
     assert len(parse_results(proc.stdout)) == 2
     stderr = proc.stderr.decode()
@@ -200,16 +198,7 @@ def test_right_password_publishes(broker_factory, tmp_path):  # noqa: F811
     b = _password_broker(broker_factory, tmp_path)
     cfg = _config(tmp_path, '[mqtt]\nusername = "ser"\npassword_env = "SER_TEST_PW"\n')
     audio = _bursts(tmp_path / "x.wav", 1)
-    proc = run_live(
-        "--input",
-        str(audio),
-        "--json",
-        "--config",
-        str(cfg),
-        *_mqtt_args(b.port),
-        env=_env(tmp_path, SER_TEST_PW="right"),
-        mqtt=True,
-    )
+    proc = _run_configured(audio, cfg, b.port, tmp_path, SER_TEST_PW="right")
     assert proc.returncode == 0
     assert "not sent" not in proc.stderr.decode()
 
@@ -298,16 +287,7 @@ def test_tls_verifies_against_the_ca(broker_factory, tls_files, tmp_path):  # no
     try:
         audio = _bursts(tmp_path / "x.wav", 2)
         good = _config(tmp_path, f'[mqtt]\nca_file = "{tls_files}/ca.crt"\nflush_timeout_s = 2.0\n')
-        proc = run_live(
-            "--input",
-            str(audio),
-            "--json",
-            "--config",
-            str(good),
-            *_mqtt_args(tls_port),
-            env=_env(tmp_path),
-            mqtt=True,
-        )
+        proc = _run_configured(audio, good, tls_port, tmp_path)
         assert proc.returncode == 0, proc.stderr.decode()
         assert "not sent" not in proc.stderr.decode()
         sub.wait_for(lambda s: len(s.on(EMOTION)) == 2)
@@ -317,16 +297,7 @@ def test_tls_verifies_against_the_ca(broker_factory, tls_files, tmp_path):  # no
             tmp_path / "bad",
             f'[mqtt]\nca_file = "{tls_files}/otherca.crt"\nflush_timeout_s = 1.0\n',
         )
-        proc = run_live(
-            "--input",
-            str(audio),
-            "--json",
-            "--config",
-            str(bad),
-            *_mqtt_args(tls_port),
-            env=_env(tmp_path),
-            mqtt=True,
-        )
+        proc = _run_configured(audio, bad, tls_port, tmp_path)
         assert proc.returncode == 0
         stderr = proc.stderr.decode()
         tls_errors = [line for line in stderr.splitlines() if "TLS with broker" in line]
@@ -403,16 +374,7 @@ def test_last_will_says_offline_when_the_recognizer_dies(broker, tmp_path):  # n
 def test_full_queue_drops_the_oldest_and_says_so(tmp_path):
     cfg = _config(tmp_path, "[mqtt]\nqueue_size = 2\nflush_timeout_s = 0.5\n")
     audio = _bursts(tmp_path / "x.wav", 5)
-    proc = run_live(
-        "--input",
-        str(audio),
-        "--json",
-        "--config",
-        str(cfg),
-        *_mqtt_args(free_port()),
-        env=_env(tmp_path),
-        mqtt=True,
-    )
+    proc = _run_configured(audio, cfg, free_port(), tmp_path)
     assert proc.returncode == 0, proc.stderr.decode()
     results = parse_results(proc.stdout)
     assert len(results) == 5
