@@ -47,10 +47,6 @@ class Utterance:
     end_s: float
     speech_end_wall_s: float
 
-    @property
-    def duration_s(self) -> float:
-        return self.end_s - self.start_s
-
 
 @dataclass(frozen=True)
 class Result:

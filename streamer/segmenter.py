@@ -38,8 +38,6 @@ class _Frame:
 class SegmenterStats:
     """Counters since start (mutable, owned by the tracker)."""
 
-    frames: int = 0
-    speech_frames: int = 0
     utterances: int = 0
     dropped_short: int = 0
     cut_at_max: int = 0
@@ -87,8 +85,6 @@ class UtteranceTracker:
     ) -> list[Utterance]:
         """Add one VAD frame (int16, `frame_ms` long) and its decision; returns ended utterances."""
         frame = _Frame(samples, start_s, end_wall_s, speech, frame_level_db(samples))
-        self.stats.frames += 1
-        self.stats.speech_frames += int(speech)
         if not self._in_speech:
             self._ring.append(frame)
             self._voiced_run = self._voiced_run + 1 if speech else 0
