@@ -1,8 +1,10 @@
 """Benchmark the feature function (ms per second of audio on one core, first-call cost) and the
 shipped model's LiteRT inference (ms per utterance).
 
-Usage: .venv/bin/python benchmarks/features.py [--data ../shared/data/ravdess] [--clips 120]
-Prints a Markdown table row set; BENCHMARKS.md records the output.
+Usage: .venv/bin/python benchmarks/features.py [--data ../shared/data/ravdess] [--clips 120] [--cnn]
+Prints a Markdown table row set; BENCHMARKS.md records the output. `--cnn` adds the log-mel
+sequence and the LiteRT cost of the log-mel CNN of EXPERIMENTS.md (its graph with untrained
+weights: the cost does not depend on the weights; needs TensorFlow to convert it).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -34,6 +37,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data", type=Path, default=Path("../shared/data/ravdess"))
     p.add_argument("--clips", type=int, default=120)
+    p.add_argument("--cnn", action="store_true", help="also time the log-mel CNN experiment")
     args = p.parse_args()
 
     import numpy as np
@@ -70,6 +74,43 @@ def main() -> None:
     print(f"| features, ms per second of audio (p95) | {np.percentile(ms_per_s, 95):.2f} |")
     print(f"| import + first call in a new process, median of 5 (s) | {first_s:.2f} |")
     print(f"| LiteRT inference, models/default, one utterance (ms) | {infer_ms:.3f} |")
+    if args.cnn:
+        for name, value in cnn_costs(clips).items():
+            print(f"| {name} | {value:.2f} |")
+
+
+def cnn_costs(clips: list[Any]) -> dict[str, float]:
+    """Log-mel sequence (ms per second of audio) and LiteRT inference of the CNN (ms)."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from streamer.features import FEATURE_SPEC, log_mel_frames
+    from train.logmel_cnn import FRAMES, build_cnn
+    from train.model import to_tflite
+
+    per_s = []
+    for clip in clips:
+        t = time.perf_counter()
+        log_mel_frames(clip)
+        per_s.append((time.perf_counter() - t) * 1000 / (clip.size / FEATURE_SPEC.sample_rate))
+    interpreter = Interpreter(
+        model_content=to_tflite(build_cnn(FEATURE_SPEC.n_mels, 8, 100, 0)), num_threads=1
+    )
+    interpreter.allocate_tensors()
+    index = interpreter.get_input_details()[0]["index"]
+    x = np.random.default_rng(0).normal(size=(1, FRAMES, FEATURE_SPEC.n_mels, 1))
+    interpreter.set_tensor(index, x.astype(np.float32))
+    interpreter.invoke()
+    t = time.perf_counter()
+    for _ in range(50):
+        interpreter.set_tensor(index, x.astype(np.float32))
+        interpreter.invoke()
+    return {
+        "log-mel sequence alone, ms per second of audio (mean)": float(np.mean(per_s)),
+        "LiteRT inference, log-mel CNN (EXPERIMENTS row 16), 3 s input (ms)": (
+            (time.perf_counter() - t) * 1000 / 50
+        ),
+    }
 
 
 if __name__ == "__main__":

@@ -124,9 +124,19 @@ def adapt_in_order(
     """
     out = np.empty(np.shape(x), dtype=np.float32)
     normalizer = AdaptiveNormalizer(prior)
-    keys = np.asarray(streams)
-    for stream in dict.fromkeys(keys.tolist()):
-        rows = np.flatnonzero(keys == stream)
-        for i in rng.permutation(rows):
+    for stream, rows in stream_orders(streams, rng):
+        for i in rows:
             out[i] = normalizer.push(stream, x[i])
     return out
+
+
+def stream_orders(
+    streams: npt.ArrayLike, rng: np.random.Generator
+) -> list[tuple[Hashable, npt.NDArray[np.intp]]]:
+    """For each stream (in order of first appearance), its row indices in a random order: the
+    utterance order that `adapt_in_order` simulates (the same rng gives the same orders)."""
+    keys = np.asarray(streams)
+    return [
+        (stream, rng.permutation(np.flatnonzero(keys == stream)))
+        for stream in dict.fromkeys(keys.tolist())
+    ]

@@ -9,6 +9,9 @@ Per 10 ms frame (25.6 ms window at 16 kHz) it computes 87 descriptors:
 bandwidth, roll-off and flatness, and log-F0 (YIN). Each descriptor track is summarised by 8
 statistics: mean, standard deviation, minimum, maximum, 10th/50th/90th percentile and linear slope.
 
+`log_mel_frames(audio, sample_rate)` returns the log-mel sequence itself (the input of the
+log-mel CNN experiment, train/logmel_cnn.py), computed by the same code path.
+
 Level invariance: energy and log-mel are expressed relative to the utterance's loud level (95th
 percentile frame energy), so a quieter microphone gives the same features. Leading and trailing
 frames more than `trim_db` below the loudest frame are left out.
@@ -216,6 +219,60 @@ def _yin(
     return np.asarray(sr / (min_period + period + shifts[rows, period]), dtype=np.float64)
 
 
+def _prepare(audio: npt.ArrayLike, sample_rate: int, spec: FeatureSpec) -> npt.NDArray[np.float64]:
+    """Mono float64 samples at `spec.sample_rate`, at least `spec.min_samples` long."""
+    y = np.asarray(audio)
+    if y.ndim != 1:
+        raise ValueError(f"audio must be mono with shape (n,), got shape {y.shape}")
+    if y.dtype == np.int16:
+        y = y.astype(np.float32) / 32768.0
+    y = y.astype(np.float32, copy=False)
+    if sample_rate != spec.sample_rate:
+        y = resample(y, sample_rate, spec.sample_rate)
+    if y.size < spec.min_samples:
+        y = np.pad(y, (0, spec.min_samples - y.size))
+    return np.nan_to_num(y).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class _Spectrum:
+    power: npt.NDArray[np.float64]  # (n_bins, n_frames), trimmed
+    frame_db: npt.NDArray[np.float64]  # (n_frames,), absolute dB
+    ref_db: float  # 95th percentile of frame_db
+    first: int  # index of the first kept frame
+    last: int  # one past the last kept frame
+
+
+def _spectrum(x: npt.NDArray[np.float64], spec: FeatureSpec) -> _Spectrum:
+    """Power spectrogram of the span from the first to the last frame within trim_db of the
+    loudest."""
+    frames = _frames(np.pad(x, spec.n_fft // 2), spec.n_fft, spec.hop_length) * _window(spec)
+    spectrum = np.fft.rfft(frames, axis=1)
+    power = (spectrum.real**2 + spectrum.imag**2).T  # (n_bins, n_frames)
+    frame_db = 10.0 * np.log10(np.maximum(power.sum(axis=0), _POWER_FLOOR))
+    active = np.flatnonzero(frame_db >= frame_db.max() - spec.trim_db)
+    first, last = int(active[0]), int(active[-1]) + 1
+    frame_db = frame_db[first:last]
+    return _Spectrum(
+        power[:, first:last], frame_db, float(np.percentile(frame_db, 95)), first, last
+    )
+
+
+def _log_mel(s: _Spectrum, spec: FeatureSpec) -> npt.NDArray[np.float64]:
+    """(n_mels, n_frames) log-mel in dB relative to the utterance's loud level."""
+    mel = _mel_filters(spec) @ s.power
+    return 10.0 * np.log10(np.maximum(mel, _POWER_FLOOR)) - s.ref_db
+
+
+def log_mel_frames(
+    audio: npt.ArrayLike, sample_rate: int = SAMPLE_RATE, spec: FeatureSpec = FEATURE_SPEC
+) -> npt.NDArray[np.float32]:
+    """The log-mel sequence `extract` summarises: shape (n_frames, spec.n_mels), float32, dB
+    relative to the utterance's loud level, one row per 10 ms, trimmed like `extract`."""
+    s = _spectrum(_prepare(audio, sample_rate, spec), spec)
+    return _log_mel(s, spec).T.astype(np.float32)
+
+
 def extract(
     audio: npt.ArrayLike, sample_rate: int = SAMPLE_RATE, spec: FeatureSpec = FEATURE_SPEC
 ) -> npt.NDArray[np.float32]:
@@ -229,32 +286,10 @@ def extract(
     Returns:
         float32 array of shape (spec.dim,), finite for any input (silence included).
     """
-    y = np.asarray(audio)
-    if y.ndim != 1:
-        raise ValueError(f"audio must be mono with shape (n,), got shape {y.shape}")
-    if y.dtype == np.int16:
-        y = y.astype(np.float32) / 32768.0
-    y = y.astype(np.float32, copy=False)
-    if sample_rate != spec.sample_rate:
-        y = resample(y, sample_rate, spec.sample_rate)
-    if y.size < spec.min_samples:
-        y = np.pad(y, (0, spec.min_samples - y.size))
-    x = np.nan_to_num(y).astype(np.float64)
-
-    frames = _frames(np.pad(x, spec.n_fft // 2), spec.n_fft, spec.hop_length) * _window(spec)
-    spectrum = np.fft.rfft(frames, axis=1)
-    power = (spectrum.real**2 + spectrum.imag**2).T  # (n_bins, n_frames)
-    frame_db = 10.0 * np.log10(np.maximum(power.sum(axis=0), _POWER_FLOOR))
-
-    # Keep the span from the first to the last frame within trim_db of the loudest.
-    active = np.flatnonzero(frame_db >= frame_db.max() - spec.trim_db)
-    first, last = int(active[0]), int(active[-1]) + 1
-    power = power[:, first:last]
-    frame_db = frame_db[first:last]
-    ref_db = float(np.percentile(frame_db, 95))
-
-    mel = _mel_filters(spec) @ power
-    log_mel = 10.0 * np.log10(np.maximum(mel, _POWER_FLOOR)) - ref_db
+    x = _prepare(audio, sample_rate, spec)
+    s = _spectrum(x, spec)
+    power, frame_db, ref_db, first, last = s.power, s.frame_db, s.ref_db, s.first, s.last
+    log_mel = _log_mel(s, spec)
     mfcc = _dct_matrix(spec.n_mfcc, spec.n_mels) @ log_mel
     d_mfcc = _delta(mfcc)
 
@@ -291,6 +326,7 @@ def extract(
 
 
 def warm_up(spec: FeatureSpec = FEATURE_SPEC) -> None:
-    """Run `extract` once on synthetic audio so numba kernels are compiled/loaded (~1-2 s)."""
+    """Run `extract` once on synthetic audio so the first real call pays no cached set-up
+    (mel filters, DCT matrix, window)."""
     t = np.arange(spec.sample_rate, dtype=np.float32) / spec.sample_rate
     extract(0.1 * np.sin(2 * np.pi * 220.0 * t), spec.sample_rate, spec)

@@ -50,7 +50,7 @@ def test_manifest_records_protocol_scores_and_spec():
     assert 0.2 < bundle.temperature < 10
     assert calibration["ece_after"]["mean"] < calibration["ece_before"]["mean"]
     variants = ev["summary"]["variant_accuracy"]
-    assert set(variants) == {"vad", "snr20", "snr10", "first_utterance"}
+    assert set(variants) == {"vad", "snr20", "snr10", "reverb500", "first_utterance"}
 
 
 def test_shipped_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess):

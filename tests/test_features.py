@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 
 from streamer.audio_io import resample
-from streamer.features import FEATURE_SPEC, FeatureSpec, extract
+from streamer.features import FEATURE_SPEC, FeatureSpec, extract, log_mel_frames
 
 from .synth import harmonic, silence
 
@@ -15,6 +15,18 @@ def clip(ravdess):
     audio, rate = sf.read(ravdess / "Actor_01" / "03-01-05-02-01-01-01.flac", dtype="float32")
     assert rate == 16_000
     return audio
+
+
+def test_log_mel_frames_are_the_sequence_extract_summarises(clip):
+    frames = log_mel_frames(clip)
+    assert frames.dtype == np.float32 and frames.shape[1] == FEATURE_SPEC.n_mels
+    # trimmed to the loud span (this clip has ~1 s of near-silence before the sentence)
+    assert 100 < frames.shape[0] < clip.size / 160 - 50
+    stats = extract(clip).reshape(-1, 8)[: FEATURE_SPEC.n_mels]  # (band, statistic)
+    np.testing.assert_allclose(frames.mean(axis=0), stats[:, 0], atol=1e-3)  # mean
+    np.testing.assert_allclose(frames.max(axis=0), stats[:, 3], atol=1e-3)  # max
+    # level-invariant like the vector
+    np.testing.assert_allclose(log_mel_frames(clip * 0.1), frames, atol=1e-2)
 
 
 def test_shape_dtype_and_determinism(clip):

@@ -7,7 +7,7 @@ import pytest
 
 from streamer.labels import LABELS
 from streamer.scoring import CIRCUMPLEX, apply_temperature, arousal_valence
-from train.calibration import expected_calibration_error, fit_temperature
+from train.calibration import ece_sampling_floor, expected_calibration_error, fit_temperature
 
 
 def _softmax(z):
@@ -42,6 +42,20 @@ def test_ece_of_a_perfectly_calibrated_predictor_is_small():
     p = _softmax(rng.normal(0, 2, size=(20000, 8)))
     labels = np.array([rng.choice(8, p=row) for row in p])
     assert expected_calibration_error(p, labels) < 0.02
+
+
+def test_ece_sampling_floor_shrinks_with_sample_size_and_matches_simulation():
+    rng = np.random.default_rng(3)
+    p = _softmax(rng.normal(0, 2, size=(20000, 8)))
+    small, large = ece_sampling_floor(p[:240]), ece_sampling_floor(p[:5000], draws=50)
+    assert 0.03 < small < 0.12  # 240 clips in 15 bins: several points of ECE from noise alone
+    assert large < small / 3
+    # the floor is what a calibrated predictor scores on fresh labels, on average
+    fresh = [
+        expected_calibration_error(p[:240], np.array([rng.choice(8, p=row) for row in p[:240]]))
+        for _ in range(100)
+    ]
+    assert np.mean(fresh) == pytest.approx(small, rel=0.15)
 
 
 def test_arousal_valence_from_probabilities():

@@ -14,29 +14,22 @@ from streamer.classifier import Classifier
 from streamer.labels import LABELS
 
 
-@pytest.mark.slow
-def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
-    out = tmp_path / "bundle"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "train.cli",
-            "--data",
-            str(ravdess),
-            "--out",
-            str(out),
-            "--actors",
-            "1,11,4,10",
-            "--epochs",
-            "3",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-        ],
+def ser_train(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "train.cli", *args],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
+    )
+
+
+@pytest.mark.slow
+def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
+    out = tmp_path / "bundle"
+    proc = ser_train(
+        *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(tmp_path / "cache")),
+        *("--actors", "1,11,4,10", "--epochs", "3"),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "found 240 RAVDESS speech clips" in proc.stdout
@@ -46,7 +39,13 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
     assert ev["folds_evaluated"] == 2  # folds 1 (actors 1, 11) and 2 (4, 10)
     assert [f["fold"] for f in ev["per_fold"]] == [1, 2]
     assert 0.0 <= ev["summary"]["accuracy"]["mean"] <= 1.0
-    assert set(ev["summary"]["variant_accuracy"]) == {"vad", "snr20", "snr10", "first_utterance"}
+    assert set(ev["summary"]["variant_accuracy"]) == {
+        "vad",
+        "snr20",
+        "snr10",
+        "reverb500",
+        "first_utterance",
+    }
     assert manifest["adaptation"]["prior_weight"] == 2.0
     assert len(manifest["adaptation"]["mean"]) == 696
     assert manifest["calibration"]["temperature"] > 0
@@ -64,14 +63,42 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
 
 
-def test_train_reports_bad_data_folder(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "train.cli", "--data", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+@pytest.mark.slow
+def test_eval_only_run_with_augmentation_and_speaker_ensemble(ravdess, tmp_path):
+    out = tmp_path / "experiment"
+    proc = ser_train(
+        *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(tmp_path / "cache")),
+        *("--actors", "1,2,3,11", "--epochs", "1", "--eval-only", "--no-robustness"),
+        *("--augment", "speed110,reverb300", "--mixup", "0.2"),
+        *("--ensemble", "2", "--ensemble-split", "speakers"),
     )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["confusion.png", "evaluation.json"]
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    # folds 1 (actors 1, 11 held out), 4 (3) and 5 (2); each trains on the other actors
+    assert [f["fold"] for f in evaluation["folds"]] == [1, 4, 5]
+    assert evaluation["training"]["augment"] == ["speed110", "reverb300"]
+    config = evaluation["training"]["config"]
+    assert (config["mixup_alpha"], config["ensemble"], config["ensemble_split"]) == (
+        0.2,
+        2,
+        "speakers",
+    )
+    assert set(evaluation["summary"]["variant_accuracy"]) == {"first_utterance"}
+
+
+def test_speaker_ensemble_needs_enough_training_actors(ravdess, tmp_path):
+    proc = ser_train(
+        *("--data", str(ravdess), "--out", str(tmp_path), "--cache-dir", str(tmp_path / "c")),
+        *("--actors", "1,2", "--ensemble", "2", "--ensemble-split", "speakers"),
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--ensemble-split speakers" in lines[0] and "1 training" in lines[0]
+
+
+def test_train_reports_bad_data_folder(tmp_path):
+    proc = ser_train("--data", str(tmp_path))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no RAVDESS speech audio" in lines[0]

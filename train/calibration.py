@@ -38,3 +38,21 @@ def expected_calibration_error(
         if mask.any():
             ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
     return float(ece)
+
+
+def ece_sampling_floor(
+    probs: npt.NDArray[np.floating], n_bins: int = 15, draws: int = 200, seed: int = 0
+) -> float:
+    """Mean ECE of a perfectly calibrated predictor with these probabilities, (n, k): labels are
+    drawn from the probabilities themselves, so any ECE left is small-sample noise. Compare a
+    measured ECE on n clips against this floor for the same n."""
+    p = np.asarray(probs, dtype=np.float64)
+    p = p / p.sum(axis=1, keepdims=True)
+    rng = np.random.default_rng(seed)
+    cumulative = np.cumsum(p, axis=1)
+    values = []
+    for _ in range(draws):
+        u = rng.random((len(p), 1))
+        labels = np.minimum((u > cumulative).sum(axis=1), p.shape[1] - 1)
+        values.append(expected_calibration_error(p, labels, n_bins))
+    return float(np.mean(values))

@@ -24,7 +24,7 @@ from streamer.bundle import FORMAT_VERSION, KERAS_FILE, MANIFEST, TFLITE_FILE
 from streamer.features import FEATURE_SPEC
 from streamer.labels import LABELS
 from streamer.scoring import apply_temperature
-from train.calibration import expected_calibration_error, fit_temperature
+from train.calibration import ece_sampling_floor, expected_calibration_error, fit_temperature
 from train.data import Clip, DataError, scan
 from train.featurize import default_cache_dir, featurize_all
 from train.folds import PROTOCOL_NAME, TEST_ACTORS
@@ -58,6 +58,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
     p.add_argument("--skip-eval", action="store_true", help="train the final model only")
     p.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="evaluate and write evaluation.json, but train no final model (for experiments)",
+    )
+    p.add_argument(
         "--no-adaptation",
         action="store_true",
         help="no per-speaker feature adaptation (see streamer/adaptation.py)",
@@ -65,15 +70,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--augment",
         type=lambda text: [check_variant(v) for v in text.split(",") if v],
-        default=["snr15", "snr30"],
-        help="noisy copies of the training audio added to training, e.g. 'snr15,snr30' "
-        "(white noise at that SNR); '' for none",
+        default=["snr15", "snr30", "speed90", "speed110"],
+        help="copies of the training audio added to training (default "
+        "snr15,snr30,speed90,speed110): snrNN white noise at NN dB SNR, speedNNN played at NNN "
+        "%% speed, reverbNNN a simulated room with RT60 NNN ms; '' for none",
     )
     p.add_argument(
         "--hidden-units", type=int, default=None, help="hidden layer width; 0: linear softmax"
     )
     p.add_argument("--label-smoothing", type=float, default=None, help="e.g. 0.1")
-    p.add_argument("--ensemble", type=int, default=None, help="models averaged (seeds)")
+    p.add_argument(
+        "--mixup", type=float, default=None, help="mixup alpha, e.g. 0.2 (default 0: off)"
+    )
+    p.add_argument("--ensemble", type=int, default=None, help="models averaged (default 3)")
+    p.add_argument(
+        "--ensemble-split",
+        choices=("seeds", "speakers"),
+        default=None,
+        help="members differ by seed only (default), or each leaves out a group of speakers",
+    )
     p.add_argument(
         "--no-robustness",
         action="store_true",
@@ -134,10 +149,11 @@ def adapted_training_set(
     seed: int,
     *,
     augment: tuple[str, ...] = (),
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training features as the model will meet them live: adapted causally per speaker, the
-    clean clips in N_ORDERS random orders, each `augment` variant (noisy copies of the training
-    audio) in one more (prior None: unadapted, once each)."""
+    clean clips in N_ORDERS random orders, each `augment` variant (noisy, reverberant or
+    speed-changed copies of the training audio) in one more (prior None: unadapted, once each).
+    Returns features, labels and the speaker (actor) of each row."""
     sets = [("clean", r) for r in range(N_ORDERS if prior is not None else 1)]
     sets += [(variant, N_ORDERS + k) for k, variant in enumerate(augment)]
     copies = [
@@ -146,7 +162,7 @@ def adapted_training_set(
         else adapt_in_order(features[variant], actors, prior, np.random.default_rng(seed + r))
         for variant, r in sets
     ]
-    return np.concatenate(copies), np.tile(y, len(sets))
+    return np.concatenate(copies), np.tile(y, len(sets)), np.tile(actors, len(sets))
 
 
 def adapted_test_set(
@@ -176,8 +192,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Train and test once per actor fold that has both sides present.
 
-    x maps a test variant ("clean", "vad", "snr20", ...) to features aligned with y; models
-    train on "clean" only. Returns the evaluation, including out-of-fold probabilities.
+    x maps an audio variant ("clean", "vad", "snr20", ...) to features aligned with y; models
+    train on "clean" and the `augment` variants and are scored on "clean" and TEST_VARIANTS.
+    Returns the evaluation, including out-of-fold probabilities.
     """
     from train.model import fit, predict
 
@@ -199,7 +216,7 @@ def evaluate(
             if set(actors[~test]) & set(actors[test]):
                 raise AssertionError("an actor is on both sides of a fold")
             prior = AdaptationPrior.from_features(clean[~test]) if adapt else None
-            x_train, y_train = adapted_training_set(
+            x_train, y_train, speakers = adapted_training_set(
                 {name: feats[~test] for name, feats in x.items()},
                 y[~test],
                 actors[~test],
@@ -208,7 +225,12 @@ def evaluate(
                 augment=augment,
             )
             model = fit(
-                x_train, y_train, n_labels, config, on_epoch=lambda _e: progress.advance(task)
+                x_train,
+                y_train,
+                n_labels,
+                config,
+                on_epoch=lambda _e: progress.advance(task),
+                speakers=speakers,
             )
             order_seed = config.seed + 1000 + index
             probs = predict(model, adapted_test_set(clean[test], actors[test], prior, order_seed))
@@ -262,7 +284,7 @@ def evaluate(
 def calibrate(probs: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> dict[str, Any]:
     """Temperature scaling on out-of-fold predictions. ECE per fold uses a T fitted on the
     other folds only; the bundle's T is fitted on all out-of-fold predictions."""
-    before, after = [], []
+    before, after, floor = [], [], []
     calibrated = probs.copy()
     for fold in np.unique(fold_of):
         held = fold_of == fold
@@ -271,6 +293,7 @@ def calibrate(probs: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> dict[str
             t = fit_temperature(probs[~held], y[~held])
             calibrated[held] = apply_temperature(probs[held], t)
             after.append(expected_calibration_error(calibrated[held], y[held]))
+            floor.append(ece_sampling_floor(calibrated[held]))
     temperature = fit_temperature(probs, y)
     return {
         "method": "temperature scaling on out-of-fold predictions (ECE: 15 bins, top label)",
@@ -281,6 +304,10 @@ def calibrate(probs: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> dict[str
         # less small-sample noise than per fold (240 clips)
         "ece_before_pooled": expected_calibration_error(probs, y),
         "ece_after_pooled": expected_calibration_error(calibrated, y) if after else None,
+        # the mean ECE a perfectly calibrated model with the same confidences scores on as
+        # many clips (small-sample noise alone): an ECE near these is as good as can be shown
+        "ece_floor": mean_std(floor) if floor else None,
+        "ece_floor_pooled": ece_sampling_floor(calibrated) if after else None,
     }
 
 
@@ -369,7 +396,21 @@ def run(args: argparse.Namespace, console: Console) -> int:
         overrides["label_smoothing"] = args.label_smoothing
     if args.ensemble is not None:
         overrides["ensemble"] = args.ensemble
+    if args.mixup is not None:
+        overrides["mixup_alpha"] = args.mixup
+    if args.ensemble_split is not None:
+        overrides["ensemble_split"] = args.ensemble_split
     config = TrainConfig(**overrides)
+    if config.ensemble_split == "speakers":
+        present = set(actors.tolist())
+        held_out = [] if args.skip_eval else [present & set(f) for f in TEST_ACTORS]
+        fewest = min([len(present)] + [len(present - h) for h in held_out if h])
+        if fewest < config.ensemble:
+            raise DataError(
+                f"--ensemble-split speakers needs at least {config.ensemble} training actors in "
+                f"every fold, but a fold here has {fewest} training actor(s); use more actors, "
+                "a smaller --ensemble or --ensemble-split seeds"
+            )
     device = training_device()
     console.print(f"training on {device}")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -381,6 +422,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             features, y, actors, config, console, adapt=adapt, augment=tuple(args.augment)
         )
         print_evaluation(console, evaluation)
+        evaluation["training"] = {"config": config.to_dict(), "augment": list(args.augment)}
         (args.out / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
         acc = evaluation["summary"]["accuracy"]
         plot_confusion(
@@ -391,6 +433,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
             args.out / "confusion.png",
         )
     evaluation_s = time.perf_counter() - t1
+    if args.eval_only:
+        console.print(f"evaluation written to {args.out} in {time.perf_counter() - started:.0f} s")
+        return 0
 
     t2 = time.perf_counter()
     with _progress(console) as progress:
@@ -398,11 +443,16 @@ def run(args: argparse.Namespace, console: Console) -> int:
             "final model on all actors (epochs)", total=config.epochs * config.ensemble
         )
         prior = AdaptationPrior.from_features(x) if adapt else None
-        x_train, y_train = adapted_training_set(
+        x_train, y_train, speakers = adapted_training_set(
             features, y, actors, prior, config.seed, augment=tuple(args.augment)
         )
         model = fit(
-            x_train, y_train, len(LABELS), config, on_epoch=lambda _e: progress.advance(task)
+            x_train,
+            y_train,
+            len(LABELS),
+            config,
+            on_epoch=lambda _e: progress.advance(task),
+            speakers=speakers,
         )
     model = for_export(model)
     model.save(args.out / KERAS_FILE)
@@ -430,6 +480,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         },
         "training": {
             "config": config.to_dict(),
+            "augment": list(args.augment),
             "device": device,
             "n_clips": len(keep),
             "actors": sorted(int(a) for a in set(actors)),
@@ -462,6 +513,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.eval_only and args.skip_eval:
+        print("ser-train: error: --eval-only and --skip-eval exclude each other", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

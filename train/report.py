@@ -52,7 +52,7 @@ def recall_table(evaluation: dict[str, Any]) -> Table:
 
 
 def variant_table(evaluation: dict[str, Any]) -> Table:
-    table = Table(title="Accuracy as users meet the model (same folds, models trained on clean)")
+    table = Table(title="Accuracy as users meet the model (same folds, same models)")
     table.add_column("test audio")
     table.add_column("accuracy", justify="right")
     table.add_column("change", justify="right")
@@ -62,6 +62,7 @@ def variant_table(evaluation: dict[str, Any]) -> Table:
         "vad": "cut by the live VAD segmenter",
         "snr20": "white noise, 20 dB SNR",
         "snr10": "white noise, 10 dB SNR",
+        "reverb500": "simulated room, RT60 500 ms",
         "first_utterance": "each clip alone (no speaker history)",
     }
     for key, value in evaluation["summary"]["variant_accuracy"].items():
@@ -87,6 +88,12 @@ def print_evaluation(console: Console, evaluation: dict[str, Any]) -> None:
         + "; pooled over all folds "
         + f"{cal['ece_before_pooled']:.3f}"
         + (f" -> {cal['ece_after_pooled']:.3f}" if after else "")
+        + (
+            f" (a perfectly calibrated model would score {cal['ece_floor']['mean']:.3f} per "
+            f"fold, {cal['ece_floor_pooled']:.3f} pooled, from sample size alone)"
+            if cal.get("ece_floor")
+            else ""
+        )
     )
 
 

@@ -1,0 +1,78 @@
+"""The audio variants used for augmentation and robustness scores do what their names say."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from train.robustness import (
+    add_noise,
+    add_reverb,
+    change_speed,
+    check_variant,
+    make_variant,
+    room_impulse_response,
+)
+
+RATE = 16_000
+
+
+def tone(freq_hz: float, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (0.3 * np.sin(2 * np.pi * freq_hz * t)).astype(np.float32)
+
+
+def dominant_hz(audio: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(audio.size)))
+    return float(np.argmax(spectrum) * RATE / audio.size)
+
+
+def test_noise_is_added_at_the_requested_snr():
+    clean = tone(300.0, 2.0)
+    for snr_db in (20.0, 10.0):
+        noisy = add_noise(clean, snr_db, seed=1)
+        measured = 10 * np.log10((clean**2).mean() / ((noisy - clean) ** 2).mean())
+        assert measured == pytest.approx(snr_db, abs=0.3)
+
+
+def test_speed_changes_duration_and_pitch_together():
+    fast = change_speed(tone(200.0, 2.0), 110)
+    assert fast.size == pytest.approx(2 * RATE / 1.1, abs=2)
+    assert dominant_hz(fast) == pytest.approx(220.0, abs=2.0)
+    slow = change_speed(tone(200.0, 2.0), 90)
+    assert dominant_hz(slow) == pytest.approx(180.0, abs=2.0)
+
+
+def test_impulse_response_decays_by_60_db_in_rt60():
+    for rt60_ms in (300, 700):
+        rir = room_impulse_response(rt60_ms, seed=3)
+        tail = rir[1:] ** 2
+        # Schroeder backward integration: the energy decay curve, fitted between -5 and -25 dB
+        edc = 10 * np.log10(np.cumsum(tail[::-1])[::-1] / tail.sum())
+        t = np.arange(edc.size) / RATE
+        fit = (edc <= -5) & (edc >= -25)
+        slope_db_per_s = np.polyfit(t[fit], edc[fit], 1)[0]
+        assert -60.0 / slope_db_per_s == pytest.approx(rt60_ms / 1000, rel=0.15)
+        assert tail.sum() == pytest.approx(1.0)  # direct-to-reverberant ratio 0 dB
+
+
+def test_reverb_keeps_length_and_peak_and_smears_the_signal():
+    burst = np.zeros(RATE, dtype=np.float32)
+    burst[1000:1400] = tone(500.0, 0.025)
+    wet = add_reverb(burst, 500, seed=2)
+    assert wet.shape == burst.shape and wet.dtype == np.float32
+    assert np.abs(wet).max() == pytest.approx(np.abs(burst).max(), rel=1e-5)
+    after = slice(1400 + RATE // 10, 1400 + RATE // 5)  # 100-200 ms after the burst ended
+    assert np.abs(burst[after]).max() == 0.0
+    assert np.sqrt((wet[after] ** 2).mean()) > 1e-3
+    np.testing.assert_array_equal(wet, add_reverb(burst, 500, seed=2))
+
+
+def test_variant_names_are_checked():
+    for name in ("clean", "vad", "snr15", "snr-5", "reverb500", "speed90", "speed110"):
+        assert check_variant(name) == name
+    for name in ("noise", "snr", "reverb", "speed0", "reverbx", "speed-10"):
+        with pytest.raises(ValueError, match="unknown audio variant"):
+            check_variant(name)
+    with pytest.raises(ValueError, match="unknown audio variant"):
+        make_variant(tone(100.0), "echo", seed=0)
