@@ -28,7 +28,7 @@ from train.calibration import ece_sampling_floor, expected_calibration_error, fi
 from train.data import Clip, DataError, scan
 from train.featurize import default_cache_dir, featurize_all
 from train.folds import PROTOCOL_NAME, TEST_ACTORS
-from train.metrics import confusion_matrix, mean_std, scores_from_confusion
+from train.metrics import mean_std, scores_of_probabilities
 from train.report import plot_confusion, print_evaluation
 from train.robustness import TEST_VARIANTS, check_variant
 
@@ -174,10 +174,8 @@ def adapted_test_set(
     return adapt_in_order(x, actors, prior, np.random.default_rng(seed))
 
 
-def _scores(y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
-    return scores_from_confusion(confusion_matrix(y, probs.argmax(axis=1), len(LABELS))).to_dict(
-        LABELS
-    )
+def _scores_of(y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    return scores_of_probabilities(y, probs, LABELS)
 
 
 def evaluate(
@@ -237,7 +235,7 @@ def evaluate(
             oof[test] = probs
             fold_of[test] = index
             variants = {
-                name: _scores(
+                name: _scores_of(
                     y[test],
                     predict(model, adapted_test_set(feats[test], actors[test], prior, order_seed)),
                 )["accuracy"]
@@ -246,13 +244,13 @@ def evaluate(
             }
             if prior is not None:  # each clip as the first utterance of its stream
                 alone = adapted_test_set(clean[test], np.arange(int(test.sum())), prior, 0)
-                variants["first_utterance"] = _scores(y[test], predict(model, alone))["accuracy"]
+                variants["first_utterance"] = _scores_of(y[test], predict(model, alone))["accuracy"]
             results.append(
                 {
                     "fold": index + 1,
                     "test_actors": list(fold_actors),
                     "train_actors": sorted(int(a) for a in set(actors[~test])),
-                    "scores": _scores(y[test], probs),
+                    "scores": _scores_of(y[test], probs),
                     "variant_accuracy": variants,
                 }
             )
@@ -276,7 +274,7 @@ def evaluate(
         "labels": list(LABELS),
         "folds": results,
         "summary": summary,
-        "pooled": _scores(y[evaluated], oof[evaluated]),
+        "pooled": _scores_of(y[evaluated], oof[evaluated]),
         "calibration": calibrate(oof[evaluated], y[evaluated], fold_of[evaluated]),
     }
 

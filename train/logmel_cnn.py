@@ -44,13 +44,13 @@ from train.cli import adapted_test_set, adapted_training_set, calibrate
 from train.data import scan
 from train.featurize import default_cache_dir, featurize_all
 from train.folds import TEST_ACTORS
-from train.metrics import confusion_matrix, mean_std, scores_from_confusion
+from train.metrics import mean_std, scores_of_probabilities
 from train.robustness import make_variant
 
 logger = logging.getLogger("ser.train.cnn")
 
 FRAMES = 300  # 3 s at 10 ms
-TEST_VARIANTS = ("vad", "snr20", "snr10")
+CNN_TEST_VARIANTS = ("vad", "snr20", "snr10")  # the room variant came after the CNN run
 TRAIN_VARIANTS = ("clean", "snr15", "snr30")
 TRAIN_VARIANT_P = (0.5, 0.25, 0.25)
 PRIOR_WEIGHT = 2.0
@@ -152,10 +152,6 @@ def build_cnn(n_mels: int, n_labels: int, steps: int, seed: int) -> Any:
     schedule = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=steps)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy")
     return model
-
-
-def _scores(y: npt.NDArray[np.int64], probs: npt.NDArray[np.floating]) -> dict[str, Any]:
-    return scores_from_confusion(confusion_matrix(y, probs.argmax(1), len(LABELS))).to_dict(LABELS)
 
 
 @dataclass(frozen=True)
@@ -267,7 +263,7 @@ def run_fold(data: Inputs, index: int, epochs: int, seed: int) -> dict[str, Any]
     order_seed = config.seed + 1000 + index  # the order ser-train uses for this fold
     accuracy: dict[str, dict[str, float]] = {"cnn": {}, "stats": {}, "average": {}}
     clean: dict[str, npt.NDArray[np.float32]] = {}
-    for variant in ("clean", *TEST_VARIANTS, "first_utterance"):
+    for variant in ("clean", *CNN_TEST_VARIANTS, "first_utterance"):
         alone = variant == "first_utterance"
         source = "clean" if alone else variant
         streams = np.arange(len(test_rows)) if alone else data.actors[test_rows]
@@ -287,7 +283,9 @@ def run_fold(data: Inputs, index: int, epochs: int, seed: int) -> dict[str, Any]
             stats_model, adapted_test_set(data.stats[source][test_rows], streams, prior, order)
         )
         for name, probs in (("cnn", p_cnn), ("stats", p_stats), ("average", (p_cnn + p_stats) / 2)):
-            accuracy[name][variant] = _scores(data.y[test_rows], probs)["accuracy"]
+            accuracy[name][variant] = scores_of_probabilities(data.y[test_rows], probs, LABELS)[
+                "accuracy"
+            ]
             if variant == "clean":
                 clean[name] = probs.astype(np.float32)
     return {"accuracy": accuracy, "probs": clean, "rows": test_rows}
@@ -297,7 +295,7 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
     cache_dir = args.cache_dir or default_cache_dir()
     clips = scan(args.data).clips
     paths = [c.path for c in clips]
-    variants = ("clean", *TEST_VARIANTS, *TRAIN_VARIANTS[1:])
+    variants = ("clean", *CNN_TEST_VARIANTS, *TRAIN_VARIANTS[1:])
     mels = {v: load_log_mels(paths, v, cache_dir, args.workers) for v in variants}
     stats = {}
     for v in variants:
@@ -324,7 +322,9 @@ def summarise(
     done = fold_of >= 0
     summary = {}
     for name, probs in oof.items():
-        per_fold = [_scores(data.y[f["rows"]], f["probs"][name]) for f in folds]
+        per_fold = [
+            scores_of_probabilities(data.y[f["rows"]], f["probs"][name], LABELS) for f in folds
+        ]
         summary[name] = {
             "accuracy": {
                 v: mean_std([f["accuracy"][name][v] for f in folds])

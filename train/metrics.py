@@ -66,3 +66,12 @@ def mean_std(values: list[float]) -> dict[str, float]:
     """{"mean": ..., "std": ...} (population std over folds)."""
     array = np.asarray(values, dtype=np.float64)
     return {"mean": float(array.mean()), "std": float(array.std())}
+
+
+def scores_of_probabilities(
+    y: npt.NDArray[np.integer], probs: npt.NDArray[np.floating], labels: tuple[str, ...]
+) -> dict[str, Any]:
+    """Scores (as `Scores.to_dict`) of the arg-max predictions of probs (n, len(labels))."""
+    return scores_from_confusion(
+        confusion_matrix(np.asarray(y), np.asarray(probs).argmax(axis=1), len(labels))
+    ).to_dict(labels)
