@@ -385,19 +385,16 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     from train.model import TrainConfig, fit, for_export, to_tflite, training_device
 
-    overrides: dict[str, Any] = {"seed": args.seed}
-    if args.epochs:
-        overrides["epochs"] = args.epochs
-    if args.hidden_units is not None:
-        overrides["hidden_units"] = args.hidden_units
-    if args.label_smoothing is not None:
-        overrides["label_smoothing"] = args.label_smoothing
-    if args.ensemble is not None:
-        overrides["ensemble"] = args.ensemble
-    if args.mixup is not None:
-        overrides["mixup_alpha"] = args.mixup
-    if args.ensemble_split is not None:
-        overrides["ensemble_split"] = args.ensemble_split
+    flags = {  # TrainConfig field -> command-line value (None: keep the default)
+        "seed": args.seed,
+        "epochs": args.epochs or None,
+        "hidden_units": args.hidden_units,
+        "label_smoothing": args.label_smoothing,
+        "ensemble": args.ensemble,
+        "mixup_alpha": args.mixup,
+        "ensemble_split": args.ensemble_split,
+    }
+    overrides = {field: value for field, value in flags.items() if value is not None}
     config = TrainConfig(**overrides)
     if config.ensemble_split == "speakers":
         present = set(actors.tolist())
