@@ -11,4 +11,4 @@ lint: setup
 	.venv/bin/ruff format --check streamer train tests
 	.venv/bin/mypy
 train: setup
-	.venv/bin/ser-train --data ../shared/data/ravdess --out models/default
+	.venv/bin/ser-train --data ../shared/data/ravdess --out models/default --cnn

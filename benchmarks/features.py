@@ -1,10 +1,10 @@
 """Benchmark the feature function (ms per second of audio on one core, first-call cost) and the
-shipped model's LiteRT inference (ms per utterance).
+shipped bundle's LiteRT inference (ms per utterance: the statistics network and, when the
+bundle has one, the log-mel CNN over the utterance's 3 s windows, averaged).
 
-Usage: .venv/bin/python benchmarks/features.py [--data ../shared/data/ravdess] [--clips 120] [--cnn]
-Prints a Markdown table row set; BENCHMARKS.md records the output. `--cnn` adds the log-mel
-sequence and the LiteRT cost of the log-mel CNN of EXPERIMENTS.md (its graph with untrained
-weights: the cost does not depend on the weights; needs TensorFlow to convert it).
+Usage: .venv/bin/python benchmarks/features.py [--data ../shared/data/ravdess] [--clips 120]
+        [--model models/default]
+Prints a Markdown table; BENCHMARKS.md records the output.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
@@ -37,13 +36,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data", type=Path, default=Path("../shared/data/ravdess"))
     p.add_argument("--clips", type=int, default=120)
-    p.add_argument("--cnn", action="store_true", help="also time the log-mel CNN experiment")
+    p.add_argument("--model", type=Path, default=Path("models/default"))
     args = p.parse_args()
 
     import numpy as np
 
     from streamer.audio_io import list_audio_files, read_audio
-    from streamer.features import FEATURE_SPEC, extract, warm_up
+    from streamer.classifier import Classifier
+    from streamer.features import FEATURE_SPEC, analyse, warm_up
 
     os.sched_setaffinity(0, {0})  # one core
     paths = list_audio_files(args.data)[:: max(1, 1440 // args.clips)][: args.clips]
@@ -52,65 +52,31 @@ def main() -> None:
     per_clip = []
     for clip in clips:
         t = time.perf_counter()
-        extract(clip, FEATURE_SPEC.sample_rate)
+        analyse(clip, FEATURE_SPEC.sample_rate)
         per_clip.append((time.perf_counter() - t) * 1000 / (clip.size / FEATURE_SPEC.sample_rate))
     ms_per_s = np.array(per_clip)
     first_s = sorted(first_call_s() for _ in range(5))[2]
-    from streamer.classifier import Classifier
 
-    clf = Classifier.from_dir(Path("models/default"))
-    vectors = [extract(clip) for clip in clips[:20]]
+    clf = Classifier.from_dir(args.model)
+    adapter = clf.adapter()
+    inputs = [adapter.push("bench", analyse(clip)) for clip in clips[:20]]
     t = time.perf_counter()
     for _ in range(50):
-        for v in vectors:
-            clf.predict(v)
-    infer_ms = (time.perf_counter() - t) * 1000 / (50 * len(vectors))
+        for x in inputs:
+            clf.predict(x)
+    infer_ms = (time.perf_counter() - t) * 1000 / (50 * len(inputs))
+    networks = "statistics + log-mel CNN" if clf.bundle.cnn is not None else "statistics"
     print(
         f"clips: {len(clips)} RAVDESS files, mean {np.mean([c.size for c in clips]) / 16000:.2f} s"
     )
     print("| measure | value |")
     print("|---|---|")
-    print(f"| features, ms per second of audio (mean) | {ms_per_s.mean():.2f} |")
-    print(f"| features, ms per second of audio (p95) | {np.percentile(ms_per_s, 95):.2f} |")
-    print(f"| import + first call in a new process, median of 5 (s) | {first_s:.2f} |")
-    print(f"| LiteRT inference, models/default, one utterance (ms) | {infer_ms:.3f} |")
-    if args.cnn:
-        for name, value in cnn_costs(clips).items():
-            print(f"| {name} | {value:.2f} |")
-
-
-def cnn_costs(clips: list[Any]) -> dict[str, float]:
-    """Log-mel sequence (ms per second of audio) and LiteRT inference of the CNN (ms)."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-
-    from streamer.features import FEATURE_SPEC, log_mel_frames
-    from train.logmel_cnn import FRAMES, build_cnn
-    from train.model import to_tflite
-
-    per_s = []
-    for clip in clips:
-        t = time.perf_counter()
-        log_mel_frames(clip)
-        per_s.append((time.perf_counter() - t) * 1000 / (clip.size / FEATURE_SPEC.sample_rate))
-    interpreter = Interpreter(
-        model_content=to_tflite(build_cnn(FEATURE_SPEC.n_mels, 8, 100, 0)), num_threads=1
+    print(f"| features + log-mel, ms per second of audio (mean) | {ms_per_s.mean():.2f} |")
+    print(
+        f"| features + log-mel, ms per second of audio (p95) | {np.percentile(ms_per_s, 95):.2f} |"
     )
-    interpreter.allocate_tensors()
-    index = interpreter.get_input_details()[0]["index"]
-    x = np.random.default_rng(0).normal(size=(1, FRAMES, FEATURE_SPEC.n_mels, 1))
-    interpreter.set_tensor(index, x.astype(np.float32))
-    interpreter.invoke()
-    t = time.perf_counter()
-    for _ in range(50):
-        interpreter.set_tensor(index, x.astype(np.float32))
-        interpreter.invoke()
-    return {
-        "log-mel sequence alone, ms per second of audio (mean)": float(np.mean(per_s)),
-        "LiteRT inference, log-mel CNN (EXPERIMENTS row 16), 3 s input (ms)": (
-            (time.perf_counter() - t) * 1000 / 50
-        ),
-    }
+    print(f"| import + first call in a new process, median of 5 (s) | {first_s:.2f} |")
+    print(f"| LiteRT inference, {args.model} ({networks}), one utterance (ms) | {infer_ms:.3f} |")
 
 
 if __name__ == "__main__":

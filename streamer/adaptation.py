@@ -14,18 +14,23 @@ The first utterance of a stream therefore gets (mostly) population normalisation
 estimate sharpens as the speaker talks. After `max_history` utterances older ones fade out
 (the sums are scaled down), so a change of speaker is followed within a minute or two.
 Training simulates exactly this (train/cli.py), so the model sees what it will see live.
+
+`AdaptiveCentering` does the same for the log-mel CNN: it subtracts the stream's running mean
+band energy (a per-speaker spectral offset) from each utterance's log-mel frames.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 
 F64 = npt.NDArray[np.float64]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,6 +75,20 @@ class _Sums:
     s1: F64 | None = None
     s2: F64 | None = None
 
+    def add(self, x64: F64, max_history: int) -> tuple[F64, F64]:
+        """Add one utterance (older ones fade beyond `max_history`); return the sums."""
+        if self.s1 is None or self.s2 is None:
+            self.s1, self.s2 = np.zeros_like(x64), np.zeros_like(x64)
+        if self.n >= max_history:
+            fade = (max_history - 1) / self.n
+            self.n *= fade
+            self.s1 *= fade
+            self.s2 *= fade
+        self.n += 1.0
+        self.s1 += x64
+        self.s2 += x64 * x64
+        return self.s1, self.s2
+
 
 @dataclass
 class AdaptiveNormalizer:
@@ -83,19 +102,10 @@ class AdaptiveNormalizer:
         p = self.prior
         x64 = np.asarray(x, dtype=np.float64)
         sums = self._streams.setdefault(stream, _Sums())
-        if sums.s1 is None or sums.s2 is None:
-            sums.s1, sums.s2 = np.zeros_like(x64), np.zeros_like(x64)
-        if sums.n >= p.max_history:
-            fade = (p.max_history - 1) / sums.n
-            sums.n *= fade
-            sums.s1 *= fade
-            sums.s2 *= fade
-        sums.n += 1.0
-        sums.s1 += x64
-        sums.s2 += x64 * x64
+        s1, s2 = sums.add(x64, p.max_history)
         w = p.prior_weight
-        mean = (sums.s1 + w * p.mean) / (sums.n + w)
-        spread = sums.s2 - 2.0 * mean * sums.s1 + sums.n * mean * mean
+        mean = (s1 + w * p.mean) / (sums.n + w)
+        spread = s2 - 2.0 * mean * s1 + sums.n * mean * mean
         var = (np.maximum(spread, 0.0) + w * p.std**2) / (sums.n + w)
         return ((x64 - mean) / np.sqrt(var + 1e-12)).astype(np.float32)
 
@@ -111,6 +121,29 @@ class AdaptiveNormalizer:
         return 0.0 if sums is None else sums.n
 
 
+@dataclass
+class AdaptiveCentering:
+    """The log-mel CNN's adaptation: a running per-stream mean of each utterance's mean log-mel
+    band energies (same prior weight and history as `AdaptiveNormalizer`, `prior.std` unused),
+    subtracted from every frame. Call `push` once per utterance, in utterance order."""
+
+    prior: AdaptationPrior  # mean: (n_mels,) population band means in dB
+    _streams: dict[Hashable, _Sums] = field(default_factory=dict)
+
+    def offset(self, stream: Hashable, band_means: npt.NDArray[np.floating]) -> F64:
+        """Add one utterance's (n_mels,) band means to `stream`; return the stream's current
+        (n_mels,) offset."""
+        p = self.prior
+        sums = self._streams.setdefault(stream, _Sums())
+        s1, _ = sums.add(np.asarray(band_means, dtype=np.float64), p.max_history)
+        return (s1 + p.prior_weight * p.mean) / (sums.n + p.prior_weight)
+
+    def push(self, stream: Hashable, log_mel: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+        """(n_frames, n_mels) log-mel -> the same minus `stream`'s offset, float32."""
+        offset = self.offset(stream, np.mean(log_mel, axis=0))
+        return (np.asarray(log_mel, dtype=np.float64) - offset).astype(np.float32)
+
+
 def adapt_in_order(
     x: npt.NDArray[np.floating],
     streams: npt.ArrayLike,
@@ -122,12 +155,24 @@ def adapt_in_order(
     x: (n, dim) features; streams: (n,) stream (speaker) of each row. Returns (n, dim) float32,
     row i normalised with the statistics of its stream's rows seen up to and including it.
     """
-    out = np.empty(np.shape(x), dtype=np.float32)
-    normalizer = AdaptiveNormalizer(prior)
+    if len(x) == 0:
+        return np.empty(np.shape(x), dtype=np.float32)
+    return np.stack(push_in_order(list(x), streams, AdaptiveNormalizer(prior).push, rng))
+
+
+def push_in_order(
+    items: Sequence[T],
+    streams: npt.ArrayLike,
+    push: Callable[[Hashable, T], R],
+    rng: np.random.Generator,
+) -> list[R]:
+    """`push(stream, items[i])` for every row, each stream's rows in the random order
+    `stream_orders` draws with `rng`; results in row order."""
+    out: list[R | None] = [None] * len(items)
     for stream, rows in stream_orders(streams, rng):
         for i in rows:
-            out[i] = normalizer.push(stream, x[i])
-    return out
+            out[i] = push(stream, items[i])
+    return cast("list[R]", out)  # every row belongs to one stream: none is left None
 
 
 def stream_orders(

@@ -1,4 +1,6 @@
-"""Model bundles: a folder with `manifest.json`, `model.keras` and `model.tflite`.
+"""Model bundles: a folder with `manifest.json`, `model.keras` and `model.tflite`, and when the
+manifest has a "cnn" section also `cnn.keras` and `cnn.tflite` (the log-mel CNN whose
+probabilities are averaged with the statistics model's).
 
 The manifest records labels, sample rate, the feature spec, the evaluation protocol and scores.
 Loading checks it against this code's `FEATURE_SPEC`; a mismatch is an error, never a silent skew.
@@ -19,11 +21,23 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 KERAS_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
+CNN_KERAS_FILE = "cnn.keras"
+CNN_TFLITE_FILE = "cnn.tflite"
 TRAIN_HINT = "train one with `ser-train --data DIR --out DIR`, or use the shipped models/default"
 
 
 class BundleError(Exception):
     """A model bundle is missing, malformed or incompatible; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class CnnSpec:
+    """The bundle's log-mel CNN: reads windows of `frames` log-mel rows, centred per stream
+    with `centring` (population band means; None: uncentred)."""
+
+    tflite_path: Path
+    frames: int
+    centring: AdaptationPrior | None
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,19 @@ class Bundle:
         """Per-speaker adaptation prior, when the model was trained with adaptation."""
         data = self.manifest.get("adaptation")
         return AdaptationPrior.from_dict(data) if data else None
+
+    @property
+    def cnn(self) -> CnnSpec | None:
+        """The optional log-mel CNN, when the manifest has a "cnn" section."""
+        data = self.manifest.get("cnn")
+        if not data:
+            return None
+        adaptation = data.get("adaptation")
+        return CnnSpec(
+            tflite_path=self.path / str(data.get("tflite", CNN_TFLITE_FILE)),
+            frames=int(data["frames"]),
+            centring=AdaptationPrior.from_dict(adaptation) if adaptation else None,
+        )
 
     @property
     def temperature(self) -> float:
@@ -99,13 +126,23 @@ def load_bundle(path: Path) -> Bundle:
         raise BundleError(f"{manifest_path}: 'labels' must be a non-empty list of names")
     if not (path / TFLITE_FILE).is_file():
         raise BundleError(f"{path / TFLITE_FILE} is missing: {TRAIN_HINT}")
-    return Bundle(
+    bundle = Bundle(
         path=path,
         name=str(manifest.get("name", path.name)),
         labels=tuple(labels),
         sample_rate=int(manifest.get("sample_rate", FEATURE_SPEC.sample_rate)),
         manifest=manifest,
     )
+    try:
+        cnn = bundle.cnn
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{manifest_path}: 'cnn' is malformed ({exc}): {TRAIN_HINT}") from exc
+    if cnn is not None:
+        if not cnn.tflite_path.is_file():
+            raise BundleError(f"{cnn.tflite_path} is missing: {TRAIN_HINT}")
+        if cnn.centring is not None and cnn.centring.mean.shape != (FEATURE_SPEC.n_mels,):
+            raise BundleError(f"{manifest_path}: 'cnn.adaptation' does not match n_mels")
+    return bundle
 
 
 def _spec_label(spec: object) -> str:

@@ -1,70 +1,131 @@
-"""Run a bundle's `.tflite` model with LiteRT (no TensorFlow import)."""
+"""Run a bundle's `.tflite` models with LiteRT (no TensorFlow import).
+
+A bundle holds the statistics network and optionally a log-mel CNN; with both, the output is
+the mean of their probabilities, then the bundle's calibration temperature.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from streamer.adaptation import AdaptiveNormalizer
+from streamer.adaptation import AdaptiveCentering, AdaptiveNormalizer
 from streamer.bundle import Bundle, BundleError, load_bundle
+from streamer.features import Analysis, log_mel_windows
 from streamer.scoring import apply_temperature
 
 logger = logging.getLogger(__name__)
 
 
-class Classifier:
-    """Class probabilities for feature vectors. Not thread-safe: use it from one thread."""
+@dataclass(frozen=True, eq=False)
+class ModelInput:
+    """What a bundle's networks read for one utterance, speaker-adapted."""
 
-    def __init__(self, bundle: Bundle, num_threads: int = 1) -> None:
+    features: npt.NDArray[np.float32]  # (dim,) statistics
+    log_mel: npt.NDArray[np.float32] | None  # (n_frames, n_mels); None: the bundle has no CNN
+
+
+class SpeakerAdapter:
+    """Per-stream adaptation state for a bundle's networks. Call `push` once per utterance, in
+    utterance order: it uses that stream's earlier utterances (see streamer/adaptation.py)."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        prior, cnn = bundle.adaptation, bundle.cnn
+        self._normalizer = AdaptiveNormalizer(prior) if prior is not None else None
+        self._centring = (
+            AdaptiveCentering(cnn.centring) if cnn is not None and cnn.centring else None
+        )
+        self._log_mel = cnn is not None
+
+    def push(self, stream: Hashable, analysis: Analysis) -> ModelInput:
+        features = analysis.vector
+        if self._normalizer is not None:
+            features = self._normalizer.push(stream, features)
+        log_mel = analysis.log_mel if self._log_mel else None
+        if log_mel is not None and self._centring is not None:
+            log_mel = self._centring.push(stream, log_mel)
+        return ModelInput(features, log_mel)
+
+
+class _Model:
+    """One LiteRT interpreter with a single input and a single (n_labels,) output."""
+
+    def __init__(self, path: Path, n_labels: int, num_threads: int) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.bundle = bundle
-        self._temperature = bundle.temperature
         try:
-            self._interpreter = Interpreter(
-                model_path=str(bundle.tflite_path), num_threads=num_threads
-            )
+            self._interpreter: Any = Interpreter(model_path=str(path), num_threads=num_threads)
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise BundleError(f"{bundle.tflite_path} is not a usable TFLite model ({exc})") from exc
+            raise BundleError(f"{path} is not a usable TFLite model ({exc})") from exc
         inp = self._interpreter.get_input_details()[0]
         out = self._interpreter.get_output_details()[0]
         self._input_index = int(inp["index"])
         self._output_index = int(out["index"])
-        self.input_dim = int(inp["shape"][-1])
+        self.input_shape = tuple(int(d) for d in inp["shape"][1:])
         n_out = int(out["shape"][-1])
-        if n_out != len(bundle.labels):
+        if n_out != n_labels:
             raise BundleError(
-                f"{bundle.tflite_path}: model has {n_out} outputs but the manifest names "
-                f"{len(bundle.labels)} labels; retrain the bundle"
+                f"{path}: model has {n_out} outputs but the manifest names "
+                f"{n_labels} labels; retrain the bundle"
+            )
+
+    def run(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """One example of `input_shape` -> (n_labels,) probabilities."""
+        self._interpreter.set_tensor(self._input_index, x.reshape(1, *self.input_shape))
+        self._interpreter.invoke()
+        return np.array(self._interpreter.get_tensor(self._output_index)[0], dtype=np.float32)
+
+
+class Classifier:
+    """Class probabilities for adapted model inputs. Not thread-safe: use it from one thread."""
+
+    def __init__(self, bundle: Bundle, num_threads: int = 1) -> None:
+        self.bundle = bundle
+        self._temperature = bundle.temperature
+        n_labels = len(bundle.labels)
+        self._stats = _Model(bundle.tflite_path, n_labels, num_threads)
+        self.input_dim = self._stats.input_shape[-1]
+        cnn = bundle.cnn
+        self._cnn = _Model(cnn.tflite_path, n_labels, num_threads) if cnn is not None else None
+        self._frames = cnn.frames if cnn is not None else 0
+        if self._cnn is not None and self._cnn.input_shape[0] != self._frames:
+            raise BundleError(
+                f"{bundle.path}: the CNN reads {self._cnn.input_shape[0]} frames but the "
+                f"manifest says {self._frames}; retrain the bundle"
             )
 
     @classmethod
     def from_dir(cls, path: Path) -> Classifier:
         return cls(load_bundle(path))
 
-    def predict(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """(dim,) float32 model input (adapted features, see `adapt`) -> (n_labels,) float32
-        calibrated probabilities summing to 1."""
-        x = np.asarray(features, dtype=np.float32).reshape(1, self.input_dim)
-        self._interpreter.set_tensor(self._input_index, x)
-        self._interpreter.invoke()
-        probs = np.array(self._interpreter.get_tensor(self._output_index)[0], dtype=np.float32)
-        return apply_temperature(probs, self._temperature) if self._temperature != 1.0 else probs
+    def adapter(self) -> SpeakerAdapter:
+        """A fresh per-stream adapter for this bundle's inputs."""
+        return SpeakerAdapter(self.bundle)
 
-    def adapter(self) -> AdaptiveNormalizer | None:
-        """A fresh per-stream feature adapter for this bundle (None: the model needs none)."""
-        prior = self.bundle.adaptation
-        return AdaptiveNormalizer(prior) if prior is not None else None
+    def predict(self, inputs: ModelInput) -> npt.NDArray[np.float32]:
+        """Adapted inputs of one utterance (see `adapter`) -> (n_labels,) float32 calibrated
+        probabilities summing to 1."""
+        x = np.asarray(inputs.features, dtype=np.float32)
+        probs = self._stats.run(x)
+        if self._cnn is not None:
+            if inputs.log_mel is None:
+                raise ValueError("this bundle has a CNN: its input needs the log-mel sequence")
+            windows = log_mel_windows(inputs.log_mel, self._frames)
+            cnn = np.mean([self._cnn.run(w) for w in windows], axis=0)
+            probs = ((probs + cnn) / 2).astype(np.float32)
+        return apply_temperature(probs, self._temperature) if self._temperature != 1.0 else probs
 
     def probabilities(self, audio: npt.ArrayLike, sample_rate: int) -> dict[str, float]:
         """One utterance (mono, shape (n,)) -> {label: probability} in the bundle's label order."""
-        from streamer.features import extract
+        from streamer.features import analyse
 
-        features = extract(audio, sample_rate)
-        adapter = self.adapter()  # a single utterance: no speaker history
-        probs = self.predict(adapter.push(0, features) if adapter is not None else features)
+        # a single utterance: no speaker history
+        probs = self.predict(self.adapter().push(0, analyse(audio, sample_rate)))
         return dict(zip(self.bundle.labels, (float(p) for p in probs), strict=True))

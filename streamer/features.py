@@ -9,8 +9,10 @@ Per 10 ms frame (25.6 ms window at 16 kHz) it computes 87 descriptors:
 bandwidth, roll-off and flatness, and log-F0 (YIN). Each descriptor track is summarised by 8
 statistics: mean, standard deviation, minimum, maximum, 10th/50th/90th percentile and linear slope.
 
-`log_mel_frames(audio, sample_rate)` returns the log-mel sequence itself (the input of the
-log-mel CNN experiment, train/logmel_cnn.py), computed by the same code path.
+`analyse(audio, sample_rate)` returns both the vector and the log-mel sequence it summarises
+(the input of the bundle's optional log-mel CNN, train/cnn.py) from one STFT; `extract` and
+`log_mel_frames` are its two halves. `log_mel_windows` cuts that sequence into the fixed-length
+windows the CNN reads, for training and live alike.
 
 Level invariance: energy and log-mel are expressed relative to the utterance's loud level (95th
 percentile frame energy), so a quieter microphone gives the same features. Leading and trailing
@@ -286,6 +288,21 @@ def extract(
     Returns:
         float32 array of shape (spec.dim,), finite for any input (silence included).
     """
+    return analyse(audio, sample_rate, spec).vector
+
+
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """Both feature views of one utterance, from one STFT."""
+
+    vector: npt.NDArray[np.float32]  # (spec.dim,) utterance statistics, finite
+    log_mel: npt.NDArray[np.float32]  # (n_frames, spec.n_mels) dB re the loud level, 10 ms rows
+
+
+def analyse(
+    audio: npt.ArrayLike, sample_rate: int = SAMPLE_RATE, spec: FeatureSpec = FEATURE_SPEC
+) -> Analysis:
+    """`extract` and `log_mel_frames` of one utterance at the cost of one (see `extract`)."""
     x = _prepare(audio, sample_rate, spec)
     s = _spectrum(x, spec)
     power, frame_db, ref_db, first, last = s.power, s.frame_db, s.ref_db, s.first, s.last
@@ -322,7 +339,27 @@ def extract(
         ]
     )
     features = _summarise(tracks)
-    return np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    return Analysis(
+        np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32),
+        log_mel.T.astype(np.float32),
+    )
+
+
+def log_mel_windows(seq: npt.NDArray[np.float32], frames: int) -> npt.NDArray[np.float32]:
+    """(n_frames, n_mels) -> (k, frames, n_mels): one window repeat-padded to `frames` when the
+    sequence is shorter, else windows of `frames` rows with 50 % overlap covering it all (the
+    last one flush with the end). A model reading them averages its k outputs."""
+    n = len(seq)
+    if n == 0:
+        raise ValueError("empty log-mel sequence")
+    if n <= frames:
+        reps = -(-frames // n)
+        return np.tile(seq, (reps, 1))[None, :frames]
+    hop = frames // 2
+    starts = list(range(0, n - frames + 1, hop))
+    if starts[-1] != n - frames:
+        starts.append(n - frames)
+    return np.stack([seq[s : s + frames] for s in starts])
 
 
 def warm_up(spec: FeatureSpec = FEATURE_SPEC) -> None:

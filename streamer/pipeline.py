@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
 from streamer.classifier import Classifier
 from streamer.config import Config
+from streamer.features import Analysis
 from streamer.messages import AudioBlock, Result, Utterance
 from streamer.scoring import arousal_valence
 from streamer.segmenter import VadSegmenter, frame_level_db
@@ -27,7 +27,7 @@ from streamer.workers import FeatureWorkers
 
 logger = logging.getLogger(__name__)
 
-_Featurized = tuple[Utterance, npt.NDArray[np.float32]]
+_Featurized = tuple[Utterance, Analysis]
 
 
 class Sink(Protocol):
@@ -125,8 +125,8 @@ class Pipeline:
             await pending.put(task)
 
     async def _classify(self, utterance: Utterance) -> _Featurized:
-        features = await self.workers.extract(utterance.samples, utterance.sample_rate)
-        return utterance, features
+        analysis = await self.workers.analyse(utterance.samples, utterance.sample_rate)
+        return utterance, analysis
 
     async def _emit_in_order(
         self, pending: asyncio.Queue[asyncio.Task[_Featurized] | None]
@@ -139,11 +139,10 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         while (task := await pending.get()) is not None:
             try:
-                utterance, features = await task
+                utterance, analysis = await task
                 # Speaker adaptation uses earlier utterances only, so it runs here, in order.
-                if adapter is not None:
-                    features = adapter.push(utterance.source if per_source else "", features)
-                probs = await loop.run_in_executor(self._infer, self.classifier.predict, features)
+                inputs = adapter.push(utterance.source if per_source else "", analysis)
+                probs = await loop.run_in_executor(self._infer, self.classifier.predict, inputs)
             except Exception:
                 self.state.failed += 1
                 logger.exception("classifying an utterance failed")

@@ -28,7 +28,7 @@ def _init_worker() -> None:
 
 
 class FeatureWorkers:
-    """`n` processes running `streamer.features.extract`, each warmed up at start."""
+    """`n` processes running `streamer.features.analyse`, each warmed up at start."""
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -47,12 +47,11 @@ class FeatureWorkers:
         )
         logger.debug("feature workers ready: %s", sorted(set(pids)))
 
-    async def extract(
-        self, samples: npt.NDArray[np.int16], sample_rate: int
-    ) -> npt.NDArray[np.float32]:
-        """(n,) int16 -> (dim,) float32 features, computed in a worker process."""
+    async def analyse(self, samples: npt.NDArray[np.int16], sample_rate: int) -> features.Analysis:
+        """(n,) int16 -> the utterance's feature vector and log-mel sequence, computed in a
+        worker process."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, features.extract, samples, sample_rate)
+        return await loop.run_in_executor(self._executor, features.analyse, samples, sample_rate)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.adaptation import AdaptationPrior, AdaptiveNormalizer, adapt_in_order
+from streamer.adaptation import (
+    AdaptationPrior,
+    AdaptiveCentering,
+    AdaptiveNormalizer,
+    adapt_in_order,
+)
 
 DIM = 5
 PRIOR = AdaptationPrior(np.zeros(DIM), np.ones(DIM), prior_weight=2.0, max_history=60)
@@ -67,3 +72,32 @@ def test_prior_round_trips_through_the_manifest():
     np.testing.assert_allclose(again.mean, prior.mean)
     np.testing.assert_allclose(again.std, prior.std)
     assert (again.prior_weight, again.max_history) == (prior.prior_weight, prior.max_history)
+
+
+def test_centring_subtracts_the_streams_running_band_mean_shrunk_to_the_prior():
+    prior = AdaptationPrior(np.full(3, -20.0), np.ones(3), prior_weight=2.0, max_history=60)
+    centring = AdaptiveCentering(prior)
+    first = np.array([[-10.0, -30.0, -20.0], [-14.0, -26.0, -20.0]])  # band means -12, -28, -20
+    out = centring.push("a", first)
+    offset = (np.array([-12.0, -28.0, -20.0]) + 2 * -20.0) / 3
+    np.testing.assert_allclose(out, first - offset, rtol=1e-6)
+    assert out.dtype == np.float32 and out.shape == first.shape
+    # a second utterance of the same stream is centred with both utterances' band means
+    second = np.full((4, 3), -5.0)
+    offset = (np.array([-12.0, -28.0, -20.0]) + np.full(3, -5.0) + 2 * -20.0) / 4
+    np.testing.assert_allclose(centring.push("a", second), second - offset, rtol=1e-6)
+    # another stream starts from the prior alone
+    np.testing.assert_allclose(
+        centring.push("b", second), second - (np.full(3, -5.0) + 2 * -20.0) / 3, rtol=1e-6
+    )
+
+
+def test_centring_history_fades_like_the_normaliser():
+    prior = AdaptationPrior(np.zeros(2), np.ones(2), prior_weight=2.0, max_history=10)
+    centring = AdaptiveCentering(prior)
+    for _ in range(100):
+        centring.offset("a", np.full(2, -40.0))
+    for _ in range(30):  # a new speaker, 10 dB louder, on the same stream
+        offset = centring.offset("a", np.full(2, -30.0))
+    # a 10-utterance memory (beside the prior's 2) keeps 0.9**30 ~ 4 % of the old speaker
+    assert offset == pytest.approx(np.full(2, 10 * -30.0 / 12), abs=0.6)

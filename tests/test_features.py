@@ -5,7 +5,14 @@ import pytest
 import soundfile as sf
 
 from streamer.audio_io import resample
-from streamer.features import FEATURE_SPEC, FeatureSpec, extract, log_mel_frames
+from streamer.features import (
+    FEATURE_SPEC,
+    FeatureSpec,
+    analyse,
+    extract,
+    log_mel_frames,
+    log_mel_windows,
+)
 
 from .synth import harmonic, silence
 
@@ -27,6 +34,26 @@ def test_log_mel_frames_are_the_sequence_extract_summarises(clip):
     np.testing.assert_allclose(frames.max(axis=0), stats[:, 3], atol=1e-3)  # max
     # level-invariant like the vector
     np.testing.assert_allclose(log_mel_frames(clip * 0.1), frames, atol=1e-2)
+    # analyse gives both halves at once, identical to the separate calls
+    both = analyse(clip)
+    np.testing.assert_array_equal(both.vector, extract(clip))
+    np.testing.assert_array_equal(both.log_mel, frames)
+
+
+def test_log_mel_windows_cover_the_sequence():
+    seq = np.arange(700, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    windows = log_mel_windows(seq, 300)
+    assert windows.shape == (4, 300, 3)  # starts 0, 150, 300 and 400 (flush with the end)
+    assert [w[0, 0] for w in windows] == [0, 150, 300, 400]
+    assert windows[-1][-1, 0] == 699
+    exact = log_mel_windows(seq[:300], 300)
+    assert exact.shape == (1, 300, 3) and exact[0, -1, 0] == 299
+    short = log_mel_windows(seq[:120], 300)  # repeated to length
+    assert short.shape == (1, 300, 3)
+    np.testing.assert_array_equal(short[0, 120:240], seq[:120])
+    assert short[0, -1, 0] == 59
+    with pytest.raises(ValueError, match="empty"):
+        log_mel_windows(seq[:0], 300)
 
 
 def test_shape_dtype_and_determinism(clip):

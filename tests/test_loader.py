@@ -85,6 +85,15 @@ def test_feature_cache_hits_on_second_run(tmp_path):
     assert not first.cached and second.cached
     np.testing.assert_array_equal(first.vector, second.vector)
     assert len(list(cache.rglob("*.npy"))) == 1
+    assert second.log_mel is None  # not asked for
+    # asking for the log-mel sequence too computes it once, then both come from the cache
+    third = featurize_all([path], cache, workers=1, log_mel=True)[0]
+    fourth = featurize_all([path], cache, workers=1, log_mel=True)[0]
+    assert not third.cached and fourth.cached
+    assert third.log_mel is not None and fourth.log_mel is not None
+    np.testing.assert_array_equal(third.log_mel, fourth.log_mel)
+    np.testing.assert_array_equal(fourth.vector, first.vector)
+    assert len(list(cache.rglob("*.npy"))) == 2
 
 
 def test_empty_directory_is_an_error(tmp_path):

@@ -64,6 +64,43 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
 
 
 @pytest.mark.slow
+def test_cnn_run_writes_a_two_network_bundle_that_classifies(ravdess, tmp_path):
+    out = tmp_path / "bundle"
+    proc = ser_train(
+        *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(tmp_path / "cache")),
+        *("--actors", "1,11,4,10", "--epochs", "1", "--ensemble", "1", "--no-robustness"),
+        *("--cnn", "--cnn-epochs", "2", "--augment", "snr30"),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    cnn = manifest["cnn"]
+    assert (cnn["tflite"], cnn["frames"], cnn["config"]["epochs"]) == ("cnn.tflite", 300, 2)
+    assert len(cnn["adaptation"]["mean"]) == 40
+    assert (out / "cnn.tflite").is_file() and (out / "cnn.keras").is_file()
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["training"]["cnn"]["epochs"] == 2
+    for fold in evaluation["folds"]:
+        assert set(fold["component_accuracy"]) == {"stats", "cnn"}
+    # the cache now holds a log-mel sequence beside each vector (clean and snr30)
+    assert len(list((tmp_path / "cache").rglob("*.logmel.npy"))) == 2 * 240
+
+    clf = Classifier.from_dir(out)
+    audio, rate = sf.read(ravdess / "Actor_02" / "03-01-01-01-01-01-02.flac", dtype="float32")
+    probs = clf.probabilities(audio, rate)
+    assert list(probs) == list(LABELS)
+    assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
+
+    # retrained without --cnn into the same folder: no stale CNN is left to be picked up
+    proc = ser_train(
+        *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(tmp_path / "cache")),
+        *("--actors", "1,11,4,10", "--epochs", "1", "--ensemble", "1", "--skip-eval"),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((out / "manifest.json").read_text())["cnn"] is None
+    assert not (out / "cnn.tflite").exists() and not (out / "cnn.keras").exists()
+
+
+@pytest.mark.slow
 def test_eval_only_run_with_augmentation_and_speaker_ensemble(ravdess, tmp_path):
     out = tmp_path / "experiment"
     proc = ser_train(

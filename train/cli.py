@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -20,11 +21,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from streamer.adaptation import AdaptationPrior, adapt_in_order
-from streamer.bundle import FORMAT_VERSION, KERAS_FILE, MANIFEST, TFLITE_FILE
+from streamer.bundle import (
+    CNN_KERAS_FILE,
+    CNN_TFLITE_FILE,
+    FORMAT_VERSION,
+    KERAS_FILE,
+    MANIFEST,
+    TFLITE_FILE,
+)
 from streamer.features import FEATURE_SPEC
 from streamer.labels import LABELS
 from streamer.scoring import apply_temperature
 from train.calibration import ece_sampling_floor, expected_calibration_error, fit_temperature
+from train.cnn import CnnConfig, Mels, TrainedCnn
 from train.data import Clip, DataError, scan
 from train.featurize import default_cache_dir, featurize_all
 from train.folds import PROTOCOL_NAME, TEST_ACTORS
@@ -89,6 +98,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="members differ by seed only (default), or each leaves out a group of speakers",
     )
+    p.add_argument(
+        "--cnn",
+        action="store_true",
+        help="also train the log-mel CNN and average it with the statistics model (the shipped "
+        "models/default; about 1.5 h more on 2 CPU cores)",
+    )
+    p.add_argument("--cnn-epochs", type=int, default=None, help="CNN epochs (default 80)")
     p.add_argument(
         "--no-robustness",
         action="store_true",
@@ -178,6 +194,40 @@ def _scores_of(y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     return scores_of_probabilities(y, probs, LABELS)
 
 
+def _rows(seqs: Mels, keep: np.ndarray) -> Mels:
+    """The sequences where the boolean mask `keep` is true."""
+    return [m for m, k in zip(seqs, keep, strict=True) if k]
+
+
+@dataclass(frozen=True)
+class FoldModels:
+    """One fold's trained networks and the statistics model's adaptation prior."""
+
+    stats: Any
+    prior: AdaptationPrior | None
+    cnn: TrainedCnn | None = None
+    frames: int = 0
+
+    def parts(
+        self, features: np.ndarray, mels: Mels | None, streams: np.ndarray, order: int
+    ) -> list[np.ndarray]:
+        """Each network's (n, n_labels) probabilities for test clips, adapted per stream in
+        the order rng(order) draws: [statistics] or [statistics, CNN]."""
+        from train.cnn import predict_cnn
+        from train.model import predict
+
+        parts = [predict(self.stats, adapted_test_set(features, streams, self.prior, order))]
+        if self.cnn is not None and mels is not None:
+            parts.append(predict_cnn(self.cnn, mels, streams, order, self.frames))
+        return parts
+
+    def probs(
+        self, features: np.ndarray, mels: Mels | None, streams: np.ndarray, order: int
+    ) -> np.ndarray:
+        """The bundle's output before calibration: the mean of `parts`."""
+        return np.asarray(np.mean(self.parts(features, mels, streams, order), axis=0), np.float32)
+
+
 def evaluate(
     x: dict[str, np.ndarray],
     y: np.ndarray,
@@ -187,14 +237,19 @@ def evaluate(
     *,
     adapt: bool,
     augment: tuple[str, ...] = (),
+    mels: dict[str, Mels] | None = None,
+    cnn_config: CnnConfig | None = None,
 ) -> dict[str, Any]:
     """Train and test once per actor fold that has both sides present.
 
     x maps an audio variant ("clean", "vad", "snr20", ...) to features aligned with y; models
     train on "clean" and the `augment` variants and are scored on "clean" and TEST_VARIANTS.
+    With `mels` (the same variants' log-mel sequences) and `cnn_config`, each fold also trains
+    the log-mel CNN and scores the average of both networks' probabilities.
     Returns the evaluation, including out-of-fold probabilities.
     """
-    from train.model import fit, predict
+    from train.cnn import fit_cnn
+    from train.model import fit
 
     clean = x["clean"]
     folds = [(i, fa) for i, fa in enumerate(TEST_ACTORS) if np.isin(actors, fa).any()]
@@ -205,9 +260,11 @@ def evaluate(
     results: list[dict[str, Any]] = []
     oof = np.zeros((len(y), n_labels), dtype=np.float32)
     fold_of = np.full(len(y), -1)
+    cnn_epochs = cnn_config.epochs if mels is not None and cnn_config is not None else 0
     with _progress(console) as progress:
         task = progress.add_task(
-            "evaluating folds (epochs)", total=len(folds) * config.epochs * config.ensemble
+            "evaluating folds (epochs)",
+            total=len(folds) * (config.epochs * config.ensemble + cnn_epochs),
         )
         for index, fold_actors in folds:
             test = np.isin(actors, fold_actors)
@@ -230,21 +287,46 @@ def evaluate(
                 on_epoch=lambda _e: progress.advance(task),
                 speakers=speakers,
             )
+            cnn = None
+            if mels is not None and cnn_config is not None:
+                cnn = fit_cnn(
+                    {v: _rows(ms, ~test) for v, ms in mels.items()},
+                    y[~test],
+                    actors[~test],
+                    n_labels,
+                    cnn_config,
+                    adapt=adapt,
+                    augment=augment,
+                    on_epoch=lambda _e: progress.advance(task),
+                )
+            trained = FoldModels(model, prior, cnn, cnn_config.frames if cnn_config else 0)
+            test_mels = {v: _rows(ms, test) for v, ms in mels.items()} if mels else {}
+
             order_seed = config.seed + 1000 + index
-            probs = predict(model, adapted_test_set(clean[test], actors[test], prior, order_seed))
+            parts = trained.parts(clean[test], test_mels.get("clean"), actors[test], order_seed)
+            probs = np.asarray(np.mean(parts, axis=0), dtype=np.float32)
+            components = (
+                {
+                    name: _scores_of(y[test], p)["accuracy"]
+                    for name, p in zip(("stats", "cnn"), parts, strict=True)
+                }
+                if len(parts) > 1
+                else {}
+            )
             oof[test] = probs
             fold_of[test] = index
             variants = {
                 name: _scores_of(
                     y[test],
-                    predict(model, adapted_test_set(feats[test], actors[test], prior, order_seed)),
+                    trained.probs(feats[test], test_mels.get(name), actors[test], order_seed),
                 )["accuracy"]
                 for name, feats in x.items()
                 if name in TEST_VARIANTS
             }
             if prior is not None:  # each clip as the first utterance of its stream
-                alone = adapted_test_set(clean[test], np.arange(int(test.sum())), prior, 0)
-                variants["first_utterance"] = _scores_of(y[test], predict(model, alone))["accuracy"]
+                streams = np.arange(int(test.sum()))
+                alone = trained.probs(clean[test], test_mels.get("clean"), streams, 0)
+                variants["first_utterance"] = _scores_of(y[test], alone)["accuracy"]
             results.append(
                 {
                     "fold": index + 1,
@@ -253,6 +335,7 @@ def evaluate(
                     "scores": _scores_of(y[test], probs),
                     "variant_accuracy": variants,
                 }
+                | ({"component_accuracy": components} if components else {})
             )
     summary: dict[str, Any] = {
         key: mean_std([r["scores"][key] for r in results])
@@ -265,6 +348,11 @@ def evaluate(
         name: mean_std([r["variant_accuracy"][name] for r in results])
         for name in results[0]["variant_accuracy"]
     }
+    if "component_accuracy" in results[0]:
+        summary["component_accuracy"] = {
+            name: mean_std([r["component_accuracy"][name] for r in results])
+            for name in results[0]["component_accuracy"]
+        }
     evaluated = fold_of >= 0
     return {
         "protocol": PROTOCOL_NAME,
@@ -349,6 +437,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             cache_dir,
             max(1, args.workers),
             on_done=lambda _item: progress.advance(task),
+            log_mel=args.cnn,
         )
     bad = [e for e in extracted if e.vector is None]
     if bad:
@@ -368,6 +457,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     y = np.array([LABELS.index(c.label) for c, _ in keep], dtype=np.int64)
     actors = np.array([c.actor for c, _ in keep], dtype=np.int64)
     features = {"clean": x}
+    mels: dict[str, Mels] | None = None
+    if args.cnn:
+        mels = {"clean": [e.log_mel for _, e in keep if e.log_mel is not None]}
     wanted_variants = [] if (args.skip_eval or args.no_robustness) else list(TEST_VARIANTS)
     for variant in dict.fromkeys([*wanted_variants, *args.augment]):
         with _progress(console) as progress:
@@ -378,8 +470,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 max(1, args.workers),
                 on_done=lambda _item, t=task: progress.advance(t),  # type: ignore[misc]
                 variant=variant,
+                log_mel=args.cnn,
             )
         features[variant] = np.stack([e.vector for e in done if e.vector is not None])
+        if mels is not None:
+            mels[variant] = [e.log_mel for e in done if e.log_mel is not None]
     extraction_s = time.perf_counter() - t0
     adapt = not args.no_adaptation
 
@@ -396,6 +491,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     }
     overrides = {field: value for field, value in flags.items() if value is not None}
     config = TrainConfig(**overrides)
+    cnn_overrides = {"seed": args.seed, "epochs": args.cnn_epochs or None}
+    cnn_config = CnnConfig(**{k: v for k, v in cnn_overrides.items() if v is not None})
     if config.ensemble_split == "speakers":
         present = set(actors.tolist())
         held_out = [] if args.skip_eval else [present & set(f) for f in TEST_ACTORS]
@@ -414,10 +511,22 @@ def run(args: argparse.Namespace, console: Console) -> int:
     evaluation: dict[str, Any] | None = None
     if not args.skip_eval:
         evaluation = evaluate(
-            features, y, actors, config, console, adapt=adapt, augment=tuple(args.augment)
+            features,
+            y,
+            actors,
+            config,
+            console,
+            adapt=adapt,
+            augment=tuple(args.augment),
+            mels=mels,
+            cnn_config=cnn_config,
         )
         print_evaluation(console, evaluation)
-        evaluation["training"] = {"config": config.to_dict(), "augment": list(args.augment)}
+        evaluation["training"] = {
+            "config": config.to_dict(),
+            "augment": list(args.augment),
+            "cnn": cnn_config.to_dict() if mels is not None else None,
+        }
         (args.out / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
         acc = evaluation["summary"]["accuracy"]
         plot_confusion(
@@ -435,7 +544,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     t2 = time.perf_counter()
     with _progress(console) as progress:
         task = progress.add_task(
-            "final model on all actors (epochs)", total=config.epochs * config.ensemble
+            "final model on all actors (epochs)",
+            total=config.epochs * config.ensemble + (cnn_config.epochs if mels else 0),
         )
         prior = AdaptationPrior.from_features(x) if adapt else None
         x_train, y_train, speakers = adapted_training_set(
@@ -449,6 +559,43 @@ def run(args: argparse.Namespace, console: Console) -> int:
             on_epoch=lambda _e: progress.advance(task),
             speakers=speakers,
         )
+        cnn_manifest: dict[str, Any] | None = None
+        for stale in (CNN_KERAS_FILE, CNN_TFLITE_FILE):
+            (args.out / stale).unlink(missing_ok=True)
+        if mels is not None:
+            from train.cnn import fit_cnn
+
+            cnn = fit_cnn(
+                mels,
+                y,
+                actors,
+                len(LABELS),
+                cnn_config,
+                adapt=adapt,
+                augment=tuple(args.augment),
+                on_epoch=lambda _e: progress.advance(task),
+            )
+            cnn_model = for_export(cnn.model)
+            cnn_model.save(args.out / CNN_KERAS_FILE)
+            (args.out / CNN_TFLITE_FILE).write_bytes(to_tflite(cnn_model))
+            cnn_manifest = {
+                "architecture": (
+                    f"log-mel CNN: conv blocks {'-'.join(map(str, cnn_config.filters))}"
+                    + (
+                        f", BiGRU {cnn_config.recurrent_units}"
+                        if cnn_config.recurrent_units
+                        else ""
+                    )
+                    + f", {cnn_config.pooling} pooling over time (train/cnn.py)"
+                ),
+                "keras": CNN_KERAS_FILE,
+                "tflite": CNN_TFLITE_FILE,
+                "frames": cnn_config.frames,
+                "n_mels": FEATURE_SPEC.n_mels,
+                "parameters": int(cnn_model.count_params()),
+                "config": cnn_config.to_dict(),
+                "adaptation": cnn.prior.to_dict() if cnn.prior is not None else None,
+            }
     model = for_export(model)
     model.save(args.out / KERAS_FILE)
     (args.out / TFLITE_FILE).write_bytes(to_tflite(model))
@@ -492,6 +639,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
             },
         },
         "adaptation": prior.to_dict() if prior is not None else None,
+        # with a CNN, the bundle's output is the mean of both networks' probabilities, then
+        # the calibration's temperature
+        "cnn": cnn_manifest,
         "calibration": (
             evaluation["calibration"] if evaluation else {"temperature": 1.0, "method": "none"}
         ),

@@ -1,8 +1,8 @@
-"""Feature extraction for training: decode, `streamer.features.extract`, cache on disk.
+"""Feature extraction for training: decode, `streamer.features.analyse`, cache on disk.
 
 The cache is keyed by the file's content hash and the feature spec's digest, so a renamed or
-moved file still hits and a changed spec never reuses stale vectors. Vectors are stored as
-`.npy` (loaded with allow_pickle=False).
+moved file still hits and a changed spec never reuses stale vectors. Vectors (and, when asked
+for, the log-mel sequences the CNN reads) are stored as `.npy` (loaded with allow_pickle=False).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.audio_io import AudioReadError, read_audio
-from streamer.features import FEATURE_SPEC, extract
+from streamer.features import FEATURE_SPEC, analyse
 from train.robustness import make_variant
 
 logger = logging.getLogger(__name__)
@@ -39,52 +39,82 @@ class Extracted:
     vector: npt.NDArray[np.float32] | None
     error: str | None
     cached: bool
+    log_mel: npt.NDArray[np.float32] | None = None  # (n_frames, n_mels), when asked for
 
 
-def _cache_path(cache_dir: Path, digest: str, variant: str) -> Path:
-    suffix = "" if variant == "clean" else f".{variant}"
+def _cache_path(cache_dir: Path, digest: str, variant: str, kind: str = "") -> Path:
+    suffix = ("" if variant == "clean" else f".{variant}") + kind
     return cache_dir / FEATURE_SPEC.digest() / digest[:2] / f"{digest}{suffix}.npy"
 
 
-def featurize_file(path: Path, cache_dir: Path | None, variant: str = "clean") -> Extracted:
+def _load(
+    path: Path | None, ok: Callable[[npt.NDArray[np.float32]], bool]
+) -> npt.NDArray[np.float32] | None:
+    if path is None or not path.exists():
+        return None
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        logger.warning("ignoring unreadable cache entry %s", path)
+        return None
+    return array.astype(np.float32) if ok(array) else None
+
+
+def _save(path: Path, array: npt.NDArray[np.float32]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, array, allow_pickle=False)
+    tmp.replace(path)
+
+
+def featurize_file(
+    path: Path, cache_dir: Path | None, variant: str = "clean", log_mel: bool = False
+) -> Extracted:
     """Read, hash and featurize one file (runs in a worker process); `variant`: see
-    train/robustness.py."""
+    train/robustness.py; `log_mel`: also return the log-mel sequence."""
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    target = _cache_path(cache_dir, digest, variant) if cache_dir is not None else None
-    if target is not None and target.exists():
-        try:
-            vec = np.load(target, allow_pickle=False)
-            if vec.shape == (FEATURE_SPEC.dim,):
-                return Extracted(path, digest, vec.astype(np.float32), None, cached=True)
-        except (OSError, ValueError):
-            logger.warning("ignoring unreadable cache entry %s", target)
+    vec_path = mel_path = None
+    if cache_dir is not None:
+        vec_path = _cache_path(cache_dir, digest, variant)
+        mel_path = _cache_path(cache_dir, digest, variant, ".logmel")
+    vec = _load(vec_path, lambda a: a.shape == (FEATURE_SPEC.dim,))
+    mel = _load(mel_path, lambda a: a.ndim == 2 and a.shape[1] == FEATURE_SPEC.n_mels)
+    if vec is not None and (mel is not None or not log_mel):
+        return Extracted(path, digest, vec, None, cached=True, log_mel=mel)
     try:
         audio = read_audio(path, FEATURE_SPEC.sample_rate)
     except AudioReadError as exc:
         return Extracted(path, digest, None, str(exc), cached=False)
-    audio = make_variant(audio, variant, seed=int(digest[:8], 16))
-    vec = extract(audio, FEATURE_SPEC.sample_rate)
-    if target is not None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, vec, allow_pickle=False)
-        tmp.replace(target)
-    return Extracted(path, digest, vec, None, cached=False)
+    analysis = analyse(make_variant(audio, variant, seed=int(digest[:8], 16)))
+    if vec_path is not None and mel_path is not None:
+        _save(vec_path, analysis.vector)
+        if log_mel:
+            _save(mel_path, analysis.log_mel)
+    return Extracted(
+        path,
+        digest,
+        analysis.vector,
+        None,
+        cached=False,
+        log_mel=analysis.log_mel if log_mel else None,
+    )
 
 
 def featurize_all(
     paths: Sequence[Path],
     cache_dir: Path | None,
     workers: int,
+    *,
     on_done: Callable[[Extracted], None] | None = None,
     variant: str = "clean",
+    log_mel: bool = False,
 ) -> list[Extracted]:
     """Featurize `paths` in `workers` processes; results in the order of `paths`."""
     results: list[Extracted] = []
     if workers <= 1:
         for path in paths:
-            item = featurize_file(path, cache_dir, variant)
+            item = featurize_file(path, cache_dir, variant, log_mel)
             results.append(item)
             if on_done:
                 on_done(item)
@@ -100,7 +130,7 @@ def featurize_all(
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
             n = len(paths)
             for item in pool.map(
-                featurize_file, paths, [cache_dir] * n, [variant] * n, chunksize=8
+                featurize_file, paths, [cache_dir] * n, [variant] * n, [log_mel] * n, chunksize=8
             ):
                 results.append(item)
                 if on_done:

@@ -9,6 +9,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+NETWORK_NAMES = {"stats": "statistics", "cnn": "log-mel CNN"}
+
 
 def fold_table(evaluation: dict[str, Any]) -> Table:
     """Per-fold and mean ± std accuracy, UA and macro-F1, then per-class recall."""
@@ -79,6 +81,15 @@ def print_evaluation(console: Console, evaluation: dict[str, Any]) -> None:
     console.print(recall_table(evaluation))
     if evaluation["summary"]["variant_accuracy"]:
         console.print(variant_table(evaluation))
+    components = evaluation["summary"].get("component_accuracy")
+    if components:
+        console.print(
+            "each network alone on clean clips: "
+            + ", ".join(
+                f"{NETWORK_NAMES.get(k, k)} {v['mean']:.1%} ± {v['std']:.1%}"
+                for k, v in components.items()
+            )
+        )
     cal = evaluation["calibration"]
     after = cal["ece_after"]
     console.print(
