@@ -91,7 +91,6 @@ class Classifier:
         self._temperature = bundle.temperature
         n_labels = len(bundle.labels)
         self._stats = _Model(bundle.tflite_path, n_labels, num_threads)
-        self.input_dim = self._stats.input_shape[-1]
         cnn = bundle.cnn
         self._cnn = _Model(cnn.tflite_path, n_labels, num_threads) if cnn is not None else None
         self._frames = cnn.frames if cnn is not None else 0

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamer.adaptation import AdaptationPrior
 from streamer.labels import LABELS
 from train.cnn import CnnConfig, Mels
 from train.folds import TEST_ACTORS
@@ -124,8 +125,6 @@ def run_setting(job: tuple[str, Path, int | None, tuple[int, ...]]) -> dict[str,
     per_fold: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for index in folds:
-        from streamer.adaptation import AdaptationPrior
-
         test = np.isin(actors, TEST_ACTORS[index])
         prior = AdaptationPrior.from_features(vectors["clean"][~test])
         x_train, y_train, speakers = adapted_training_set(
