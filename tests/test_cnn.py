@@ -104,7 +104,7 @@ def test_cnn_learns_a_local_pattern_and_exports_to_keras_and_litert(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_packs_cached_features_within_its_quantisation_and_runs(ravdess, tmp_path):
+def test_sweep_packs_cached_features_within_its_quantisation_and_runs(ravdess, tmp_path, capsys):
     import shutil
 
     from train.cnn_sweep import DB_STEP, PACK_VARIANTS, load_pack, main
@@ -147,3 +147,10 @@ def test_sweep_packs_cached_features_within_its_quantisation_and_runs(ravdess, t
         for key in ("base.cnn", "base.stats", "base.average"):
             np.testing.assert_allclose(oof[key][held_out].sum(axis=1), 1.0, atol=1e-5)
             assert not oof[key][~held_out].any()  # only held-out clips are scored
+    # post-hoc averaging of the two settings' CNNs from the saved probabilities
+    capsys.readouterr()
+    args = ["average", "--pack", str(packed), "--oof", str(out / "sweep_oof.npz")]
+    assert main([*args, "--members", "base,no_speed"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[1].split()[0] for line in lines] == ["CNNs", "CNNs"]
+    assert all(line.startswith("base+no_speed:") and "±" in line for line in lines)

@@ -263,6 +263,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def average(args: argparse.Namespace) -> int:
+    """Post-hoc: the statistics model averaged with the mean of several settings' CNNs, from
+    saved out-of-fold probabilities (one or more sweep_oof.npz). Prints per-fold mean ± std."""
+    y, actors, _, _ = load_pack(args.pack)
+    oof: dict[str, npt.NDArray[np.float32]] = {}
+    for path in args.oof:
+        with np.load(path, allow_pickle=False) as z:
+            oof.update({k: z[k] for k in z.files})
+    members = args.members.split(",")
+    cnn = np.mean([oof[f"{m}.cnn"] for m in members], axis=0)
+    stats = oof[f"{members[0]}.stats"]
+    for name, probs in (("CNNs", cnn), ("CNNs + statistics", (cnn + stats) / 2)):
+        folds = [np.isin(actors, a) for a in TEST_ACTORS if np.isin(actors, a).any()]
+        acc = mean_std([float((probs[f].argmax(1) == y[f]).mean()) for f in folds])
+        print(f"{'+'.join(members)}: {name} {_pm(acc)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Log-mel CNN sweep (see train/cnn_sweep.py).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -278,9 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     rn.add_argument("--folds", default="1,2,3,4,5,6")
     rn.add_argument("--epochs", type=int, default=None, help="override (smoke tests)")
     rn.add_argument("--jobs", type=int, default=1, help="settings run in parallel")
+    av = sub.add_parser("average", help="average saved CNNs of several settings (post-hoc)")
+    av.add_argument("--pack", type=Path, required=True)
+    av.add_argument("--oof", type=Path, nargs="+", required=True, help="sweep_oof.npz files")
+    av.add_argument("--members", required=True, help="settings, e.g. base,base_seed1")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    return pack(args) if args.command == "pack" else run(args)
+    commands = {"pack": pack, "run": run, "average": average}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":
