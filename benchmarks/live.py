@@ -25,24 +25,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from proctree import tree
 
 CMD = [sys.executable, "-m", "streamer.cli", "--json", "--no-mqtt"]
 
 
-def _tree(pid: int) -> list[int]:
-    pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return pids
-    for child in children:
-        pids += _tree(int(child))
-    return pids
-
-
 def _memory_mb(pid: int) -> tuple[float, float]:
     rss = pss = 0.0
-    for p in _tree(pid):
+    for p in tree(pid):
         try:
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Rss:"):

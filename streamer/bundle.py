@@ -23,7 +23,8 @@ KERAS_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
 CNN_KERAS_FILE = "cnn.keras"
 CNN_TFLITE_FILE = "cnn.tflite"
-TRAIN_HINT = "train one with `ser-train --data DIR --out DIR`, or use the shipped models/default"
+TRAIN_HINT = "train one with `ser-train --data DIR --out DIR`, or use the shipped 'default'"
+DEFAULT_BUNDLE = "default"
 
 
 class BundleError(Exception):
@@ -80,12 +81,48 @@ class Bundle:
         return float(calibration.get("temperature", 1.0))
 
     @property
+    def min_confidence(self) -> float:
+        """The confidence below which the bundle's held-out results were right less than half
+        of the time (0.0 when not recorded)."""
+        calibration = self.manifest.get("calibration") or {}
+        uncertainty = calibration.get("uncertainty") or {}
+        return float(uncertainty.get("min_confidence", 0.0))
+
+    def resolve_min_confidence(self, configured: float | str) -> float:
+        """`pipeline.min_confidence` as a number: "auto" is the bundle's own threshold."""
+        return self.min_confidence if configured == "auto" else float(configured)
+
+    @property
     def accuracy(self) -> float | None:
         """6-fold mean accuracy recorded at training time, if any."""
         try:
             return float(self.manifest["evaluation"]["summary"]["accuracy"]["mean"])
         except (KeyError, TypeError, ValueError):
             return None
+
+
+def shipped_bundles() -> Path:
+    """The folder of the bundles shipped with ser: the installed package `ser_models` (the
+    repository's models/ in a checkout or an editable install)."""
+    try:
+        import ser_models
+    except ImportError:  # run from a checkout that was never installed
+        return Path(__file__).resolve().parents[1] / "models"
+    return Path(ser_models.__file__).resolve().parent
+
+
+def resolve_bundle_path(text: str) -> Path:
+    """`pipeline.model` / `--model` -> a bundle folder: an existing folder as given, else a
+    shipped bundle of that name ("default"; "models/default" as older configs say it)."""
+    path = Path(text).expanduser()
+    if path.is_dir() or path.is_absolute():
+        return path
+    parts = path.parts
+    if len(parts) == 1 or (len(parts) == 2 and parts[0] == "models"):
+        shipped = shipped_bundles() / parts[-1]
+        if shipped.is_dir():
+            return shipped
+    return path
 
 
 def load_bundle(path: Path) -> Bundle:

@@ -18,6 +18,7 @@ import numpy.typing as npt
 from streamer.adaptation import AdaptiveCentering, AdaptiveNormalizer
 from streamer.bundle import Bundle, BundleError, load_bundle
 from streamer.features import Analysis, log_mel_windows
+from streamer.native_log import NativeStderrFilter
 from streamer.scoring import apply_temperature
 
 logger = logging.getLogger(__name__)
@@ -60,8 +61,9 @@ class _Model:
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            self._interpreter: Any = Interpreter(model_path=str(path), num_threads=num_threads)
-            self._interpreter.allocate_tensors()
+            with NativeStderrFilter():  # LiteRT's "Created ... XNNPACK delegate" INFO line
+                self._interpreter: Any = Interpreter(model_path=str(path), num_threads=num_threads)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise BundleError(f"{path} is not a usable TFLite model ({exc})") from exc
         inp = self._interpreter.get_input_details()[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -12,7 +13,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from streamer.bundle import Bundle, BundleError, load_bundle
+from streamer.bundle import (
+    DEFAULT_BUNDLE,
+    Bundle,
+    BundleError,
+    load_bundle,
+    resolve_bundle_path,
+)
 from streamer.config import Config, ConfigError, load_config, replace
 from streamer.sources import (
     FileSource,
@@ -26,15 +33,43 @@ from streamer.sources import (
 
 logger = logging.getLogger("ser.live")
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 DRAIN_TIMEOUT_S = 10.0
+# a closed terminal (SIGHUP) stops like Ctrl-C or SIGTERM: results in flight are finished
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+DEMO_FILE = Path(__file__).resolve().parent / "demo" / "ravdess-demo.flac"
+NO_MICROPHONE_HINT = (
+    "pick a device with --device NAME|INDEX (see --list-devices), or read a file with --input FILE"
+)
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("ser")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _model_epilog() -> str:
+    """One line on the shipped model for --help (never fails: --help must always work)."""
+    try:
+        bundle = load_bundle(resolve_bundle_path(DEFAULT_BUNDLE))
+    except BundleError as exc:
+        return f"model: the shipped bundle is unusable ({exc})"
+    accuracy = (
+        f"{bundle.accuracy:.1%} speaker-independent accuracy on RAVDESS (6 actor folds, 8 emotions)"
+        if bundle.accuracy is not None
+        else "accuracy not recorded"
+    )
+    return f"model: {bundle.name} ({accuracy}), {bundle.path}; --model DIR for another bundle"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ser-live",
         description="Recognize the emotion of each utterance from a microphone, files or stdin.",
+        epilog=_model_epilog(),
     )
+    p.add_argument("--version", action="version", version=f"ser-live {version()}")
     src = p.add_argument_group("input")
     src.add_argument(
         "--input",
@@ -47,31 +82,59 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--realtime", action="store_true", help="pace file input like a live microphone"
     )
+    src.add_argument(
+        "--demo",
+        action="store_true",
+        help="play the built-in demo recording (RAVDESS clips of several emotions) in real time; "
+        "also what runs when no microphone exists",
+    )
     out = p.add_argument_group("output")
     out.add_argument(
         "--json",
         action="store_true",
         help="one JSON object per utterance on stdout (default when stdout is not a terminal)",
     )
+    remote = p.add_argument_group("thin client (the model runs on a ser-serve server)")
+    remote.add_argument(
+        "--connect",
+        metavar="URL",
+        help="send the audio to ser-serve at URL (ws://HOST:PORT/v1/stream) and show its results "
+        "here; no model or feature workers run locally (token: $SER_TOKEN when set)",
+    )
+    remote.add_argument(
+        "--stream",
+        metavar="NAME",
+        help="stream name with --connect (the results' source; default: HOST-mic, or the file "
+        "name)",
+    )
     mq = p.add_argument_group("mqtt (see [mqtt] in config.toml)")
     mq.add_argument("--mqtt-host", help="broker host name or address")
     mq.add_argument("--mqtt-port", type=int, help="broker port")
     mq.add_argument("--node-id", help="topic segment naming this recognizer (default: host name)")
+    mq.add_argument(
+        "--mqtt",
+        action="store_true",
+        help="publish to MQTT and keep results the broker did not get, for file input too "
+        "(mqtt.enabled = true)",
+    )
     mq.add_argument("--no-mqtt", action="store_true", help="do not publish to MQTT")
     p.add_argument("--config", type=Path, help="config file (default: ./config.toml if present)")
-    p.add_argument("--model", help="model bundle folder (default: models/default)")
+    p.add_argument("--model", help="model bundle folder (default: the shipped 'default')")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     return p
 
 
-def resolve_config(args: argparse.Namespace) -> Config:
+def config_file(args: argparse.Namespace) -> Config:
+    """--config, else ./config.toml when present, else the defaults."""
     path = args.config
     if path is None and Path("config.toml").is_file():
         path = Path("config.toml")
-    config = load_config(path)
-    pipeline = {"model": args.model} if args.model else {}
-    audio = {"device": args.device} if args.device is not None else {}
+    return load_config(path)
+
+
+def mqtt_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """[mqtt] keys set by --mqtt-host, --mqtt-port, --node-id and --no-mqtt."""
     mqtt: dict[str, object] = {}
     if args.mqtt_host:
         mqtt["host"] = args.mqtt_host
@@ -81,18 +144,65 @@ def resolve_config(args: argparse.Namespace) -> Config:
         mqtt["node_id"] = args.node_id
     if args.no_mqtt:
         mqtt["enabled"] = False
+    return mqtt
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    """Our loggers at INFO (-v: DEBUG, -q: WARNING) on stderr; other libraries' at WARNING."""
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    for name in ("ser", "streamer"):
+        logging.getLogger(name).setLevel(level)
+
+
+async def cancel_quietly(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    config = config_file(args)
+    pipeline = {"model": args.model} if args.model else {}
+    audio = {"device": args.device} if args.device is not None else {}
+    mqtt = mqtt_overrides(args)
+    if ("host" in mqtt or "port" in mqtt) and config.mqtt.enabled == "auto":
+        mqtt["enabled"] = True  # a broker named on the command line is MQTT asked for
+    if args.mqtt and not args.no_mqtt:
+        mqtt["enabled"] = True
     return replace(config, pipeline=pipeline, audio=audio, mqtt=mqtt)
 
 
 def resolve_bundle(config: Config) -> Bundle:
-    path = Path(config.pipeline.model).expanduser()
-    if not path.is_absolute() and not path.exists() and (PACKAGE_ROOT / path).exists():
-        path = PACKAGE_ROOT / path  # the shipped bundle, when run from another folder
-    return load_bundle(path)
+    return load_bundle(resolve_bundle_path(config.pipeline.model))
+
+
+def demo_source(config: Config, sample_rate: int) -> FileSource:
+    """The shipped demo recording, paced in real time."""
+    if not DEMO_FILE.is_file():
+        raise SourceError(f"the demo recording {DEMO_FILE} is missing: reinstall ser", 1)
+    return FileSource(
+        [DEMO_FILE], sample_rate, config.audio.block_ms, realtime=True, stream_name="demo"
+    )
+
+
+def _no_microphone(args: argparse.Namespace, config: Config) -> str | None:
+    """Why the default microphone cannot be used (None: there is one, or one was asked for by
+    name, which is then opened and reported as usual)."""
+    if args.device is not None or config.audio.device:
+        return None
+    try:
+        devices = list_input_devices()
+    except SourceError as exc:
+        return str(exc)
+    return None if devices else "no audio input device found"
 
 
 def make_source(args: argparse.Namespace, config: Config, sample_rate: int) -> Source:
     block_ms = config.audio.block_ms
+    if args.demo:
+        return demo_source(config, sample_rate)
     if args.input == "-":
         return StdinSource(sample_rate, block_ms)
     if args.input is not None:
@@ -108,6 +218,14 @@ def make_source(args: argparse.Namespace, config: Config, sample_rate: int) -> S
                 exit_code=2,
             )
         return FileSource(check_files(files), sample_rate, block_ms, args.realtime)
+    reason = _no_microphone(args, config)
+    if reason is not None:
+        logger.warning(
+            "no microphone: %s; playing the built-in demo recording instead (%s)",
+            reason,
+            NO_MICROPHONE_HINT,
+        )
+        return demo_source(config, sample_rate)
     return MicrophoneSource(
         config.audio.device,
         sample_rate,
@@ -128,6 +246,90 @@ def print_devices() -> None:
             f"{mark} {d['index']:3d}  {d['name']}  "
             f"({d['channels']} ch, {d['default_samplerate']:.0f} Hz)"
         )
+
+
+def _stream_name(args: argparse.Namespace, source: Source) -> str:
+    """--stream, else HOST-mic for a microphone, "stdin", or the file's name ("demo")."""
+    import re
+    import socket
+
+    if args.stream:
+        return str(args.stream)
+    if source.live:
+        name = f"{socket.gethostname()}-mic"
+    elif source.name == "-":
+        name = "stdin"
+    else:
+        name = Path(source.name).name
+    return re.sub(r"[^A-Za-z0-9_.:@-]+", "-", name).strip("-")[:128] or "stream"
+
+
+async def run_remote(
+    args: argparse.Namespace, config: Config, source: Source, *, use_json: bool
+) -> int:
+    """The thin client: `source` to a ser-serve stream, its results to the local sinks."""
+    import os
+
+    from rich.console import Console
+
+    from streamer.labels import LABELS
+    from streamer.pipeline import Sink
+    from streamer.remote import RemotePipeline
+    from streamer.sinks.dashboard import run_dashboard
+    from streamer.sinks.jsonl import JsonLinesSink
+    from streamer.state import LiveState
+
+    state = LiveState(
+        model_name=f"on {args.connect}",
+        model_accuracy=None,
+        labels=LABELS,
+        history_size=config.dashboard.history,
+        timeline_size=config.dashboard.timeline,
+    )
+    sinks: list[Sink] = [JsonLinesSink()] if use_json else []
+    remote = RemotePipeline(
+        args.connect,
+        _stream_name(args, source),
+        sinks,
+        state,
+        token=os.environ.get("SER_TOKEN") or None,
+    )
+    loop = asyncio.get_running_loop()
+    run_task = asyncio.create_task(remote.run(source), name="ser-remote")
+    stops = 0
+
+    def request_stop() -> None:  # as ser-live's: the last results, but not forever
+        nonlocal stops
+        stops += 1
+        source.stop()
+        if stops == 1:
+            loop.call_later(DRAIN_TIMEOUT_S, run_task.cancel)
+        else:
+            run_task.cancel()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, request_stop)
+    dashboard = None
+    try:
+        logger.info("listening on %s, sending to %s", source.name, args.connect)
+        if not use_json:
+            dashboard = asyncio.create_task(
+                run_dashboard(state, config.dashboard.refresh_hz, Console()), name="ser-dashboard"
+            )
+        try:
+            await run_task
+        except asyncio.CancelledError:
+            if not run_task.cancelled():
+                raise
+            logger.warning("stopped before the server's last results arrived")
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+        await cancel_quietly(dashboard)
+        logger.info(
+            "%d results from the server, %d reconnections", state.utterances, remote.reconnects
+        )
+    return 0
 
 
 async def run_live(
@@ -153,6 +355,7 @@ async def run_live(
         model_accuracy=bundle.accuracy,
         labels=bundle.labels,
         history_size=config.dashboard.history,
+        timeline_size=config.dashboard.timeline,
     )
     sinks: list[Sink] = [JsonLinesSink()] if use_json else []
     mqtt = None
@@ -160,7 +363,15 @@ async def run_live(
         from streamer.sinks.mqtt import MqttSink, default_node_id
 
         node_id = config.mqtt.node_id or default_node_id()
-        mqtt = MqttSink(config.mqtt, node_id, bundle.labels, bundle.name, state)
+        mqtt = MqttSink(
+            config.mqtt,
+            node_id,
+            bundle.labels,
+            bundle.name,
+            state,
+            # "auto": a file run does not wait for, or keep results of, a broker never reached
+            keep_unreached=config.mqtt.enabled is True or source.live,
+        )
         sinks.append(mqtt)
     workers = FeatureWorkers(config.pipeline.feature_workers)
     dashboard: asyncio.Task[None] | None = None
@@ -185,7 +396,7 @@ async def run_live(
             mqtt.start()
         await workers.start()
         pipeline = Pipeline(config, classifier, workers, sinks, state)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, request_stop)
         logger.info("listening on %s (ready in %.2f s)", source.name, time.monotonic() - started_s)
         state.started_wall_s = time.monotonic()
@@ -200,12 +411,9 @@ async def run_live(
             if not run_task.cancelled():
                 raise
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
-        if dashboard is not None:
-            dashboard.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await dashboard
+        await cancel_quietly(dashboard)
         workers.close()
         if mqtt is not None:
             await mqtt.aclose()
@@ -223,18 +431,23 @@ async def run_live(
 def main(argv: Sequence[str] | None = None) -> int:
     started_s = time.monotonic()
     args = build_parser().parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    for name in ("ser", "streamer"):
-        logging.getLogger(name).setLevel(level)
+    configure_logging(args)
     try:
         if args.list_devices:
             print_devices()
             return 0
         config = resolve_config(args)
+        use_json = args.json or not sys.stdout.isatty()
+        if args.connect:
+            source = make_source(args, config, 16_000)
+            if isinstance(source, FileSource) and len(source.paths) > 1:
+                raise SourceError(
+                    "--connect sends one stream: a microphone, one file or stdin (not a folder)",
+                    exit_code=2,
+                )
+            return asyncio.run(run_remote(args, config, source, use_json=use_json))
         bundle = resolve_bundle(config)
         source = make_source(args, config, bundle.sample_rate)
-        use_json = args.json or not sys.stdout.isatty()
         return asyncio.run(run_live(config, bundle, source, started_s, use_json=use_json))
     except (ConfigError, BundleError) as exc:
         print(f"ser-live: error: {exc}", file=sys.stderr)

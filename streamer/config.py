@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,14 +50,17 @@ class VadConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    model: str = "models/default"
-    """Model bundle folder (relative paths: to the working directory)."""
+    model: str = "default"
+    """Model bundle folder (relative paths: to the working directory), or the name of a bundle
+    shipped with ser ("default")."""
     feature_workers: int = 1
     """Processes computing features."""
     max_pending: int = 16
     """Utterances in flight; when full a live source drops the newest (counted), files wait."""
-    min_confidence: float = 0.0
-    """Results with a top probability below this are marked uncertain (0 disables)."""
+    min_confidence: float | str = "auto"
+    """Results with a top probability below this are marked uncertain (0 disables); "auto":
+    the bundle's threshold, below which its held-out results were right less than half the
+    time (manifest: calibration.uncertainty)."""
     adaptation_scope: str = "source"
     """Speaker adaptation history: "source" (each file / stream / microphone session) or "run"
     (all inputs of this run are one speaker)."""
@@ -68,11 +72,55 @@ class DashboardConfig:
     """Dashboard redraws per second."""
     history: int = 12
     """Recent utterances listed."""
+    timeline: int = 40
+    """Utterances shown in the emotion timeline and the arousal/valence sparklines."""
+
+
+@dataclass(frozen=True)
+class TrendConfig:
+    window_utterances: int = 5
+    """Span of the exponential moving average over a source's utterances (weight of the newest
+    2 / (window + 1))."""
+    reset_after_s: float = 300.0
+    """A pause longer than this (stream time) starts the trend afresh; 0: never."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """`ser-serve`: WebSocket streams."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    """0: any free port (logged)."""
+    max_streams: int = 200
+    """Open streams at most; more are refused with close code 1013."""
+    max_frame_bytes: int = 65536
+    """Largest binary frame a client may send (1 s of 16 kHz stereo s16le is 64000 bytes)."""
+    idle_timeout_s: float = 60.0
+    """A stream that sends nothing for this long is ended (0: never)."""
+    token_env: str = ""
+    """Name of the environment variable holding the bearer token clients must present."""
+    tls_cert_file: str = ""
+    """Serve wss:// with this certificate (PEM) and `tls_key_file`."""
+    tls_key_file: str = ""
+    outbox_results: int = 256
+    """Results waiting to be sent on a stream's socket; a stream whose client stops reading is
+    closed (1008) when this many are waiting."""
+    feature_workers: int = 0
+    """Feature processes shared by all streams; 0: one per CPU core."""
+    drain_grace_s: float = 0.0
+    """On SIGTERM, time during which /healthz answers 503 and new streams are refused while open
+    streams go on (lets a load balancer notice) before they are finished."""
+    drain_timeout_s: float = 10.0
+    """On SIGTERM, time allowed (after the grace) to finish the streams' utterances in flight."""
 
 
 @dataclass(frozen=True)
 class MqttConfig:
-    enabled: bool = True
+    enabled: bool | str = "auto"
+    """true: publish, and keep what could not be sent; false: off; "auto": publish when a broker
+    is there, but a file or stdin run that never reached one neither waits for it nor keeps the
+    results (a live microphone run behaves as with true)."""
     host: str = "localhost"
     port: int = 1883
     node_id: str = ""
@@ -103,10 +151,22 @@ class Config:
     vad: VadConfig = field(default_factory=VadConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+    trend: TrendConfig = field(default_factory=TrendConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
 
 
 def _check_type(key: str, value: Any, expected: Any) -> Any:
+    if isinstance(expected, types.UnionType):  # e.g. float | str: checked by `validate`
+        for option in typing.get_args(expected):
+            if option is float and isinstance(value, int) and not isinstance(value, bool):
+                return float(value)
+        if isinstance(value, expected):
+            return value
+        names = " or ".join(t.__name__ for t in typing.get_args(expected))
+        raise ConfigError(
+            f"config key {key}: expected {names}, got {type(value).__name__} {value!r}"
+        )
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is bool:
@@ -154,6 +214,7 @@ def _require(ok: bool, key: str, expected: str, value: object) -> None:
 def validate(config: Config) -> Config:
     """Range checks; raises ConfigError naming the key."""
     a, v, p, d, m = config.audio, config.vad, config.pipeline, config.dashboard, config.mqtt
+    t, s = config.trend, config.serve
     _require(a.block_ms in (10, 20, 30), "audio.block_ms", "10, 20 or 30", a.block_ms)
     _require(a.queue_blocks >= 1, "audio.queue_blocks", "an integer >= 1", a.queue_blocks)
     _require(
@@ -177,7 +238,13 @@ def validate(config: Config) -> Config:
     _require(bool(p.model), "pipeline.model", "a bundle folder", p.model)
     _require(1 <= p.feature_workers <= 16, "pipeline.feature_workers", "1-16", p.feature_workers)
     _require(p.max_pending >= 1, "pipeline.max_pending", "an integer >= 1", p.max_pending)
-    _require(0.0 <= p.min_confidence <= 1.0, "pipeline.min_confidence", "0.0-1.0", p.min_confidence)
+    _require(
+        p.min_confidence == "auto"
+        or (isinstance(p.min_confidence, float) and 0.0 <= p.min_confidence <= 1.0),
+        "pipeline.min_confidence",
+        '"auto" or 0.0-1.0',
+        p.min_confidence,
+    )
     _require(
         p.adaptation_scope in ("source", "run"),
         "pipeline.adaptation_scope",
@@ -186,6 +253,32 @@ def validate(config: Config) -> Config:
     )
     _require(0.5 <= d.refresh_hz <= 30, "dashboard.refresh_hz", "0.5-30", d.refresh_hz)
     _require(1 <= d.history <= 200, "dashboard.history", "1-200", d.history)
+    _require(1 <= d.timeline <= 200, "dashboard.timeline", "1-200", d.timeline)
+    _require(
+        1 <= t.window_utterances <= 1000, "trend.window_utterances", "1-1000", t.window_utterances
+    )
+    _require(t.reset_after_s >= 0, "trend.reset_after_s", "a number >= 0", t.reset_after_s)
+    _require(m.enabled in (True, False, "auto"), "mqtt.enabled", 'true, false or "auto"', m.enabled)
+    _require(0 <= s.port <= 65535, "serve.port", "0-65535", s.port)
+    _require(bool(s.host), "serve.host", "an address or host name", s.host)
+    _require(1 <= s.max_streams <= 100_000, "serve.max_streams", "1-100000", s.max_streams)
+    _require(
+        1024 <= s.max_frame_bytes <= 16 * 2**20,
+        "serve.max_frame_bytes",
+        "1024-16777216 (bytes)",
+        s.max_frame_bytes,
+    )
+    _require(s.idle_timeout_s >= 0, "serve.idle_timeout_s", "a number >= 0", s.idle_timeout_s)
+    _require(s.outbox_results >= 1, "serve.outbox_results", "an integer >= 1", s.outbox_results)
+    _require(0 <= s.feature_workers <= 64, "serve.feature_workers", "0-64", s.feature_workers)
+    _require(s.drain_timeout_s >= 0, "serve.drain_timeout_s", "a number >= 0", s.drain_timeout_s)
+    _require(s.drain_grace_s >= 0, "serve.drain_grace_s", "a number >= 0", s.drain_grace_s)
+    _require(
+        bool(s.tls_cert_file) or not s.tls_key_file,
+        "serve.tls_key_file",
+        "set together with serve.tls_cert_file",
+        s.tls_key_file,
+    )
     _require(1 <= m.port <= 65535, "mqtt.port", "1-65535", m.port)
     _require(m.qos in (0, 1, 2), "mqtt.qos", "0, 1 or 2", m.qos)
     _require(m.keepalive_s >= 5, "mqtt.keepalive_s", "an integer >= 5", m.keepalive_s)
@@ -240,6 +333,8 @@ __all__ = [
     "DashboardConfig",
     "MqttConfig",
     "PipelineConfig",
+    "ServeConfig",
+    "TrendConfig",
     "VadConfig",
     "load_config",
     "replace",

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamer.trend import Trend
+
 
 @dataclass(frozen=True, eq=False)
 class AudioBlock:
@@ -64,6 +66,7 @@ class Result:
     uncertain: bool = False
     arousal: float = 0.0  # [-1, 1], from the probabilities (streamer/scoring.py)
     valence: float = 0.0  # [-1, 1]
+    trend: Trend | None = None  # the source's smoothed emotion over recent utterances
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,7 +82,28 @@ class Result:
             "uncertain": self.uncertain,
             "arousal": round(self.arousal, 4),
             "valence": round(self.valence, 4),
+            **({"trend": self.trend.to_dict()} if self.trend is not None else {}),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        """The inverse of `to_dict` (results received from `ser-serve`)."""
+        trend = data.get("trend")
+        return cls(
+            seq=int(data["seq"]),
+            source=str(data["source"]),
+            start_s=float(data["start_s"]),
+            end_s=float(data["end_s"]),
+            emotion=str(data["emotion"]),
+            confidence=float(data["confidence"]),
+            probabilities={str(k): float(v) for k, v in data["probabilities"].items()},
+            latency_ms=float(data["latency_ms"]),
+            model=str(data["model"]),
+            uncertain=bool(data.get("uncertain", False)),
+            arousal=float(data.get("arousal", 0.0)),
+            valence=float(data.get("valence", 0.0)),
+            trend=Trend.from_dict(trend) if trend else None,
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
@@ -18,11 +17,13 @@ import numpy as np
 from streamer.classifier import Classifier
 from streamer.config import Config
 from streamer.features import Analysis
+from streamer.inference import BatchedInference
 from streamer.messages import AudioBlock, Result, Utterance
 from streamer.scoring import arousal_valence
 from streamer.segmenter import VadSegmenter, frame_level_db
 from streamer.sources import EndOfStream, Source, SourceError
 from streamer.state import LiveState
+from streamer.trend import TrendTracker
 from streamer.workers import FeatureWorkers
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,15 @@ class Sink(Protocol):
     def emit(self, result: Result) -> None: ...
 
 
+def emit_all(sinks: Sequence[Sink], result: Result) -> None:
+    """`result` to every sink; a failing sink is logged and does not stop the others."""
+    for sink in sinks:
+        try:
+            sink.emit(result)
+        except Exception:
+            logger.exception("a result sink failed")
+
+
 class Pipeline:
     """Runs one source to its end (or until stopped) and emits every result to the sinks."""
 
@@ -46,13 +56,18 @@ class Pipeline:
         workers: FeatureWorkers,
         sinks: Sequence[Sink],
         state: LiveState,
+        *,
+        inference: BatchedInference | None = None,
     ) -> None:
+        """`inference`: shared by the pipelines of a process (ser-serve's streams); None: this
+        pipeline runs its own and closes it at the end of `run`."""
         self.config = config
         self.classifier = classifier
         self.workers = workers
         self.sinks = list(sinks)
         self.state = state
-        self._infer = ThreadPoolExecutor(1, thread_name_prefix="ser-infer")
+        self._own_inference = inference is None
+        self.inference = inference if inference is not None else BatchedInference(classifier)
         self._seq = 0
         self._short_in_finished_streams = 0
 
@@ -87,7 +102,8 @@ class Pipeline:
         finally:
             await pending.put(None)
             await emitter
-            self._infer.shutdown(wait=False, cancel_futures=True)
+            if self._own_inference:
+                await self.inference.aclose()
         if failure is not None:
             raise failure
 
@@ -133,16 +149,18 @@ class Pipeline:
     ) -> None:
         labels = self.classifier.bundle.labels
         model = self.classifier.bundle.name
-        min_confidence = self.config.pipeline.min_confidence
+        min_confidence = self.classifier.bundle.resolve_min_confidence(
+            self.config.pipeline.min_confidence
+        )
         per_source = self.config.pipeline.adaptation_scope == "source"
         adapter = self.classifier.adapter()
-        loop = asyncio.get_running_loop()
+        trends = TrendTracker(labels, self.config.trend)
         while (task := await pending.get()) is not None:
             try:
                 utterance, analysis = await task
                 # Speaker adaptation uses earlier utterances only, so it runs here, in order.
                 inputs = adapter.push(utterance.source if per_source else "", analysis)
-                probs = await loop.run_in_executor(self._infer, self.classifier.predict, inputs)
+                probs = await self.inference.predict(inputs)
             except Exception:
                 self.state.failed += 1
                 logger.exception("classifying an utterance failed")
@@ -152,6 +170,15 @@ class Pipeline:
             confidence = float(probs[top])
             probabilities = {label: float(p) for label, p in zip(labels, probs, strict=True)}
             arousal, valence = arousal_valence(probabilities)
+            speaker = utterance.source if per_source else ""
+            trend = trends.push(
+                speaker,
+                probabilities,
+                arousal=arousal,
+                valence=valence,
+                start_s=utterance.start_s,
+                end_s=utterance.end_s,
+            )
             result = Result(
                 seq=self._seq,
                 source=utterance.source,
@@ -165,11 +192,8 @@ class Pipeline:
                 uncertain=confidence < min_confidence,
                 arousal=arousal,
                 valence=valence,
+                trend=trend,
             )
             self._seq += 1
             self.state.record(result)
-            for sink in self.sinks:
-                try:
-                    sink.emit(result)
-                except Exception:
-                    logger.exception("a result sink failed")
+            emit_all(self.sinks, result)

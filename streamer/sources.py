@@ -61,7 +61,7 @@ class Source(Protocol):
     def stop(self) -> None: ...
 
 
-class _Blocker:
+class Blocker:
     """Cuts a stream of int16 samples into blocks of `block_len` with stream times."""
 
     def __init__(self, source: str, sample_rate: int, block_len: int) -> None:
@@ -93,7 +93,8 @@ def _float_to_int16(x: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
     return np.asarray(np.clip(np.rint(x * 32767.0), -32768, 32767), dtype=np.int16)
 
 
-def _stamp(block: AudioBlock, wall_s: float) -> AudioBlock:
+def stamp(block: AudioBlock, wall_s: float) -> AudioBlock:
+    """`block` with its wall-clock time (`time.monotonic()` when it was available)."""
     return AudioBlock(block.source, block.samples, block.sample_rate, block.start_s, wall_s)
 
 
@@ -130,10 +131,20 @@ class FileSource:
     live = False
 
     def __init__(
-        self, paths: Sequence[Path], sample_rate: int, block_ms: int, realtime: bool
+        self,
+        paths: Sequence[Path],
+        sample_rate: int,
+        block_ms: int,
+        realtime: bool,
+        *,
+        stream_name: str | None = None,
     ) -> None:
+        """`stream_name`: the source name of a single file's results (default: its path)."""
         self.paths = list(paths)
         self.name = str(self.paths[0]) if len(self.paths) == 1 else f"{len(self.paths)} files"
+        self._stream_name = stream_name if len(self.paths) == 1 else None
+        if self._stream_name is not None:
+            self.name = self._stream_name
         self.sample_rate = sample_rate
         self.block_len = sample_rate * block_ms // 1000
         self.realtime = realtime
@@ -150,7 +161,7 @@ class FileSource:
                 break
             async for item in self._file_blocks(path):
                 yield item
-            yield EndOfStream(str(path))
+            yield EndOfStream(self._stream_name or str(path))
 
     async def _file_blocks(self, path: Path) -> AsyncIterator[AudioBlock]:
         import soundfile as sf
@@ -167,7 +178,7 @@ class FileSource:
                 if rate_in != self.sample_rate
                 else None
             )
-            blocker = _Blocker(str(path), self.sample_rate, self.block_len)
+            blocker = Blocker(self._stream_name or str(path), self.sample_rate, self.block_len)
             chunk = max(1, int(rate_in * _READ_CHUNK_S))
             t0 = time.monotonic()
             while not self._stopped:
@@ -182,7 +193,7 @@ class FileSource:
                         delay = due - time.monotonic()
                         if delay > 0:
                             await asyncio.sleep(delay)
-                    yield _stamp(block, time.monotonic())
+                    yield stamp(block, time.monotonic())
                 if final:
                     break
 
@@ -205,7 +216,7 @@ class StdinSource:
         self._stopped = True
 
     async def blocks(self) -> AsyncIterator[SourceItem]:
-        blocker = _Blocker("-", self.sample_rate, self.block_len)
+        blocker = Blocker("-", self.sample_rate, self.block_len)
         leftover = b""
         while not self._stopped:
             data = await asyncio.to_thread(self._stream.read, self.block_len * 2)
@@ -216,9 +227,9 @@ class StdinSource:
             leftover = data[usable:]
             samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
             for block in blocker.split(samples):
-                yield _stamp(block, time.monotonic())
+                yield stamp(block, time.monotonic())
         for block in blocker.split(np.zeros(0, dtype=np.int16), final=True):
-            yield _stamp(block, time.monotonic())
+            yield stamp(block, time.monotonic())
         yield EndOfStream("-")
 
 
@@ -354,7 +365,7 @@ class MicrophoneSource:
             resampler = soxr.ResampleStream(
                 self.capture_rate, self.sample_rate, 1, dtype="int16", quality="HQ"
             )
-        blocker = _Blocker(self.name, self.sample_rate, self.sample_rate * self.block_ms // 1000)
+        blocker = Blocker(self.name, self.sample_rate, self.sample_rate * self.block_ms // 1000)
         last_audio = time.monotonic()
         try:
             while not self._stopped:
@@ -374,7 +385,7 @@ class MicrophoneSource:
                 if resampler is not None:
                     samples = np.asarray(resampler.resample_chunk(samples), dtype=np.int16)
                 for block in blocker.split(samples):
-                    yield _stamp(block, wall_s)
+                    yield stamp(block, wall_s)
         finally:
             try:
                 stream.abort()

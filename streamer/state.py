@@ -31,6 +31,7 @@ class LiveState:
     model_accuracy: float | None
     labels: tuple[str, ...]
     history_size: int = 12
+    timeline_size: int = 40
     source: str = ""
     started_wall_s: float = field(default_factory=time.monotonic)
     level_db: float = -120.0
@@ -43,16 +44,23 @@ class LiveState:
     dropped_blocks: int = 0
     last: Result | None = None
     history: deque[Result] = field(init=False)
+    timeline: deque[Result] = field(init=False)
+    """The last `timeline_size` results, oldest first."""
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
     broker: BrokerStatus | None = None
+    remote: BrokerStatus | None = None
+    """The `ser-serve` connection of a thin client (`ser-live --connect`); `queued`: tenths of
+    a second of audio waiting to be sent."""
 
     def __post_init__(self) -> None:
         self.history = deque(maxlen=self.history_size)
+        self.timeline = deque(maxlen=self.timeline_size)
 
     def record(self, result: Result) -> None:
         self.utterances += 1
         self.last = result
         self.history.appendleft(result)
+        self.timeline.append(result)
         self.latencies_ms.append(result.latency_ms)
 
     def latency_percentiles(self) -> tuple[float, float] | None:

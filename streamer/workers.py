@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import threading
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -21,9 +23,26 @@ def _noop() -> int:
     return os.getpid()
 
 
+def exit_with_parent() -> None:
+    """Exit this worker as soon as its parent process ends, however it ends (SIGKILL, OOM
+    killer, a crash): an idle worker otherwise waits forever on a queue whose both ends it
+    holds. The parent's sentinel becomes readable when the parent is gone. Call it in a
+    spawned worker's initializer."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="ser-parent-watch", daemon=True).start()
+
+
 def _init_worker() -> None:
     # Ctrl-C reaches the whole process group; the parent decides how to stop, not the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()
     features.warm_up()
 
 

@@ -20,6 +20,24 @@ def ravdess() -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _nothing_left_behind():
+    """The suite stops every process it starts (set up first, so checked after every other
+    fixture's teardown)."""
+    import time
+
+    from . import procs
+
+    before = set(procs.table())
+    yield
+    deadline = time.monotonic() + 15.0
+    while (left := procs.left_behind(before)) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert not left, "processes left behind:\n" + "\n".join(
+        f"{p.pid} (parent {p.ppid}): {p.cmdline}" for p in left
+    )
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _private_state_dir(tmp_path_factory):
     """Keep ser-live's state files (unsent MQTT results) out of the user's home."""
     import os

@@ -23,7 +23,9 @@ RESULT_KEYS = {
     "uncertain",
     "arousal",
     "valence",
+    "trend",
 }
+TREND_KEYS = {"emotion", "confidence", "probabilities", "arousal", "valence", "utterances"}
 
 
 def run_live(
@@ -57,30 +59,36 @@ def parse_results(stdout: bytes) -> list[dict[str, Any]]:
         assert 0 <= r["start_s"] < r["end_s"]
         assert r["latency_ms"] >= 0
         assert -1 <= r["arousal"] <= 1 and -1 <= r["valence"] <= 1
+        trend = r["trend"]
+        assert set(trend) == TREND_KEYS, trend
+        assert list(trend["probabilities"]) == list(LABELS)
+        assert abs(sum(trend["probabilities"].values()) - 1.0) < 1e-3
+        assert trend["probabilities"][trend["emotion"]] == trend["confidence"]
+        assert trend["utterances"] >= 1
+        assert -1 <= trend["arousal"] <= 1 and -1 <= trend["valence"] <= 1
     assert [r["seq"] for r in results] == list(range(len(results)))
     return results
 
 
 def error_line(proc: subprocess.CompletedProcess[bytes]) -> str:
-    """The single stderr line of a failed run (LiteRT's own INFO lines aside)."""
+    """The single `ser-live:` stderr line of a failed run."""
     lines = [line for line in proc.stderr.decode().splitlines() if line.startswith("ser-live:")]
     assert len(lines) == 1, proc.stderr.decode()
     assert "Traceback" not in proc.stderr.decode()
     return lines[0]
 
 
-class LiveProcess:
-    """`ser-live` running in the background with its stderr collected line by line."""
+class BackgroundProcess:
+    """A process in the background with its stderr collected line by line; `ready` is set at
+    the first line starting with `ready_prefix`."""
 
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamer.cli", *args],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+    def __init__(
+        self, cmd: list[str], ready_prefix: str, env: dict[str, str] | None, stdout: int
+    ) -> None:
+        self.proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE)
         self.stderr: list[str] = []
-        self._listening = threading.Event()
+        self.ready = threading.Event()
+        self._prefix = ready_prefix
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -89,11 +97,22 @@ class LiveProcess:
         for raw in self.proc.stderr:
             line = raw.decode(errors="replace").rstrip()
             self.stderr.append(line)
-            if line.startswith("listening on"):
-                self._listening.set()
+            if line.startswith(self._prefix):
+                self.ready.set()
+
+    def wait_ready_line(self, timeout: float) -> None:
+        assert self.ready.wait(timeout), "\n".join(self.stderr)
+
+
+class LiveProcess(BackgroundProcess):
+    """`ser-live` running in the background."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None) -> None:
+        cmd = [sys.executable, "-m", "streamer.cli", *args]
+        super().__init__(cmd, "listening on", env, subprocess.PIPE)
 
     def wait_listening(self, timeout: float = 60) -> None:
-        assert self._listening.wait(timeout), "\n".join(self.stderr)
+        self.wait_ready_line(timeout)
 
     def finish(self, timeout: float = 60) -> tuple[int, bytes]:
         assert self.proc.stdout is not None

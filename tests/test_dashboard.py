@@ -73,3 +73,41 @@ def test_dashboard_before_any_result_and_broker_retrying():
     assert "waiting for speech" in text and "accuracy not recorded" in text
     assert "silence" in text and "latency p50/p95 -" in text
     assert "retrying in 4 s (connection refused)  waiting 17" in text
+
+
+def test_sparkline_maps_the_range_onto_eight_levels():
+    from streamer.sinks.dashboard import sparkline
+
+    assert sparkline([-1.0, -0.5, 0.0, 0.5, 1.0]) == "▁▃▅▆█"
+    assert sparkline([-3.0, 3.0]) == "▁█"  # clipped to [-1, 1]
+    assert sparkline([]) == ""
+
+
+def test_timeline_strip_and_trend_sparklines():
+    from streamer.config import TrendConfig
+    from streamer.trend import TrendTracker
+
+    state = LiveState("m", 0.7, LABELS, timeline_size=4, source="mic", started_wall_s=0.0)
+    tracker = TrendTracker(LABELS, TrendConfig(window_utterances=1))
+    sequence = [("sad", -0.5, -0.7), ("happy", 0.5, 0.8), ("angry", 0.8, -0.6)]
+    sequence += [("angry", 0.8, -0.6), ("surprised", 0.8, 0.3)]
+    for seq, (emotion, arousal, valence) in enumerate(sequence):
+        r = _result(seq, emotion, 0.9)
+        trend = tracker.push(
+            "mic",
+            r.probabilities,
+            arousal=arousal,
+            valence=valence,
+            start_s=r.start_s,
+            end_s=r.end_s,
+        )
+        state.record(
+            Result(**{**r.__dict__, "arousal": arousal, "valence": valence, "trend": trend})
+        )
+    text = _text(state)
+    line = next(x for x in text.splitlines() if "emotions" in x)
+    assert " HAAS " in line  # the last 4 utterances, oldest first: happy, angry, angry, surprised
+    assert "trend surprised 90% over 5 utterances" in text
+    # the trend (window 1: each utterance's own values) of the same 4 utterances
+    assert "arousal ▆▇▇▇ +0.80" in text
+    assert "valence ▇▂▂▆ +0.30" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -9,6 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from streamer.bundle import load_bundle
+
+from .conftest import DEFAULT_MODEL
 from .live import error_line, parse_results, run_live
 from .synth import harmonic, silence
 
@@ -218,26 +222,32 @@ def test_min_confidence_marks_uncertain_results(ravdess, tmp_path):
     inputs.mkdir()
     for path in sorted((ravdess / "Actor_09").glob("03-01-0[1-8]-01-01-01-09.flac")):
         (inputs / path.name).symlink_to(path)
-    first = parse_results(run_live("--input", str(inputs), "--json").stdout)
-    assert not any(r["uncertain"] for r in first)  # default min_confidence = 0
+    off = tmp_path / "off.toml"
+    off.write_text("[pipeline]\nmin_confidence = 0\n")
+    first = parse_results(run_live("--input", str(inputs), "--json", "--config", str(off)).stdout)
+    assert not any(r["uncertain"] for r in first)
     threshold = float(np.median([r["confidence"] for r in first]))
     cfg = tmp_path / "c.toml"
     cfg.write_text(f"[pipeline]\nmin_confidence = {threshold}\n")
     marked = parse_results(run_live("--input", str(inputs), "--json", "--config", str(cfg)).stdout)
     assert [r["uncertain"] for r in marked] == [r["confidence"] < threshold for r in first]
     assert 0 < sum(r["uncertain"] for r in marked) < len(marked)
+    # the default ("auto") is the shipped bundle's own threshold from its calibration data
+    auto = load_bundle(DEFAULT_MODEL).min_confidence
+    assert 0.3 < auto < 0.9
+    default = parse_results(run_live("--input", str(inputs), "--json").stdout)
+    assert [r["uncertain"] for r in default] == [r["confidence"] < auto for r in first]
 
 
-def test_sigterm_stops_capture_finishes_in_flight_and_exits_0(tmp_path):
-    import signal
-
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_stops_capture_finishes_in_flight_and_exits_0(tmp_path, signum):
     from .live import LiveProcess
 
     path = _burst_file(tmp_path / "x.wav", 16_000)  # one burst at 0.8-1.7 s of 2.5 s
     live = LiveProcess("--input", str(path), "--json", "--realtime", "--no-mqtt", env=None)
     live.wait_listening()
     time.sleep(2.1)  # the burst and its hangover are done; the file is not
-    live.proc.send_signal(signal.SIGTERM)
+    live.proc.send_signal(signum)
     code, out = live.finish()
     assert code == 0, "\n".join(live.stderr)
     assert len(parse_results(out)) == 1

@@ -310,7 +310,8 @@ def test_tls_verifies_against_the_ca(broker_factory, tls_files, tmp_path):  # no
 
 def test_home_assistant_discovery(broker, tmp_path):  # noqa: F811
     cfg = _config(tmp_path, "[mqtt]\nhome_assistant = true\n")
-    configs = [f"homeassistant/sensor/ser_{NODE}/{k}/config" for k in ("emotion", "confidence")]
+    sensors = ("emotion", "confidence", "trend_emotion", "trend_arousal", "trend_valence")
+    configs = [f"homeassistant/sensor/ser_{NODE}/{k}/config" for k in sensors]
     sub = Subscriber(broker.port, ["homeassistant/sensor/#"])
     audio = _bursts(tmp_path / "x.wav", 3)
     live = _start_realtime(audio, tmp_path, "--config", str(cfg), *_mqtt_args(broker.port))
@@ -325,8 +326,9 @@ def test_home_assistant_discovery(broker, tmp_path):  # noqa: F811
         live.wait(timeout=60)
         sub.close()
     assert live.returncode == 0
-    emotion, confidence = (json.loads(sub.on(t)[0]) for t in configs)
-    for payload in (emotion, confidence):
+    payloads = [json.loads(sub.on(t)[0]) for t in configs]
+    emotion, confidence, trend_emotion, trend_arousal, trend_valence = payloads
+    for payload in payloads:
         assert payload["state_topic"] == EMOTION
         assert payload["availability_topic"] == STATUS
         assert payload["payload_available"] == "online"
@@ -335,12 +337,15 @@ def test_home_assistant_discovery(broker, tmp_path):  # noqa: F811
         assert "{{" in payload["value_template"]
     assert emotion["device_class"] == "enum" and emotion["options"] == list(LABELS)
     assert confidence["unit_of_measurement"] == "%"
+    assert trend_emotion["device_class"] == "enum" and trend_emotion["options"] == list(LABELS)
+    assert trend_emotion["value_template"] == "{{ value_json.trend.emotion }}"
+    assert "value_json.trend.arousal" in trend_arousal["value_template"]
+    assert "value_json.trend.valence" in trend_valence["value_template"]
+    assert len({p["unique_id"] for p in payloads}) == 5
     late = Subscriber(broker.port, configs, client_id="late")  # retained for a newcomer
     try:
         late.wait_for(
-            lambda s: (
-                sorted((t, r) for t, _, r in s.messages) == [(configs[1], True), (configs[0], True)]
-            )
+            lambda s: sorted((t, r) for t, _, r in s.messages) == sorted((t, True) for t in configs)
         )
     finally:
         late.close()

@@ -49,6 +49,14 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
     assert manifest["adaptation"]["prior_weight"] == 2.0
     assert len(manifest["adaptation"]["mean"]) == 696
     assert manifest["calibration"]["temperature"] > 0
+    uncertainty = manifest["calibration"]["uncertainty"]  # ser-live's default min_confidence
+    assert 0.0 <= uncertainty["min_confidence"] < 1.0
+    assert uncertainty["marked_share"] == 0 or uncertainty["marked_accuracy"] < 0.5
+    assert "uncertain below confidence" in proc.stdout
+    # TensorFlow's C++ start-up chatter and the exporter's dump are filtered
+    for noise in ("absl::InitializeLog", "cuInit", "cuda drivers", "XNNPACK"):
+        assert noise not in proc.stderr, proc.stderr[-2000:]
+    assert "Saved artifact" not in proc.stdout and "Captures:" not in proc.stdout
     evaluation = json.loads((out / "evaluation.json").read_text())
     for fold in evaluation["folds"]:
         assert not set(fold["test_actors"]) & set(fold["train_actors"])

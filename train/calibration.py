@@ -56,3 +56,27 @@ def ece_sampling_floor(
         labels = np.minimum((u > cumulative).sum(axis=1), p.shape[1] - 1)
         values.append(expected_calibration_error(p, labels, n_bins))
     return float(np.mean(values))
+
+
+def uncertainty_threshold(
+    probs: npt.NDArray[np.floating], labels: npt.NDArray[np.integer], max_accuracy: float = 0.5
+) -> dict[str, float]:
+    """The default `pipeline.min_confidence`: the highest top-label confidence threshold t
+    (rounded down to 0.01) such that the predictions below t are right less than `max_accuracy`
+    of the time. probs (n, k), labels (n,). Returns t with the share of predictions it marks,
+    their accuracy, and the accuracy of the rest (t = 0: no such threshold)."""
+    p = np.asarray(probs, dtype=np.float64)
+    confidence = p.max(axis=1)
+    correct = (p.argmax(axis=1) == labels).astype(np.float64)
+    best = 0.0
+    for t in np.arange(1, 100) / 100:
+        marked = confidence < t
+        if marked.any() and correct[marked].mean() < max_accuracy:
+            best = float(t)
+    marked = confidence < best
+    return {
+        "min_confidence": best,
+        "marked_share": float(marked.mean()),
+        "marked_accuracy": float(correct[marked].mean()) if marked.any() else 0.0,
+        "unmarked_accuracy": float(correct[~marked].mean()) if (~marked).any() else 0.0,
+    }

@@ -31,8 +31,14 @@ from streamer.bundle import (
 )
 from streamer.features import FEATURE_SPEC
 from streamer.labels import LABELS
+from streamer.native_log import NativeStderrFilter
 from streamer.scoring import apply_temperature
-from train.calibration import ece_sampling_floor, expected_calibration_error, fit_temperature
+from train.calibration import (
+    ece_sampling_floor,
+    expected_calibration_error,
+    fit_temperature,
+    uncertainty_threshold,
+)
 from train.cnn import CnnConfig, Mels, TrainedCnn
 from train.data import Clip, DataError, scan
 from train.featurize import default_cache_dir, featurize_all
@@ -110,7 +116,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="skip evaluating on VAD-cut and noisy (20/10 dB SNR) test audio",
     )
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging, and TensorFlow's own start-up and export messages",
+    )
     return p.parse_args(argv)
 
 
@@ -394,6 +405,8 @@ def calibrate(probs: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> dict[str
         # many clips (small-sample noise alone): an ECE near these is as good as can be shown
         "ece_floor": mean_std(floor) if floor else None,
         "ece_floor_pooled": ece_sampling_floor(calibrated) if after else None,
+        # `ser-live`'s default pipeline.min_confidence, from the held-out calibrated predictions
+        "uncertainty": uncertainty_threshold(calibrated if after else probs, y),
     }
 
 
@@ -667,8 +680,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     console = Console(stderr=False)
+    # TensorFlow's C++ start-up chatter (absl, CUDA probing on a machine without a GPU) is
+    # filtered from stderr unless -v; its real warnings and errors still show.
     try:
-        return run(args, console)
+        with NativeStderrFilter(enabled=not args.verbose):
+            return run(args, console)
     except DataError as exc:
         print(f"ser-train: error: {exc}", file=sys.stderr)
         return 2

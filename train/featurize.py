@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from streamer.audio_io import AudioReadError, read_audio
 from streamer.features import FEATURE_SPEC, analyse
+from streamer.workers import exit_with_parent
 from train.robustness import make_variant
 
 logger = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def featurize_all(
     saved = os.environ.get("OPENBLAS_NUM_THREADS")
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
     try:
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent) as pool:
             n = len(paths)
             for item in pool.map(
                 featurize_file, paths, [cache_dir] * n, [variant] * n, [log_mel] * n, chunksize=8

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 from collections.abc import Callable
@@ -200,5 +202,9 @@ def to_tflite(model: Any) -> bytes:
     """Convert a Keras model to a float32 TFLite flatbuffer."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    return bytes(converter.convert())
+    # the converter's Keras export prints its "Saved artifact at ... Captures:" dump to stdout
+    with contextlib.redirect_stdout(io.StringIO()) as dump:
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        flatbuffer = bytes(converter.convert())
+    logger.debug("TFLite converter said: %s", dump.getvalue())
+    return flatbuffer

@@ -106,6 +106,14 @@ def print_evaluation(console: Console, evaluation: dict[str, Any]) -> None:
             else ""
         )
     )
+    uncertainty = cal.get("uncertainty")
+    if uncertainty:
+        console.print(
+            f"uncertain below confidence {uncertainty['min_confidence']:.2f} (ser-live's default "
+            f"min_confidence): marks {uncertainty['marked_share']:.1%} of held-out results, "
+            f"right {uncertainty['marked_accuracy']:.1%} of the time; the rest "
+            f"{uncertainty['unmarked_accuracy']:.1%}"
+        )
 
 
 def plot_confusion(confusion: list[list[int]], labels: list[str], title: str, path: Path) -> None:

@@ -15,6 +15,65 @@ from streamer.state import BrokerStatus, LiveState
 
 _BAR_WIDTH = 30
 _LEVEL_FLOOR_DB = -60.0
+_SPARKS = "▁▂▃▄▅▆▇█"
+# one colour per label in the timeline (labels beyond these cycle through them)
+_LABEL_STYLES = (
+    "white",
+    "cyan",
+    "yellow",
+    "blue",
+    "red",
+    "magenta",
+    "green",
+    "bright_yellow",
+)
+
+
+def sparkline(values: list[float], low: float = -1.0, high: float = 1.0) -> str:
+    """Values in [low, high] -> one block character each, ▁ (low) to █ (high)."""
+    top = len(_SPARKS) - 1
+    chars = []
+    for v in values:
+        fraction = (min(max(v, low), high) - low) / (high - low)
+        chars.append(_SPARKS[round(fraction * top)])
+    return "".join(chars)
+
+
+def _timeline(state: LiveState) -> Table:
+    """Emotion of each recent utterance (one coloured letter, oldest left) and the trend's
+    arousal and valence over the same utterances as sparklines."""
+    styles = {label: _LABEL_STYLES[i % len(_LABEL_STYLES)] for i, label in enumerate(state.labels)}
+    strip = Text()
+    for r in state.timeline:
+        strip += Text(
+            r.emotion[:1].upper(), style=("dim " if r.uncertain else "bold ") + styles[r.emotion]
+        )
+    legend = Text("  ")
+    for label in state.labels:
+        legend += Text(f"{label[:1].upper()}", style="bold " + styles[label]) + Text(f" {label} ")
+    trends = [r.trend for r in state.timeline if r.trend is not None]
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(justify="right")
+    grid.add_column()
+    grid.add_row("emotions", strip + legend if state.timeline else Text("-", "grey50"))
+    if trends:
+        last = trends[-1]
+        grid.add_row(
+            "trend",
+            Text.assemble(
+                (last.emotion, "bold " + styles.get(last.emotion, "")),
+                f" {last.confidence:.0%} over {last.utterances} utterances",
+            ),
+        )
+        grid.add_row(
+            "arousal",
+            Text(sparkline([t.arousal for t in trends]), "red") + f" {last.arousal:+.2f}",
+        )
+        grid.add_row(
+            "valence",
+            Text(sparkline([t.valence for t in trends]), "green") + f" {last.valence:+.2f}",
+        )
+    return grid
 
 
 def _bar(fraction: float, width: int = _BAR_WIDTH, style: str = "green") -> Text:
@@ -22,7 +81,7 @@ def _bar(fraction: float, width: int = _BAR_WIDTH, style: str = "green") -> Text
     return Text("█" * filled, style=style) + Text("░" * (width - filled), style="grey37")
 
 
-def _broker_line(broker: BrokerStatus | None, now_s: float) -> Text:
+def _broker_line(broker: BrokerStatus | None, now_s: float, unit: str = "") -> Text:
     if broker is None:
         return Text("off", style="grey50")
     styles = {"connected": "green", "retrying": "yellow", "connecting": "yellow"}
@@ -31,7 +90,7 @@ def _broker_line(broker: BrokerStatus | None, now_s: float) -> Text:
         text += Text(f" in {max(0.0, broker.retry_at_s - now_s):.0f} s")
     if broker.last_error and broker.state != "connected":
         text += Text(f" ({broker.last_error})", style="grey62")
-    text += Text(f"  waiting {broker.queued}  sent {broker.published}")
+    text += Text(f"  waiting {broker.queued}{unit}  sent {broker.published}")
     if broker.dropped:
         text += Text(f"  dropped {broker.dropped}", style="red")
     return text
@@ -113,13 +172,17 @@ def render(state: LiveState, now_s: float | None = None) -> RenderableType:
         f"utterances {state.utterances}  dropped: short {state.dropped_short}, "
         f"backlog {state.dropped_backlog}  failed {state.failed}  overflows {state.overflows}  "
         f"lost blocks {state.dropped_blocks}  latency p50/p95 {latency}\n",
-        "mqtt ",
-        _broker_line(state.broker, now_s),
+        *(
+            ("server ", _broker_line(state.remote, now_s, unit=" x 0.1 s audio"))
+            if state.remote is not None
+            else ("mqtt ", _broker_line(state.broker, now_s))
+        ),
     )
     return Group(
         header,
         level,
         Panel(current, title=title, title_align="left"),
+        Panel(_timeline(state), title="over time", title_align="left"),
         Panel(history, title="recent utterances", title_align="left"),
         counters,
     )

@@ -6,7 +6,9 @@ pipeline never waits on the broker. A result leaves the queue only after the bro
 it (QoS 1 PUBACK), so a connection lost mid-publish re-sends it (subscribers may see a duplicate
 `seq`, never a gap). When the queue is full the oldest results are dropped and counted. On
 shutdown the queue is flushed within `flush_timeout_s`; what is left is written to a JSON-lines
-file and reported.
+file and reported. A sink created with `keep_unreached=False` (file runs with `mqtt.enabled =
+"auto"`) that never reached its broker neither waits nor writes that file on shutdown: it reports
+the count in one line and returns at once.
 
 Topics: `<prefix>/<node_id>/emotion` (every result, QoS 1, not retained) and
 `<prefix>/<node_id>/status` (retained `online`/`offline`, `offline` also as the Last Will).
@@ -49,13 +51,17 @@ def unsent_path() -> Path:
     return base / "ser" / "mqtt-unsent.jsonl"
 
 
+# Home Assistant sensors, by object id: what each shows of the result JSON.
+_HA_SENSORS = ("emotion", "confidence", "trend_emotion", "trend_arousal", "trend_valence")
+
+
 @dataclass(frozen=True)
 class Topics:
     emotion: str
     status: str
     ha_status: str
-    ha_emotion_config: str
-    ha_confidence_config: str
+    ha_configs: dict[str, str]
+    """Home Assistant discovery config topic of each sensor in `_HA_SENSORS`."""
 
     @classmethod
     def for_node(cls, config: MqttConfig, node_id: str) -> Topics:
@@ -65,15 +71,15 @@ class Topics:
             emotion=f"{base}/emotion",
             status=f"{base}/status",
             ha_status=f"{disc}/status",
-            ha_emotion_config=f"{disc}/sensor/ser_{node_id}/emotion/config",
-            ha_confidence_config=f"{disc}/sensor/ser_{node_id}/confidence/config",
+            ha_configs={k: f"{disc}/sensor/ser_{node_id}/{k}/config" for k in _HA_SENSORS},
         )
 
 
 def discovery_payloads(
     topics: Topics, node_id: str, labels: tuple[str, ...], model: str
 ) -> dict[str, dict[str, Any]]:
-    """Home Assistant MQTT discovery configs (retained) for the emotion and confidence sensors."""
+    """Home Assistant MQTT discovery configs (retained), by config topic: the last utterance's
+    emotion and confidence, and the trend's emotion, arousal and valence (see README)."""
     device = {
         "identifiers": [f"ser_{node_id}"],
         "name": f"Speech emotion ({node_id})",
@@ -87,26 +93,45 @@ def discovery_payloads(
         "payload_not_available": "offline",
         "device": device,
     }
-    return {
-        topics.ha_emotion_config: {
-            **common,
+    sensors: dict[str, dict[str, Any]] = {
+        "emotion": {
             "name": "Emotion",
-            "unique_id": f"ser_{node_id}_emotion",
             "device_class": "enum",
             "options": list(labels),
             "value_template": "{{ value_json.emotion }}",
             "json_attributes_topic": topics.emotion,
             "icon": "mdi:emoticon-outline",
         },
-        topics.ha_confidence_config: {
-            **common,
+        "confidence": {
             "name": "Emotion confidence",
-            "unique_id": f"ser_{node_id}_confidence",
             "unit_of_measurement": "%",
             "state_class": "measurement",
             "value_template": "{{ (value_json.confidence * 100) | round(1) }}",
             "icon": "mdi:percent",
         },
+        "trend_emotion": {
+            "name": "Emotion trend",
+            "device_class": "enum",
+            "options": list(labels),
+            "value_template": "{{ value_json.trend.emotion }}",
+            "icon": "mdi:chart-timeline-variant",
+        },
+        "trend_arousal": {
+            "name": "Arousal trend",
+            "state_class": "measurement",
+            "value_template": "{{ value_json.trend.arousal | round(3) }}",
+            "icon": "mdi:lightning-bolt-outline",
+        },
+        "trend_valence": {
+            "name": "Valence trend",
+            "state_class": "measurement",
+            "value_template": "{{ value_json.trend.valence | round(3) }}",
+            "icon": "mdi:emoticon-happy-outline",
+        },
+    }
+    return {
+        topics.ha_configs[key]: {**common, "unique_id": f"ser_{node_id}_{key}", **sensor}
+        for key, sensor in sensors.items()
     }
 
 
@@ -160,8 +185,11 @@ class MqttSink:
         labels: tuple[str, ...],
         model: str,
         state: LiveState | None = None,
+        *,
+        keep_unreached: bool = True,
     ) -> None:
         check_topic_segment(node_id, "mqtt.node_id", allow_empty=False)
+        self.keep_unreached = keep_unreached
         self.config = config
         self.node_id = node_id
         self.labels = labels
@@ -176,6 +204,8 @@ class MqttSink:
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.published = 0
+        self.connected_once = False
+        self._first_attempt = asyncio.Event()  # set once the first connection attempt ended
         self._status = BrokerStatus("connecting")
         self._last_error: str | None = None
         self._update()
@@ -219,6 +249,12 @@ class MqttSink:
         unsent results are appended to `unsent_path()`."""
         self._closing.set()
         self._wake.set()
+        if not self.keep_unreached and self._task is not None:
+            # a broker that is there answers the first attempt at once; give it that long
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_attempt.wait(), self.config.flush_timeout_s)
+            if not self.connected_once:
+                return await self._abandon()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), self.config.flush_timeout_s + 2)
@@ -246,6 +282,22 @@ class MqttSink:
             )
         if self.dropped:
             logger.warning("mqtt: %d results dropped while the queue was full", self.dropped)
+        return unsent
+
+    async def _abandon(self) -> int:
+        """Stop without waiting for a broker this run never reached; keep nothing."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._update("stopped")
+        unsent = len(self._queue) + self.dropped
+        logger.warning(
+            "mqtt: %s; %d results not published and not kept (to keep them: --mqtt or "
+            "mqtt.enabled = true; to skip MQTT: --no-mqtt)",
+            self._last_error or f"broker {self.config.host}:{self.config.port} not reached",
+            unsent,
+        )
         return unsent
 
     def _client(self) -> Any:
@@ -285,6 +337,8 @@ class MqttSink:
                     else:
                         logger.info("mqtt: connected to %s:%d", self.config.host, self.config.port)
                     self._last_error = None
+                    self.connected_once = True
+                    self._first_attempt.set()
                     backoff = _BACKOFF_MIN_S
                     self._update("connected")
                     await client.publish(self.topics.status, "online", qos=1, retain=True)
@@ -294,8 +348,15 @@ class MqttSink:
             except aiomqtt.MqttError as exc:
                 message = _describe(exc, self.config)
                 if message != self._last_error:
-                    logger.warning("mqtt: %s; retrying with back-off", message)
+                    # said once at the end instead, when this run may give up on the broker
+                    quiet = not self.keep_unreached and not self.connected_once
+                    logger.log(
+                        logging.DEBUG if quiet else logging.WARNING,
+                        "mqtt: %s; retrying with back-off",
+                        message,
+                    )
                 self._last_error = message
+                self._first_attempt.set()
             if self._closing.is_set():
                 wait = 0.5
             else:

@@ -1,0 +1,315 @@
+"""Benchmark `ser-serve`: concurrent real-time streams, idle connection cost, thin client.
+
+Usage: .venv/bin/python benchmarks/serve.py [--data ../shared/data/ravdess] [--levels 10,50,100]
+       [--seconds 40] [--max] [--idle 1000] [--workers 2]
+
+Starts `ser-serve --no-mqtt` as a subprocess and drives it from this process (asyncio websockets
+clients: load generator and server share the machine's cores). Prints Markdown; BENCHMARKS.md
+records the output.
+- streams: N streams at once, each real RAVDESS speech (clips of one actor joined by 1.0-2.5 s of
+  silence), sent as 100 ms frames paced in real time, starts spread over the first 2 s. Reported:
+  the results' `latency_ms` (end of speech to result, 300 ms hangover included) p50/p95, the
+  worst send lag (how far a stream fell behind real time: > 0.2 s means the server could not take
+  the audio in time), the server's CPU (all its processes, % of one core) and peak RSS.
+  "sustained": p95 <= 500 ms and lag <= 0.2 s. `--max` adds levels in steps of 25 until a level
+  is not sustained.
+- idle: `--idle` streams connected and started, sending nothing: server RSS per stream.
+- thin client: `ser-live --connect` (a file, real time) against full `ser-live` on the same file:
+  time to the first "listening" line and peak RSS of all its processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from proctree import seconds_to_listening, tree
+
+FRAME_S = 0.1
+RATE = 16_000
+
+
+def _cpu_s(pid: int) -> float:
+    total = 0.0
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, clock ticks
+        except OSError:
+            pass
+    return total
+
+
+def _rss_mb(pid: int) -> float:
+    total = 0
+    for p in tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+class PeakRss:
+    """Samples the RSS of a process tree every 50 ms in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak = pid, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, _rss_mb(self.pid))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def speech_streams(data: Path, n: int, seconds: float) -> list[np.ndarray]:
+    """n int16 streams of about `seconds`, each one actor's clips with pauses."""
+    rng = random.Random(0)
+    streams = []
+    for i in range(n):
+        actor = i % 24 + 1
+        clips = sorted((data / f"Actor_{actor:02d}").glob("*.flac"))
+        parts, total = [np.zeros(int(rng.uniform(0.2, 1.5) * RATE), np.int16)], 0.0
+        while total < seconds:
+            audio, _ = sf.read(rng.choice(clips), dtype="int16")
+            gap = np.zeros(int(rng.uniform(1.0, 2.5) * RATE), np.int16)
+            parts += [audio, gap]
+            total += (audio.size + gap.size) / RATE
+        streams.append(np.concatenate(parts)[: int(seconds * RATE)])
+    return streams
+
+
+async def _one_stream(url: str, name: str, audio: np.ndarray, delay_s: float, out: dict) -> None:
+    from websockets.asyncio.client import connect
+
+    await asyncio.sleep(delay_s)
+    frame = int(FRAME_S * RATE)
+    lag = 0.0
+    async with connect(url, max_size=2**20, open_timeout=60) as ws:
+        await ws.send(json.dumps({"type": "start", "stream": name}))
+        assert json.loads(await ws.recv())["type"] == "ready"
+        latencies: list[float] = []
+
+        async def receive() -> None:
+            async for message in ws:
+                data = json.loads(message)
+                if data["type"] == "result":
+                    latencies.append(data["latency_ms"])
+                elif data["type"] == "end":
+                    return
+
+        receiver = asyncio.create_task(receive())
+        t0 = time.monotonic()
+        for k, i in enumerate(range(0, audio.size, frame)):
+            due = t0 + k * FRAME_S
+            now = time.monotonic()
+            if due > now:
+                await asyncio.sleep(due - now)
+            else:
+                lag = max(lag, now - due)
+            await ws.send(audio[i : i + frame].astype("<i2").tobytes())
+        await ws.send(json.dumps({"type": "stop"}))
+        await asyncio.wait_for(receiver, 60)
+    out[name] = (latencies, lag)
+
+
+def start_server(
+    port: int, workers: int, extra: list[str] | None = None
+) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamer.serve_cli",
+            "--port",
+            str(port),
+            "--no-mqtt",
+            "--workers",
+            str(workers),
+            "-q",
+            *(extra or []),
+        ],
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    import socket
+
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    time.sleep(1.0)  # workers warm
+    return proc
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def level(data: Path, n: int, seconds: float, workers: int) -> dict[str, float]:
+    port = free_port()
+    server = start_server(port, workers, ["--config", _config(n)])
+    streams = speech_streams(data, n, seconds)
+    url = f"ws://127.0.0.1:{port}/v1/stream"
+    out: dict[str, tuple[list[float], float]] = {}
+    peak = PeakRss(server.pid)
+    cpu0, t0 = _cpu_s(server.pid), time.monotonic()
+
+    async def all_streams() -> None:
+        rng = random.Random(1)
+        await asyncio.gather(
+            *(_one_stream(url, f"s{i}", a, rng.uniform(0, 2.0), out) for i, a in enumerate(streams))
+        )
+
+    asyncio.run(all_streams())
+    cpu = (_cpu_s(server.pid) - cpu0) / (time.monotonic() - t0) * 100
+    rss = peak.stop()
+    server.terminate()
+    server.wait(timeout=30)
+    latencies = [x for lat, _ in out.values() for x in lat]
+    lag = max(lag for _, lag in out.values())
+    p50, p95 = np.percentile(latencies, [50, 95])
+    return {
+        "streams": n,
+        "utterances": len(latencies),
+        "p50": float(p50),
+        "p95": float(p95),
+        "lag": lag,
+        "cpu": cpu,
+        "rss": rss,
+    }
+
+
+def _config(max_streams: int) -> str:
+    path = Path(tempfile.mkdtemp()) / "serve.toml"
+    path.write_text(f"[serve]\nmax_streams = {max(max_streams, 2000)}\nidle_timeout_s = 0\n")
+    return str(path)
+
+
+def idle_cost(n: int, workers: int) -> tuple[float, float]:
+    port = free_port()
+    server = start_server(port, workers, ["--config", _config(n)])
+    before = _rss_mb(server.pid)
+    url = f"ws://127.0.0.1:{port}/v1/stream"
+
+    async def hold() -> float:
+        from websockets.asyncio.client import connect
+
+        conns = []
+        for i in range(n):
+            ws = await connect(url, open_timeout=60)
+            await ws.send(json.dumps({"type": "start", "stream": f"idle{i}"}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            conns.append(ws)
+        await asyncio.sleep(2.0)
+        after = _rss_mb(server.pid)
+        for ws in conns:
+            await ws.close()
+        return after
+
+    after = asyncio.run(hold())
+    server.terminate()
+    server.wait(timeout=30)
+    return before, after
+
+
+def thin_vs_full(data: Path) -> list[tuple[str, float, float]]:
+    clip = sorted((data / "Actor_01").glob("*.flac"))[0]
+    port = free_port()
+    server = start_server(port, 1)
+    rows = []
+    for label, args in (
+        ("ser-live (full: model + feature worker)", ["--no-mqtt"]),
+        ("ser-live --connect (thin client)", ["--connect", f"ws://127.0.0.1:{port}/v1/stream"]),
+    ):
+        starts, peaks = [], []
+        for _ in range(3):
+            start_s, proc = seconds_to_listening(
+                [
+                    sys.executable,
+                    "-m",
+                    "streamer.cli",
+                    "--input",
+                    str(clip),
+                    "--realtime",
+                    "--json",
+                    *args,
+                ]
+            )
+            peak = PeakRss(proc.pid)
+            proc.wait()
+            starts.append(start_s)
+            peaks.append(peak.stop())
+        rows.append((label, statistics.median(starts), max(peaks)))
+    server.terminate()
+    server.wait(timeout=30)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=Path("../shared/data/ravdess"))
+    p.add_argument("--levels", default="10,50,100")
+    p.add_argument("--seconds", type=float, default=40.0)
+    p.add_argument("--max", action="store_true")
+    p.add_argument("--idle", type=int, default=1000)
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args()
+    print(
+        "| streams | utterances | latency p50 / p95 ms | worst send lag s | server CPU % | "
+        "server RSS MB | sustained |\n|---|---|---|---|---|---|---|"
+    )
+    levels = [int(x) for x in args.levels.split(",") if x]
+    n = 0
+    while levels:
+        n = levels.pop(0)
+        r = level(args.data, n, args.seconds, args.workers)
+        ok = r["p95"] <= 500 and r["lag"] <= 0.2
+        print(
+            f"| {n} | {r['utterances']} | {r['p50']:.0f} / {r['p95']:.0f} | {r['lag']:.2f} | "
+            f"{r['cpu']:.0f} | {r['rss']:.0f} | {'yes' if ok else 'no'} |",
+            flush=True,
+        )
+        if args.max and ok and not levels:
+            levels.append(n + 25)
+    if args.idle:
+        before, after = idle_cost(args.idle, args.workers)
+        print(
+            f"\n| idle streams | server RSS before / after | per stream |\n|---|---|---|\n"
+            f"| {args.idle} | {before:.0f} / {after:.0f} MB | "
+            f"{(after - before) * 1024 / args.idle:.0f} kB |"
+        )
+    print(
+        "\n| client | start to 'listening' (median of 3) | peak RSS, all processes |\n|---|---|---|"
+    )
+    for label, start, rss in thin_vs_full(args.data):
+        print(f"| {label} | {start:.2f} s | {rss:.0f} MB |")
+
+
+if __name__ == "__main__":
+    main()

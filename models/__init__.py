@@ -1,0 +1,1 @@
+"""The shipped model bundles, installed as the package `ser_models` (see pyproject.toml)."""

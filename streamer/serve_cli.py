@@ -1,0 +1,98 @@
+"""`ser-serve`: many WebSocket audio streams per process (see streamer/server.py, README)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from streamer.bundle import BundleError, load_bundle, resolve_bundle_path
+from streamer.cli import STOP_SIGNALS, config_file, configure_logging, mqtt_overrides, version
+from streamer.config import Config, ConfigError, replace
+from streamer.server import ServeError
+
+logger = logging.getLogger("ser.serve")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ser-serve",
+        description="Recognize emotions in many audio streams sent over WebSockets "
+        "(ws://HOST:PORT/v1/stream; health check GET /healthz).",
+    )
+    p.add_argument("--version", action="version", version=f"ser-serve {version()}")
+    p.add_argument("--host", help="address to listen on (default: serve.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: serve.port, 8765; 0: any free)")
+    p.add_argument("--config", type=Path, help="config file (default: ./config.toml if present)")
+    p.add_argument("--model", help="model bundle folder (default: the shipped 'default')")
+    p.add_argument("--node-id", help="MQTT topic segment naming this replica (default: host name)")
+    p.add_argument("--mqtt-host", help="broker host name or address")
+    p.add_argument("--mqtt-port", type=int, help="broker port")
+    p.add_argument("--no-mqtt", action="store_true", help="do not publish to MQTT")
+    p.add_argument("--workers", type=int, help="feature processes (default: one per CPU core)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    config = config_file(args)
+    serve: dict[str, object] = {}
+    if args.host is not None:
+        serve["host"] = args.host
+    if args.port is not None:
+        serve["port"] = args.port
+    if args.workers is not None:
+        serve["feature_workers"] = args.workers
+    mqtt = mqtt_overrides(args)
+    pipeline = {"model": args.model} if args.model else {}
+    return replace(config, serve=serve, mqtt=mqtt, pipeline=pipeline)
+
+
+async def serve(config: Config, started_s: float) -> int:
+    from streamer.server import StreamServer
+    from streamer.sinks.mqtt import MqttSink, default_node_id
+
+    bundle = load_bundle(resolve_bundle_path(config.pipeline.model))
+    mqtt = None
+    if config.mqtt.enabled is not False:
+        node_id = config.mqtt.node_id or default_node_id()
+        mqtt = MqttSink(config.mqtt, node_id, bundle.labels, bundle.name)
+    server = StreamServer(config, bundle, mqtt)
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, server.stop)
+    try:
+        if mqtt is not None:
+            mqtt.start()
+        return await server.run(config.serve.host, config.serve.port, started_s)
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+        if mqtt is not None:
+            await mqtt.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    started_s = time.monotonic()
+    args = build_parser().parse_args(argv)
+    configure_logging(args)
+    try:
+        config = resolve_config(args)
+        return asyncio.run(serve(config, started_s))
+    except (ConfigError, BundleError) as exc:
+        print(f"ser-serve: error: {exc}", file=sys.stderr)
+        return 2
+    except ServeError as exc:
+        print(f"ser-serve: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The first five minutes: no microphone -> demo, file runs without a broker, --version/--help,
+and a killed ser-live leaves no process behind."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from streamer.bundle import load_bundle
+
+from . import procs
+from .broker import free_port
+from .conftest import DEFAULT_MODEL
+from .live import LiveProcess, parse_results, run_live
+from .synth import harmonic, silence
+
+NO_SOUND_SERVER = "unix:/nonexistent/pulse/native"
+DEMO_EMOTIONS = ["neutral", "happy", "sad", "angry", "surprised"]  # as the demo's README says
+
+
+def _no_audio_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "PULSE_SERVER": NO_SOUND_SERVER, "XDG_STATE_HOME": str(tmp_path)}
+
+
+def _bursts(path: Path, n: int) -> Path:
+    parts = [silence(0.5)]
+    for _ in range(n):
+        parts += [harmonic(0.6), silence(0.7)]
+    sf.write(path, np.concatenate(parts), 16_000)
+    return path
+
+
+@pytest.mark.slow
+def test_no_microphone_plays_the_demo_and_says_why(tmp_path):
+    started = time.monotonic()
+    proc = run_live("--json", env=_no_audio_env(tmp_path), timeout=120)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr.decode()
+    results = parse_results(proc.stdout)
+    assert [r["source"] for r in results] == ["demo"] * 5
+    # the shipped model was trained on these clips (demo README): it names each one's emotion
+    assert [r["emotion"] for r in results] == DEMO_EMOTIONS
+    assert elapsed > 17.0  # paced in real time: the recording is 17.9 s
+    warning = [line for line in proc.stderr.decode().splitlines() if "no microphone" in line]
+    assert len(warning) == 1, proc.stderr.decode()
+    assert "demo recording" in warning[0]
+    assert "--device" in warning[0] and "--list-devices" in warning[0] and "--input" in warning[0]
+
+
+def test_a_named_missing_device_is_still_an_error(tmp_path):
+    proc = run_live("--device", "no-such-mic", "--json", env=_no_audio_env(tmp_path))
+    assert proc.returncode == 2
+    assert b"input device" in proc.stderr and not proc.stdout
+
+
+def _read_pty(fd: int, until: re.Pattern[str], timeout: float) -> str:
+    """Read a pseudo-terminal until `until` matches the text so far (escape codes removed)."""
+    raw = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                raw += os.read(fd, 65536)
+            except OSError:  # the other side closed
+                break
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw.decode(errors="replace"))
+        if until.search(text):
+            return text
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw.decode(errors="replace"))
+
+
+@pytest.mark.slow
+def test_demo_dashboard_renders_in_a_terminal(tmp_path):
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 120, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamer.cli", "--demo", "--no-mqtt"],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=_no_audio_env(tmp_path),
+        close_fds=True,
+    )
+    os.close(terminal)
+    try:
+        # the dashboard with the second utterance's result and the timeline panel
+        text = _read_pty(controller, re.compile(r"#1 happy \d+%"), timeout=60)
+        proc.send_signal(signal.SIGINT)
+        text += _read_pty(controller, re.compile(r"\d+ utterances, \d+ dropped"), timeout=30)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)
+    assert "#1 happy" in text, text[-3000:]
+    assert "model default" in text and "source demo" in text
+    assert "over time" in text and "recent utterances" in text
+    assert re.search(r"emotions\s+NH", text), text[-3000:]
+
+
+def test_file_run_does_not_wait_for_a_broker_it_never_reached(tmp_path):
+    audio = _bursts(tmp_path / "x.wav", 2)
+    config = tmp_path / "c.toml"  # mqtt.enabled stays "auto"
+    config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = {free_port()}\n')
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+
+    def timed(*extra: str) -> tuple[float, subprocess.CompletedProcess[bytes]]:
+        started = time.monotonic()
+        args = ("--input", str(audio), "--json", "--config", str(config), *extra)
+        proc = run_live(*args, env=env, mqtt=True)
+        return time.monotonic() - started, proc
+
+    without_s, without = timed("--no-mqtt")
+    unreached_s, unreached = timed()
+    assert without.returncode == 0 and unreached.returncode == 0, unreached.stderr.decode()
+    emotions = [r["emotion"] for r in parse_results(without.stdout)]
+    assert [r["emotion"] for r in parse_results(unreached.stdout)] == emotions
+    assert len(emotions) == 2
+    assert unreached_s < without_s + 1.0, (unreached_s, without_s)
+    assert not (tmp_path / "state").exists()  # nothing kept
+    mqtt_lines = [line for line in unreached.stderr.decode().splitlines() if "mqtt" in line]
+    assert len(mqtt_lines) == 1, unreached.stderr.decode()
+    assert "2 results not published and not kept" in mqtt_lines[0]
+    assert "--mqtt" in mqtt_lines[0] and "--no-mqtt" in mqtt_lines[0]
+    # asked for explicitly: it waits for the broker and keeps what it could not send
+    kept_s, kept = timed("--mqtt")
+    assert kept.returncode == 0
+    assert "mqtt: 2 results not sent" in kept.stderr.decode()
+    assert (tmp_path / "state" / "ser" / "mqtt-unsent.jsonl").is_file()
+    assert kept_s > unreached_s + 3.0  # flush_timeout_s = 5
+
+
+def test_version_and_model_in_help():
+    version = run_live("--version")
+    assert version.returncode == 0
+    assert re.fullmatch(r"ser-live \d+\.\d+\.\d+\S*\n", version.stdout.decode())
+    help_text = run_live("--help").stdout.decode()
+    accuracy = load_bundle(DEFAULT_MODEL).accuracy
+    assert accuracy is not None
+    flat = " ".join(help_text.split())
+    assert f"model: default ({accuracy:.1%} speaker-independent accuracy" in flat
+    assert "--demo" in flat and "--mqtt" in flat
+
+
+def test_sigkill_leaves_no_worker_behind(tmp_path):
+    audio = _bursts(tmp_path / "x.wav", 20)  # 26 s in real time: still running when killed
+    live = LiveProcess("--input", str(audio), "--json", "--realtime", "--no-mqtt", env=None)
+    try:
+        live.wait_listening()
+        children = procs.descendants(live.proc.pid)
+        # a feature worker (spawned) and multiprocessing's resource tracker
+        assert len(children) >= 2, [procs.table()[c].cmdline for c in children]
+        live.proc.kill()
+        live.proc.wait(timeout=10)
+        deadline = time.monotonic() + 5.0
+        while any(procs.alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [procs.table()[c].cmdline for c in children if procs.alive(c)]
+        assert not left, left
+    finally:
+        if live.proc.poll() is None:
+            live.proc.kill()
+            live.proc.wait()

@@ -1,0 +1,61 @@
+"""Batched inference: utterances ready at once share one hop to the inference thread and get
+exactly what the classifier gives each alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import soundfile as sf
+
+from streamer.classifier import Classifier
+from streamer.features import analyse
+from streamer.inference import BatchedInference
+
+from .conftest import DEFAULT_MODEL
+
+
+def test_concurrent_utterances_are_batched_and_equal_single_predictions(ravdess):
+    classifier = Classifier.from_dir(DEFAULT_MODEL)
+    inputs = []
+    for path in sorted((ravdess / "Actor_04").glob("03-01-0[2-8]-02-01-01-04.flac")):
+        audio, rate = sf.read(path, dtype="float32")
+        inputs.append(classifier.adapter().push("s", analyse(audio, rate)))
+    alone = [classifier.predict(x) for x in inputs]
+
+    async def run() -> tuple[list[np.ndarray], int, int]:
+        inference = BatchedInference(classifier)
+        try:
+            first = await inference.predict(inputs[0])  # nothing else waiting: a batch of 1
+            rest = await asyncio.gather(*(inference.predict(x) for x in inputs[1:]))
+            return [first, *rest], inference.batches, inference.utterances
+        finally:
+            await inference.aclose()
+
+    got, batches, utterances = asyncio.run(run())
+    assert utterances == len(inputs) == 7
+    assert batches == 2  # 1, then the 6 submitted together
+    for g, a in zip(got, alone, strict=True):
+        np.testing.assert_array_equal(g, a)
+
+
+def test_a_failing_input_fails_alone(ravdess):
+    from streamer.classifier import ModelInput
+
+    classifier = Classifier.from_dir(DEFAULT_MODEL)
+    audio, rate = sf.read(ravdess / "Actor_04" / "03-01-05-02-01-01-04.flac", dtype="float32")
+    good = classifier.adapter().push("s", analyse(audio, rate))
+    bad = ModelInput(good.features, None)  # this bundle's CNN needs the log-mel sequence
+
+    async def run() -> list[object]:
+        inference = BatchedInference(classifier)
+        try:
+            return await asyncio.gather(
+                inference.predict(good), inference.predict(bad), return_exceptions=True
+            )
+        finally:
+            await inference.aclose()
+
+    ok, failed = asyncio.run(run())
+    assert isinstance(ok, np.ndarray) and ok.shape == (8,)
+    assert isinstance(failed, ValueError) and "log-mel" in str(failed)

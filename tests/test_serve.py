@@ -1,0 +1,382 @@
+"""`ser-serve` over real WebSockets: the protocol, results equal to `ser-live --json`, formats,
+bad clients beside good ones, health, draining, MQTT, and the thin client `ser-live --connect`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from .broker import Subscriber, broker, broker_factory, free_port  # noqa: F401 (fixtures)
+from .live import LiveProcess, parse_results, run_live
+from .serve import ServeProcess, SilentClient, encode, env_with, run_stream, speech
+from .test_mqtt import tls_files  # noqa: F401 (fixture)
+
+CLIPS = ["03-01-05-02-01-01-05", "03-01-03-02-02-01-05", "03-01-04-01-01-02-05"]
+COMPARED = ("start_s", "end_s", "emotion", "confidence", "probabilities", "arousal", "valence")
+
+
+def _health(port: int, path: str = "/healthz") -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.fixture(scope="module")
+def stream_audio(ravdess):
+    return speech(ravdess, CLIPS)
+
+
+@pytest.fixture(scope="module")
+def expected(stream_audio):
+    """What `ser-live --input - --json` says of the same samples (one source, one speaker)."""
+    proc = run_live("--input", "-", "--json", stdin=stream_audio.astype("<i2").tobytes())
+    assert proc.returncode == 0, proc.stderr.decode()
+    results = parse_results(proc.stdout)
+    assert len(results) == len(CLIPS)
+    return results
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ServeProcess("--no-mqtt", "--workers", "1") as s:
+        yield s
+
+
+def test_protocol_and_results_equal_the_json_output(server, stream_audio, expected):
+    status, body = _health(server.port)
+    assert (status, body) == (200, "ok\n")
+    assert _health(server.port, "/elsewhere")[0] == 404
+    start = {"type": "start", "stream": "call-17", "sample_rate": 16000, "format": "s16le"}
+    run = run_stream(server.url, encode(stream_audio, "s16le"), start=start, frame_bytes=3333)
+    assert run.first == {"type": "ready", "stream": "call-17", "model": "default"}
+    assert [r["seq"] for r in run.results] == list(range(len(expected)))
+    for got, want in zip(run.results, expected, strict=True):
+        assert got["type"] == "result" and got["source"] == "call-17"
+        assert {k: got[k] for k in COMPARED} == {k: want[k] for k in COMPARED}
+        assert got["trend"] == want["trend"]  # same adaptation and trend scope: the stream
+    assert run.end == {"type": "end", "utterances": len(expected), "reason": "stop"}
+    assert run.close_code == 1000
+
+
+def test_unnamed_stream_is_named_by_the_server(server, stream_audio):
+    run = run_stream(server.url, encode(stream_audio[: 16000 * 4], "s16le"))
+    assert run.first is not None and run.first["type"] == "ready"
+    name = run.first["stream"]
+    assert name.startswith("stream-") and all(r["source"] == name for r in run.results)
+
+
+def test_f32le_and_48_khz_stereo(server, stream_audio, expected):
+    from streamer.audio_io import resample
+
+    f32 = run_stream(
+        server.url,
+        encode(stream_audio, "f32le"),
+        start={"type": "start", "stream": "f32", "sample_rate": 16000, "format": "f32le"},
+    )
+    # float samples of exactly the int16 values: the same audio, the same results
+    assert [{k: r[k] for k in COMPARED} for r in f32.results] == [
+        {k: r[k] for k in COMPARED} for r in expected
+    ]
+    hi = resample(stream_audio.astype(np.float32) / 32768.0, 16000, 48000)
+    stereo = run_stream(
+        server.url,
+        encode(hi, "s16le", channels=2),
+        start={
+            "type": "start",
+            "stream": "st",
+            "sample_rate": 48000,
+            "format": "s16le",
+            "channels": 2,
+        },
+        frame_bytes=48000 * 4 // 10,
+    )
+    assert [r["emotion"] for r in stereo.results] == [r["emotion"] for r in expected]
+    for got, want in zip(stereo.results, expected, strict=True):
+        assert abs(got["start_s"] - want["start_s"]) <= 0.03
+        assert abs(got["end_s"] - want["end_s"]) <= 0.03
+
+
+def test_bad_clients_beside_good_ones(stream_audio, expected):
+    token = "tk-8c1e"
+    config_env = env_with(SER_TEST_TOKEN=token)
+    with ServeProcess(
+        "--no-mqtt",
+        "--workers",
+        "1",
+        "--config",
+        _serve_config('max_streams = 3\nmax_frame_bytes = 4096\ntoken_env = "SER_TEST_TOKEN"\n'),
+        env=config_env,
+    ) as server:
+        auth = {"Authorization": f"Bearer {token}"}
+        good_runs: list = []
+        pcm = encode(stream_audio, "s16le")
+
+        def good(name: str) -> None:
+            start = {"type": "start", "stream": name, "sample_rate": 16000, "format": "s16le"}
+            good_runs.append(run_stream(server.url, pcm, start=start, headers=auth))
+
+        threads = [threading.Thread(target=good, args=(f"good-{i}",)) for i in range(2)]
+        for t in threads:
+            t.start()
+        # a third client leaves without stop (token in the query): its stream ends quietly
+        gone = threading.Thread(
+            target=run_stream,
+            args=(server.url + f"?token={token}", pcm),
+            kwargs={"read": False, "stop": False},
+        )
+        gone.start()
+        time.sleep(0.5)
+        bad = {
+            "not JSON": run_stream(server.url, b"", start="hello", headers=auth),
+            "format": run_stream(
+                server.url,
+                b"",
+                start={"type": "start", "format": "mp3", "sample_rate": 16000},
+                headers=auth,
+            ),
+            "frame": run_stream(server.url, b"\0" * 8192, frame_bytes=8192, headers=auth),
+            "token": run_stream(server.url, pcm, headers={"Authorization": "Bearer wrong"}),
+            "no token": run_stream(server.url, pcm),
+        }
+        for t in threads:
+            t.join(timeout=120)
+        gone.join(timeout=120)
+    codes = {
+        k: (r.close_code, r.errors[0]["message"] if r.errors else None) for k, r in bad.items()
+    }
+    assert codes["not JSON"][0] == 1008 and "not JSON" in codes["not JSON"][1]
+    assert codes["format"][0] == 1008 and "mp3" in codes["format"][1]
+    assert codes["frame"][0] == 1009 and "serve.max_frame_bytes" in codes["frame"][1]
+    assert codes["token"][0] == 4401 and codes["no token"][0] == 4401
+    assert token not in "\n".join(server.stderr)  # never logged
+    for run in good_runs:
+        assert [{k: r[k] for k in COMPARED} for r in run.results] == [
+            {k: r[k] for k in COMPARED} for r in expected
+        ]
+        assert run.close_code == 1000
+
+
+def test_max_streams_refuses_with_1013():
+    from websockets.sync.client import connect
+
+    with (
+        ServeProcess(
+            "--no-mqtt", "--workers", "1", "--config", _serve_config("max_streams = 1\n")
+        ) as server,
+        connect(server.url) as first,
+    ):
+        first.send(json.dumps({"type": "start", "stream": "one"}))
+        assert json.loads(first.recv(timeout=10))["type"] == "ready"
+        refused = run_stream(server.url, b"")
+        assert refused.close_code == 1013
+        assert "serve.max_streams" in refused.errors[0]["message"]
+
+
+def test_a_client_that_never_reads_is_closed_and_stalls_nobody(stream_audio, expected):
+    """Its results pile up (socket buffers, then the outbox of 2): the stream is closed (1008);
+    a good stream beside it gets every result."""
+    from .synth import harmonic, silence
+
+    bursts = np.concatenate([np.concatenate([harmonic(0.5), silence(0.6)])] * 400)
+    pcm = encode(bursts, "s16le")
+    with ServeProcess(
+        "--no-mqtt", "--workers", "1", "--config", _serve_config("outbox_results = 2\n")
+    ) as server:
+        silent = SilentClient(server.port)
+        try:
+            silent.send(json.dumps({"type": "start", "stream": "silent"}))
+            sender = threading.Thread(target=silent.send_all, args=(pcm, 32000), daemon=True)
+            sender.start()
+            good = run_stream(server.url, encode(stream_audio, "s16le"))
+            deadline = time.monotonic() + 60
+            while not any("silent closed (unread)" in x for x in server.stderr):
+                assert time.monotonic() < deadline, "\n".join(server.stderr)
+                time.sleep(0.2)
+        finally:
+            silent.close()
+    assert [{k: r[k] for k in COMPARED} for r in good.results] == [
+        {k: r[k] for k in COMPARED} for r in expected
+    ]
+
+
+def _serve_config(serve_table: str) -> str:
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "serve.toml"
+    path.write_text("[serve]\n" + serve_table)
+    return str(path)
+
+
+def test_disconnect_without_stop_still_classifies_and_publishes(broker, stream_audio, expected):  # noqa: F811
+    from websockets.sync.client import connect
+
+    sub = Subscriber(broker.port, ["ser/replica-a/#"])
+    try:
+        with ServeProcess(
+            "--workers",
+            "1",
+            "--mqtt-host",
+            "127.0.0.1",
+            "--mqtt-port",
+            str(broker.port),
+            "--node-id",
+            "replica-a",
+        ) as server:
+            with connect(server.url) as ws:
+                ws.send(json.dumps({"type": "start", "stream": "hangup"}))
+                assert json.loads(ws.recv(timeout=10))["type"] == "ready"
+                pcm = encode(stream_audio, "s16le")
+                cut = len(pcm) - 32000 * 1  # the last utterance, without the silence after it
+                for i in range(0, cut, 3200):
+                    ws.send(pcm[i : min(i + 3200, cut)])
+            # the socket is gone mid-utterance: its results still reach MQTT
+            sub.wait_for(lambda s: len(s.on("ser/replica-a/emotion")) == len(expected), 60)
+    finally:
+        sub.close()
+    published = [json.loads(p) for p in sub.on("ser/replica-a/emotion")]
+    assert [p["source"] for p in published] == ["hangup"] * len(expected)
+    assert [p["seq"] for p in published] == list(range(len(expected)))
+    assert [p["emotion"] for p in published] == [r["emotion"] for r in expected]
+    assert sub.on("ser/replica-a/status")[-1] == "offline"  # clean exit after the drain
+
+
+def test_sigterm_drains_finishes_in_flight_and_closes_with_1001(stream_audio, expected):
+    from websockets.sync.client import connect
+
+    config = _serve_config("drain_grace_s = 1.5\n")
+    server = ServeProcess("--no-mqtt", "--workers", "1", "--config", config).wait_ready()
+    try:
+        with connect(server.url) as ws:
+            ws.send(json.dumps({"type": "start", "stream": "draining"}))
+            assert json.loads(ws.recv(timeout=10))["type"] == "ready"
+            pcm = encode(stream_audio, "s16le")
+            cut = len(pcm) - 32000  # mid-way: the last utterance is still open
+            for i in range(0, cut, 3200):
+                ws.send(pcm[i : min(i + 3200, cut)])
+            time.sleep(1.0)  # the server has taken the audio
+            server.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            assert _health(server.port) == (503, "draining\n")
+            refused = run_stream(server.url, b"")
+            assert refused.close_code == 1013 and "draining" in refused.errors[0]["message"]
+            messages = []
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    messages.append(json.loads(ws.recv(timeout=30)))
+            close_code = ws.close_code
+        assert server.proc.wait(timeout=30) == 0
+    finally:
+        server.kill()
+    results = [m for m in messages if m["type"] == "result"]
+    assert [r["emotion"] for r in results] == [r["emotion"] for r in expected]
+    assert messages[-1] == {"type": "end", "utterances": len(expected), "reason": "drain"}
+    assert close_code == 1001
+
+
+@pytest.mark.slow
+def test_thin_client_survives_a_server_restart(ravdess, tmp_path):
+    import soundfile as sf
+
+    clips = ["03-01-01-01-01-01-07"] + [f"03-01-0{e}-02-01-01-07" for e in (3, 4, 5, 6, 8)]
+    audio = tmp_path / "talk.flac"
+    sf.write(audio, speech(ravdess, clips, gap_s=1.5), 16000)
+    local = parse_results(run_live("--input", str(audio), "--json").stdout)
+    assert len(local) == len(clips)
+    port = free_port()
+    first = ServeProcess("--no-mqtt", "--workers", "1", port=port).wait_ready()
+    second = None
+    client = LiveProcess(
+        "--connect",
+        f"ws://127.0.0.1:{port}/v1/stream",
+        "--input",
+        str(audio),
+        "--realtime",
+        "--json",
+        env=None,
+    )
+    try:
+        client.wait_listening()
+        time.sleep(local[2]["end_s"] + 0.6)  # 3 utterances done on the first server
+        assert first.terminate() == 0  # drains: the utterance in progress is finished
+        time.sleep(2.0)  # the client buffers meanwhile
+        second = ServeProcess("--no-mqtt", "--workers", "1", port=port).wait_ready()
+        code, out = client.finish(timeout=120)
+    finally:
+        for s in (first, second):
+            if s is not None:
+                s.kill()
+        if client.proc.poll() is None:
+            client.proc.kill()
+    assert code == 0, "\n".join(client.stderr)
+    results = parse_results(out)
+    assert {r["source"] for r in results} == {"talk.flac"}
+    # at most the utterance cut by the restart is lost or split
+    assert len(local) - 1 <= len(results) <= len(local) + 1, results
+    assert any("again" in line for line in client.stderr), client.stderr
+    # stream time is the file's time across the reconnection
+    for r in results[:3]:
+        assert any(abs(r["start_s"] - x["start_s"]) < 0.05 for x in local)
+    last = results[-1]
+    assert abs(last["end_s"] - local[-1]["end_s"]) < 0.1, (last, local[-1])
+
+
+def test_sigkill_of_the_server_leaves_no_worker_behind():
+    from . import procs
+
+    server = ServeProcess("--no-mqtt", "--workers", "2").wait_ready()
+    try:
+        children = procs.descendants(server.proc.pid)
+        assert len(children) >= 3  # 2 feature workers and the resource tracker
+        server.kill()
+        deadline = time.monotonic() + 5.0
+        while any(procs.alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [c for c in children if procs.alive(c)]
+    finally:
+        server.kill()
+
+
+def test_wss_with_a_certificate_and_the_thin_client(tls_files, stream_audio, tmp_path):  # noqa: F811
+    import soundfile as sf
+
+    cert, key = tls_files / "server.crt", tls_files / "server.key"
+    config = _serve_config(f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\n')
+    audio = tmp_path / "talk.wav"
+    sf.write(audio, stream_audio, 16000)
+    with ServeProcess("--no-mqtt", "--workers", "1", "--config", config) as server:
+        assert any(line.startswith("serving on wss://") for line in server.stderr)
+        url = f"wss://localhost:{server.port}/v1/stream"
+        # the client trusts the test CA the usual OpenSSL way
+        trusted = run_live(
+            "--connect",
+            url,
+            "--input",
+            str(audio),
+            "--json",
+            env=env_with(SSL_CERT_FILE=str(tls_files / "ca.crt")),
+        )
+        untrusted = run_live(
+            "--connect",
+            url,
+            "--input",
+            str(audio),
+            "--json",
+            env=env_with(SSL_CERT_FILE=str(tls_files / "otherca.crt")),
+            timeout=200,
+        )
+    assert trusted.returncode == 0, trusted.stderr.decode()
+    assert len(parse_results(trusted.stdout)) == len(CLIPS)
+    assert untrusted.returncode == 1  # at once: a certificate is not retried
+    assert b"certificate verify failed" in untrusted.stderr and b"SSL_CERT_FILE" in untrusted.stderr

@@ -1,0 +1,77 @@
+"""As users install it: the built wheel in a fresh venv (no TensorFlow, no scipy), `ser-live`
+run from another folder finds its shipped model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from .conftest import REPO
+from .live import parse_results
+from .synth import harmonic, silence
+
+
+def _run(*cmd: str | Path, cwd: Path | None = None, timeout: float = 900) -> str:
+    proc = subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert proc.returncode == 0, f"{cmd}: {proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_wheel_in_a_fresh_venv_runs_from_any_folder(tmp_path):
+    wheels = tmp_path / "wheels"
+    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, REPO)
+    (wheel,) = wheels.glob("ser-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for needed in (
+        "ser_models/default/manifest.json",
+        "ser_models/default/model.tflite",
+        "ser_models/default/cnn.tflite",
+        "ser_models/README.md",
+        "streamer/demo/ravdess-demo.flac",
+        "streamer/demo/README.md",
+    ):
+        assert needed in names
+    assert not [n for n in names if n.endswith((".keras", ".png"))]  # live use needs neither
+    assert wheel.stat().st_size < 5_000_000
+
+    venv = tmp_path / "venv"
+    _run(sys.executable, "-m", "venv", venv)
+    _run(venv / "bin" / "python", "-m", "pip", "install", "-q", wheel)
+    python = venv / "bin" / "python"
+    missing = _run(
+        python,
+        "-c",
+        "import importlib.util as u; print([m for m in ('tensorflow', 'scipy', 'keras') "
+        "if u.find_spec(m)])",
+    )
+    assert missing.strip() == "[]"
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    audio = elsewhere / "speech.wav"
+    sf.write(audio, np.concatenate([silence(0.6), harmonic(0.9), silence(0.8)]), 16_000)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [venv / "bin" / "ser-live", "--input", "speech.wav", "--json"],
+        cwd=elsewhere,
+        check=False,
+        env={**env, "XDG_STATE_HOME": str(tmp_path / "state")},
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    (result,) = parse_results(proc.stdout)
+    assert result["model"] == "default" and result["source"] == "speech.wav"
+    assert b"XNNPACK" not in proc.stderr  # LiteRT's INFO line is filtered
+    version = _run(venv / "bin" / "ser-live", "--version", cwd=elsewhere)
+    assert version.startswith("ser-live 0.")
