@@ -111,3 +111,14 @@ def test_timeline_strip_and_trend_sparklines():
     # the trend (window 1: each utterance's own values) of the same 4 utterances
     assert "arousal ▆▇▇▇ +0.80" in text
     assert "valence ▇▂▂▆ +0.30" in text
+
+
+def test_thin_client_shows_the_server_connection_instead_of_mqtt():
+    state = LiveState("on ws://box:8765/v1/stream", None, LABELS, source="mic", started_wall_s=0.0)
+    state.remote = BrokerStatus(
+        "retrying", retry_at_s=44.0, last_error="connection refused", queued=25, published=3
+    )
+    text = " ".join(_text(state).split())
+    assert "model on ws://box:8765/v1/stream" in text
+    assert "server retrying in 2 s (connection refused) waiting 25 x 0.1 s audio sent 3" in text
+    assert "mqtt" not in text
