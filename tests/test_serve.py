@@ -386,19 +386,21 @@ def test_an_idle_stream_times_out_with_its_results(stream_audio, expected):
     from websockets.sync.client import connect
 
     config = _serve_config("idle_timeout_s = 1.5\n")
-    with ServeProcess("--no-mqtt", "--workers", "1", "--config", config) as server:
-        with connect(server.url) as ws:
-            ws.send(json.dumps({"type": "start", "stream": "quiet"}))
-            assert json.loads(ws.recv(timeout=10))["type"] == "ready"
-            pcm = encode(stream_audio, "s16le")
-            cut = len(pcm) - 32000  # the last utterance still open when the client goes quiet
-            for i in range(0, cut, 3200):
-                ws.send(pcm[i : min(i + 3200, cut)])
-            messages = []
-            with contextlib.suppress(ConnectionClosed):
-                while True:
-                    messages.append(json.loads(ws.recv(timeout=30)))
-            close_code = ws.close_code
+    with (
+        ServeProcess("--no-mqtt", "--workers", "1", "--config", config) as server,
+        connect(server.url) as ws,
+    ):
+        ws.send(json.dumps({"type": "start", "stream": "quiet"}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "ready"
+        pcm = encode(stream_audio, "s16le")
+        cut = len(pcm) - 32000  # the last utterance still open when the client goes quiet
+        for i in range(0, cut, 3200):
+            ws.send(pcm[i : min(i + 3200, cut)])
+        messages = []
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                messages.append(json.loads(ws.recv(timeout=30)))
+        close_code = ws.close_code
     assert [m["emotion"] for m in messages if m["type"] == "result"] == [
         r["emotion"] for r in expected
     ]
