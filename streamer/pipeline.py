@@ -58,14 +58,17 @@ class Pipeline:
         state: LiveState,
         *,
         inference: BatchedInference | None = None,
+        meter_levels: bool = True,
     ) -> None:
         """`inference`: shared by the pipelines of a process (ser-serve's streams); None: this
-        pipeline runs its own and closes it at the end of `run`."""
+        pipeline runs its own and closes it at the end of `run`. `meter_levels`: keep the input
+        level and VAD state in `state` for a dashboard (ser-serve has none)."""
         self.config = config
         self.classifier = classifier
         self.workers = workers
         self.sinks = list(sinks)
         self.state = state
+        self._meter_levels = meter_levels
         self._own_inference = inference is None
         self.inference = inference if inference is not None else BatchedInference(classifier)
         self._seq = 0
@@ -92,7 +95,10 @@ class Pipeline:
                     segmenter = VadSegmenter(self.config.vad, item.source, item.sample_rate)
                     self.state.source = item.source
                 utterances = segmenter.push(item)
-                self._observe(item, segmenter, source)
+                if self._meter_levels:
+                    self._observe(item, segmenter, source)
+                else:
+                    self._count(segmenter)
                 await self._submit_all(utterances, pending, source.live)
         except SourceError as exc:
             failure = exc

@@ -30,15 +30,18 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from streamer import protocol
 from streamer.bundle import Bundle
 from streamer.classifier import Classifier
 from streamer.config import Config, ConfigError
 from streamer.inference import BatchedInference
-from streamer.messages import Result
+from streamer.messages import AudioBlock, Result
 from streamer.pcm import PcmDecoder
 from streamer.pipeline import Pipeline, Sink
-from streamer.sources import Blocker, EndOfStream, stamp
+from streamer.sources import EndOfStream
 from streamer.state import LiveState
 from streamer.workers import FeatureWorkers
 
@@ -90,7 +93,6 @@ class StreamSource:
         ws: Any,
         start: protocol.Start,
         sample_rate: int,
-        block_ms: int,
         *,
         max_frame_bytes: int,
         idle_timeout_s: float,
@@ -102,7 +104,8 @@ class StreamSource:
         self.end_reason = "disconnect"
         self.error: protocol.ProtocolError | None = None
         self._decoder = PcmDecoder(start.pcm, sample_rate)
-        self._blocker = Blocker(start.stream, sample_rate, sample_rate * block_ms // 1000)
+        self._sample_rate = sample_rate
+        self._emitted = 0  # samples so far: the stream's clock
         self._max_frame_bytes = max_frame_bytes
         self._idle_timeout_s = idle_timeout_s or None
         self._stop_reason: str | None = None
@@ -154,14 +157,28 @@ class StreamSource:
                 )
                 self.end_reason = "error"
                 break
-            now = time.monotonic()
-            for block in self._blocker.split(self._decoder.decode(message)):
-                yield stamp(block, now)
-        final = self._blocker.split(self._decoder.decode(b"", last=True), final=True)
-        now = time.monotonic()
-        for block in final:
-            yield stamp(block, now)
+            block = self._block(self._decoder.decode(message))
+            if block is not None:
+                yield block
+        block = self._block(self._decoder.decode(b"", last=True))
+        if block is not None:
+            yield block
         yield EndOfStream(self.name)
+
+    def _block(self, samples: npt.NDArray[np.int16]) -> AudioBlock | None:
+        """What one message brought, as one block: the segmenter takes any length, and cutting
+        a frame into 30 ms blocks would only cost time (its audio arrived at once)."""
+        if not samples.size:
+            return None
+        block = AudioBlock(
+            self.name,
+            samples,
+            self._sample_rate,
+            self._emitted / self._sample_rate,
+            time.monotonic(),
+        )
+        self._emitted += samples.size
+        return block
 
 
 class Outbox:
@@ -310,7 +327,6 @@ class StreamServer:
             ws,
             start,
             shared.bundle.sample_rate,
-            self.config.audio.block_ms,
             max_frame_bytes=serve.max_frame_bytes,
             idle_timeout_s=serve.idle_timeout_s,
         )
@@ -321,7 +337,13 @@ class StreamServer:
         sinks: list[Sink] = [outbox] + ([shared.mqtt] if shared.mqtt is not None else [])
         state = LiveState(shared.bundle.name, shared.bundle.accuracy, shared.bundle.labels)
         pipeline = Pipeline(
-            self.config, shared.classifier, shared.workers, sinks, state, inference=shared.inference
+            self.config,
+            shared.classifier,
+            shared.workers,
+            sinks,
+            state,
+            inference=shared.inference,
+            meter_levels=False,
         )
         self.totals["streams"] += 1
         logger.info("stream %s opened from %s (%s)", start.stream, _peer(ws), start.pcm)
