@@ -26,6 +26,7 @@ import socket
 import ssl
 import time
 import urllib.parse
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -41,7 +42,7 @@ from streamer.inference import BatchedInference
 from streamer.messages import AudioBlock, Result
 from streamer.pcm import PcmDecoder
 from streamer.pipeline import Pipeline, Sink
-from streamer.sources import EndOfStream
+from streamer.sources import EndOfStream, SourceItem
 from streamer.state import LiveState
 from streamer.workers import FeatureWorkers
 
@@ -139,7 +140,7 @@ class StreamSource:
             self._timeout = None
         return message
 
-    async def blocks(self) -> Any:
+    async def blocks(self) -> AsyncIterator[SourceItem]:
         while (message := await self._next_message()) is not None:
             if isinstance(message, str):
                 try:
