@@ -21,6 +21,11 @@ def to_mono(samples: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
+def float_to_int16(x: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
+    """float samples in [-1, 1] -> int16 (scaled by 32767, rounded, clipped)."""
+    return np.asarray(np.clip(np.rint(x * 32767.0), -32768, 32767), dtype=np.int16)
+
+
 def resample(
     samples: npt.NDArray[np.float32], rate_in: int, rate_out: int
 ) -> npt.NDArray[np.float32]:

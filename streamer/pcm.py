@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamer.audio_io import float_to_int16
+
 FORMATS: dict[str, np.dtype[Any]] = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 
 
@@ -60,4 +62,4 @@ class PcmDecoder:
             mono = raw.astype(np.float32).mean(axis=1)
         if self._resampler is not None:
             mono = np.asarray(self._resampler.resample_chunk(mono, last=last), dtype=np.float32)
-        return np.asarray(np.clip(np.rint(mono * 32767.0), -32768, 32767), dtype=np.int16)
+        return float_to_int16(mono)

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from streamer.audio_io import to_mono
+from streamer.audio_io import float_to_int16, to_mono
 from streamer.messages import AudioBlock
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class Source(Protocol):
     def stop(self) -> None: ...
 
 
-class Blocker:
+class _Blocker:
     """Cuts a stream of int16 samples into blocks of `block_len` with stream times."""
 
     def __init__(self, source: str, sample_rate: int, block_len: int) -> None:
@@ -89,12 +89,7 @@ class Blocker:
         return blocks
 
 
-def _float_to_int16(x: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
-    return np.asarray(np.clip(np.rint(x * 32767.0), -32768, 32767), dtype=np.int16)
-
-
-def stamp(block: AudioBlock, wall_s: float) -> AudioBlock:
-    """`block` with its wall-clock time (`time.monotonic()` when it was available)."""
+def _stamp(block: AudioBlock, wall_s: float) -> AudioBlock:
     return AudioBlock(block.source, block.samples, block.sample_rate, block.start_s, wall_s)
 
 
@@ -141,10 +136,10 @@ class FileSource:
     ) -> None:
         """`stream_name`: the source name of a single file's results (default: its path)."""
         self.paths = list(paths)
-        self.name = str(self.paths[0]) if len(self.paths) == 1 else f"{len(self.paths)} files"
         self._stream_name = stream_name if len(self.paths) == 1 else None
-        if self._stream_name is not None:
-            self.name = self._stream_name
+        self.name = self._stream_name or (
+            str(self.paths[0]) if len(self.paths) == 1 else f"{len(self.paths)} files"
+        )
         self.sample_rate = sample_rate
         self.block_len = sample_rate * block_ms // 1000
         self.realtime = realtime
@@ -178,7 +173,7 @@ class FileSource:
                 if rate_in != self.sample_rate
                 else None
             )
-            blocker = Blocker(self._stream_name or str(path), self.sample_rate, self.block_len)
+            blocker = _Blocker(self._stream_name or str(path), self.sample_rate, self.block_len)
             chunk = max(1, int(rate_in * _READ_CHUNK_S))
             t0 = time.monotonic()
             while not self._stopped:
@@ -187,13 +182,13 @@ class FileSource:
                 mono = to_mono(data)
                 if resampler is not None:
                     mono = resampler.resample_chunk(mono, last=final).astype(np.float32)
-                for block in blocker.split(_float_to_int16(mono), final=final):
+                for block in blocker.split(float_to_int16(mono), final=final):
                     if self.realtime:
                         due = t0 + block.end_s
                         delay = due - time.monotonic()
                         if delay > 0:
                             await asyncio.sleep(delay)
-                    yield stamp(block, time.monotonic())
+                    yield _stamp(block, time.monotonic())
                 if final:
                     break
 
@@ -216,7 +211,7 @@ class StdinSource:
         self._stopped = True
 
     async def blocks(self) -> AsyncIterator[SourceItem]:
-        blocker = Blocker("-", self.sample_rate, self.block_len)
+        blocker = _Blocker("-", self.sample_rate, self.block_len)
         leftover = b""
         while not self._stopped:
             data = await asyncio.to_thread(self._stream.read, self.block_len * 2)
@@ -227,9 +222,9 @@ class StdinSource:
             leftover = data[usable:]
             samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
             for block in blocker.split(samples):
-                yield stamp(block, time.monotonic())
+                yield _stamp(block, time.monotonic())
         for block in blocker.split(np.zeros(0, dtype=np.int16), final=True):
-            yield stamp(block, time.monotonic())
+            yield _stamp(block, time.monotonic())
         yield EndOfStream("-")
 
 
@@ -365,7 +360,7 @@ class MicrophoneSource:
             resampler = soxr.ResampleStream(
                 self.capture_rate, self.sample_rate, 1, dtype="int16", quality="HQ"
             )
-        blocker = Blocker(self.name, self.sample_rate, self.sample_rate * self.block_ms // 1000)
+        blocker = _Blocker(self.name, self.sample_rate, self.sample_rate * self.block_ms // 1000)
         last_audio = time.monotonic()
         try:
             while not self._stopped:
@@ -385,7 +380,7 @@ class MicrophoneSource:
                 if resampler is not None:
                     samples = np.asarray(resampler.resample_chunk(samples), dtype=np.int16)
                 for block in blocker.split(samples):
-                    yield stamp(block, wall_s)
+                    yield _stamp(block, wall_s)
         finally:
             try:
                 stream.abort()
