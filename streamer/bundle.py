@@ -1,6 +1,7 @@
 """Model bundles: a folder with `manifest.json`, `model.keras` and `model.tflite`, and when the
 manifest has a "cnn" section also `cnn.keras` and `cnn.tflite` (the log-mel CNN whose
-probabilities are averaged with the statistics model's).
+probabilities are averaged with the statistics model's); with a "speech" section also
+`speech.keras` and `speech.tflite` (the speech detector: P(speech) of an utterance).
 
 The manifest records labels, sample rate, the feature spec, the evaluation protocol and scores.
 Loading checks it against this code's `FEATURE_SPEC`; a mismatch is an error, never a silent skew.
@@ -23,6 +24,8 @@ KERAS_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
 CNN_KERAS_FILE = "cnn.keras"
 CNN_TFLITE_FILE = "cnn.tflite"
+SPEECH_KERAS_FILE = "speech.keras"
+SPEECH_TFLITE_FILE = "speech.tflite"
 TRAIN_HINT = "train one with `ser-train --data DIR --out DIR`, or use the shipped 'default'"
 DEFAULT_BUNDLE = "default"
 
@@ -39,6 +42,15 @@ class CnnSpec:
     tflite_path: Path
     frames: int
     centring: AdaptationPrior | None
+
+
+@dataclass(frozen=True)
+class SpeechSpec:
+    """The bundle's speech detector: reads the unadapted statistics vector, outputs P(speech);
+    below `threshold` an utterance is reported as not speech."""
+
+    tflite_path: Path
+    threshold: float
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,25 @@ class Bundle:
             frames=int(data["frames"]),
             centring=AdaptationPrior.from_dict(adaptation) if adaptation else None,
         )
+
+    @property
+    def speech(self) -> SpeechSpec | None:
+        """The optional speech detector, when the manifest has a "speech" section."""
+        data = self.manifest.get("speech")
+        if not data:
+            return None
+        return SpeechSpec(
+            tflite_path=self.path / str(data.get("tflite", SPEECH_TFLITE_FILE)),
+            threshold=float(data["threshold"]),
+        )
+
+    def resolve_min_speech(self, configured: float | str) -> float:
+        """`pipeline.min_speech` as a number: "auto" is the detector's threshold (0.0: the bundle
+        has no detector, nothing is rejected)."""
+        if configured != "auto":
+            return float(configured)
+        speech = self.speech
+        return speech.threshold if speech is not None else 0.0
 
     @property
     def temperature(self) -> float:
@@ -174,6 +205,12 @@ def load_bundle(path: Path) -> Bundle:
         cnn = bundle.cnn
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{manifest_path}: 'cnn' is malformed ({exc}): {TRAIN_HINT}") from exc
+    try:
+        speech = bundle.speech
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{manifest_path}: 'speech' is malformed ({exc}): {TRAIN_HINT}") from exc
+    if speech is not None and not speech.tflite_path.is_file():
+        raise BundleError(f"{speech.tflite_path} is missing: {TRAIN_HINT}")
     if cnn is not None:
         if not cnn.tflite_path.is_file():
             raise BundleError(f"{cnn.tflite_path} is missing: {TRAIN_HINT}")

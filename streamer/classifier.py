@@ -96,6 +96,8 @@ class Classifier:
         cnn = bundle.cnn
         self._cnn = _Model(cnn.tflite_path, n_labels, num_threads) if cnn is not None else None
         self._frames = cnn.frames if cnn is not None else 0
+        speech = bundle.speech
+        self._speech = _Model(speech.tflite_path, 1, num_threads) if speech is not None else None
         if self._cnn is not None and self._cnn.input_shape[0] != self._frames:
             raise BundleError(
                 f"{bundle.path}: the CNN reads {self._cnn.input_shape[0]} frames but the "
@@ -109,6 +111,18 @@ class Classifier:
     def adapter(self) -> SpeakerAdapter:
         """A fresh per-stream adapter for this bundle's inputs."""
         return SpeakerAdapter(self.bundle)
+
+    @property
+    def has_speech_detector(self) -> bool:
+        return self._speech is not None
+
+    def speech_probability(self, features: npt.NDArray[np.float32]) -> float:
+        """P(speech) of one utterance from its unadapted (dim,) statistics; 1.0 when the
+        bundle has no speech detector. Its own interpreter: may run beside `predict` in another
+        thread, but not beside itself."""
+        if self._speech is None:
+            return 1.0
+        return float(self._speech.run(np.asarray(features, dtype=np.float32))[0])
 
     def predict(self, inputs: ModelInput) -> npt.NDArray[np.float32]:
         """Adapted inputs of one utterance (see `adapter`) -> (n_labels,) float32 calibrated

@@ -61,6 +61,9 @@ class PipelineConfig:
     """Results with a top probability below this are marked uncertain (0 disables); "auto":
     the bundle's threshold, below which its held-out results were right less than half the
     time (manifest: calibration.uncertainty)."""
+    min_speech: float | str = "auto"
+    """Utterances whose speech probability (the bundle's speech detector) is below this are
+    reported as "not_speech" and get no emotion (0 disables); "auto": the bundle's threshold."""
     adaptation_scope: str = "source"
     """Speaker adaptation history: "source" (each file / stream / microphone session) or "run"
     (all inputs of this run are one speaker)."""
@@ -244,6 +247,12 @@ def validate(config: Config) -> Config:
         "pipeline.min_confidence",
         '"auto" or 0.0-1.0',
         p.min_confidence,
+    )
+    _require(
+        p.min_speech == "auto" or (isinstance(p.min_speech, float) and 0.0 <= p.min_speech <= 1.0),
+        "pipeline.min_speech",
+        '"auto" or 0.0-1.0',
+        p.min_speech,
     )
     _require(
         p.adaptation_scope in ("source", "run"),

@@ -50,9 +50,16 @@ class Utterance:
     speech_end_wall_s: float
 
 
+NOT_SPEECH = "not_speech"  # `Result.emotion` when the speech detector rejects the utterance
+
+
 @dataclass(frozen=True)
 class Result:
-    """The classification of one utterance; `to_json()` is the `--json` line and MQTT payload."""
+    """The classification of one utterance; `to_json()` is the `--json` line and MQTT payload.
+
+    An utterance the bundle's speech detector rejects (noise, music, tones that got past the
+    VAD) has emotion NOT_SPEECH, confidence 1 - speech, no probabilities, arousal and valence 0,
+    and the source's trend unchanged."""
 
     seq: int
     source: str
@@ -67,6 +74,11 @@ class Result:
     arousal: float = 0.0  # [-1, 1], from the probabilities (streamer/scoring.py)
     valence: float = 0.0  # [-1, 1]
     trend: Trend | None = None  # the source's smoothed emotion over recent utterances
+    speech: float = 1.0  # P(speech) from the bundle's speech detector (1.0: it has none)
+
+    @property
+    def is_speech(self) -> bool:
+        return self.emotion != NOT_SPEECH
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,7 +94,9 @@ class Result:
             "uncertain": self.uncertain,
             "arousal": round(self.arousal, 4),
             "valence": round(self.valence, 4),
-            **({"trend": self.trend.to_dict()} if self.trend is not None else {}),
+            "speech": round(self.speech, 4),
+            # null only for a source's first utterances when they are not speech
+            "trend": self.trend.to_dict() if self.trend is not None else None,
         }
 
     @classmethod
@@ -103,6 +117,7 @@ class Result:
             arousal=float(data.get("arousal", 0.0)),
             valence=float(data.get("valence", 0.0)),
             trend=Trend.from_dict(trend) if trend else None,
+            speech=float(data.get("speech", 1.0)),
         )
 
     def to_json(self) -> str:

@@ -18,12 +18,12 @@ from streamer.classifier import Classifier
 from streamer.config import Config
 from streamer.features import Analysis
 from streamer.inference import BatchedInference
-from streamer.messages import AudioBlock, Result, Utterance
+from streamer.messages import NOT_SPEECH, AudioBlock, Result, Utterance
 from streamer.scoring import arousal_valence
 from streamer.segmenter import VadSegmenter, frame_level_db
 from streamer.sources import EndOfStream, Source, SourceError
 from streamer.state import LiveState
-from streamer.trend import TrendTracker
+from streamer.trend import Trend, TrendTracker
 from streamer.workers import FeatureWorkers
 
 logger = logging.getLogger(__name__)
@@ -158,14 +158,23 @@ class Pipeline:
         min_confidence = self.classifier.bundle.resolve_min_confidence(
             self.config.pipeline.min_confidence
         )
+        min_speech = self.classifier.bundle.resolve_min_speech(self.config.pipeline.min_speech)
         per_source = self.config.pipeline.adaptation_scope == "source"
         adapter = self.classifier.adapter()
         trends = TrendTracker(labels, self.config.trend)
         while (task := await pending.get()) is not None:
             try:
                 utterance, analysis = await task
+                speaker = utterance.source if per_source else ""
+                # a tiny network on the unadapted statistics (microseconds): runs here
+                speech = self.classifier.speech_probability(analysis.vector)
+                if speech < min_speech:  # not speech: no emotion, no adaptation history
+                    self._emit(
+                        not_speech(self._seq, utterance, speech, model, trends.current(speaker))
+                    )
+                    continue
                 # Speaker adaptation uses earlier utterances only, so it runs here, in order.
-                inputs = adapter.push(utterance.source if per_source else "", analysis)
+                inputs = adapter.push(speaker, analysis)
                 probs = await self.inference.predict(inputs)
             except Exception:
                 self.state.failed += 1
@@ -176,7 +185,6 @@ class Pipeline:
             confidence = float(probs[top])
             probabilities = {label: float(p) for label, p in zip(labels, probs, strict=True)}
             arousal, valence = arousal_valence(probabilities)
-            speaker = utterance.source if per_source else ""
             trend = trends.push(
                 speaker,
                 probabilities,
@@ -199,7 +207,30 @@ class Pipeline:
                 arousal=arousal,
                 valence=valence,
                 trend=trend,
+                speech=speech,
             )
-            self._seq += 1
-            self.state.record(result)
-            emit_all(self.sinks, result)
+            self._emit(result)
+
+    def _emit(self, result: Result) -> None:
+        self._seq += 1
+        self.state.record(result)
+        emit_all(self.sinks, result)
+
+
+def not_speech(
+    seq: int, utterance: Utterance, speech: float, model: str, trend: Trend | None
+) -> Result:
+    """The result of an utterance the speech detector rejected (see `Result`)."""
+    return Result(
+        seq=seq,
+        source=utterance.source,
+        start_s=utterance.start_s,
+        end_s=utterance.end_s,
+        emotion=NOT_SPEECH,
+        confidence=1.0 - speech,
+        probabilities={},
+        latency_ms=(time.monotonic() - utterance.speech_end_wall_s) * 1000.0,
+        model=model,
+        trend=trend,
+        speech=speech,
+    )

@@ -74,6 +74,11 @@ class TrendTracker:
         self.reset_after_s = config.reset_after_s
         self._states: dict[Hashable, _State] = {}
 
+    def current(self, source: Hashable) -> Trend | None:
+        """The source's trend as it stands (None before its first utterance)."""
+        state = self._states.get(source)
+        return None if state is None else self._trend(state)
+
     def push(
         self,
         source: Hashable,
@@ -102,6 +107,9 @@ class TrendTracker:
                 end_s,
             )
         self._states[source] = state
+        return self._trend(state)
+
+    def _trend(self, state: _State) -> Trend:
         top = int(np.argmax(state.probs))
         return Trend(
             emotion=self.labels[top],

@@ -1,4 +1,4 @@
-"""Shared fixtures: the RAVDESS folder and synthetic audio helpers."""
+"""Shared fixtures: the RAVDESS and nEMO folders and synthetic audio helpers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RAVDESS = REPO.parent / "shared" / "data" / "ravdess"
+NEMO = REPO.parent / "shared" / "data" / "nemo"
 DEFAULT_MODEL = REPO / "models" / "default"
 
 
@@ -17,6 +18,14 @@ def ravdess() -> Path:
     if not (RAVDESS / "Actor_01").is_dir():
         pytest.skip(f"RAVDESS not found at {RAVDESS} (see README: 'Data')")
     return RAVDESS
+
+
+@pytest.fixture(scope="session")
+def nemo() -> Path:
+    """The 16 kHz FLAC copy of nEMO beside the repo; tests needing it skip when absent."""
+    if not (NEMO / "data.tsv").is_file():
+        pytest.skip(f"nEMO not found at {NEMO} (see README: 'Data')")
+    return NEMO
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -8,6 +8,8 @@ import sys
 import threading
 from typing import Any
 
+import pytest
+
 from streamer.labels import LABELS
 
 RESULT_KEYS = {
@@ -24,6 +26,7 @@ RESULT_KEYS = {
     "arousal",
     "valence",
     "trend",
+    "speech",
 }
 TREND_KEYS = {"emotion", "confidence", "probabilities", "arousal", "valence", "utterances"}
 
@@ -51,6 +54,13 @@ def parse_results(stdout: bytes) -> list[dict[str, Any]]:
     results = [json.loads(line) for line in stdout.decode().splitlines()]
     for r in results:
         assert set(r) == RESULT_KEYS, r
+        assert 0.0 <= r["speech"] <= 1.0
+        assert r["start_s"] < r["end_s"]
+        if r["emotion"] == "not_speech":  # rejected by the speech detector: no emotion
+            assert r["probabilities"] == {} and r["arousal"] == r["valence"] == 0.0
+            assert r["confidence"] == pytest.approx(1.0 - r["speech"], abs=2e-4)
+            assert r["trend"] is None or set(r["trend"]) == TREND_KEYS
+            continue
         assert r["emotion"] in LABELS
         assert list(r["probabilities"]) == list(LABELS)
         assert abs(sum(r["probabilities"].values()) - 1.0) < 1e-3

@@ -60,6 +60,12 @@ def test_manifest_records_protocol_scores_and_spec():
     assert m["cnn"]["config"]["epochs"] == 80 and m["cnn"]["parameters"] > 50_000
     shipped = sum(p.stat().st_size for p in DEFAULT_MODEL.iterdir())
     assert shipped < 10_000_000  # the bundle budget
+    # the speech detector, trained on both corpora, scored held out against the goals
+    assert bundle.speech is not None and bundle.speech.threshold == 0.5
+    scores = m["speech"]["evaluation"]
+    assert scores["nonspeech_accepted"] <= 0.10
+    for corpus in ("ravdess", "nemo"):
+        assert max(scores["speech_rejected"][corpus].values()) <= 0.02
 
 
 def test_shipped_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess, tmp_path):
@@ -100,6 +106,15 @@ def test_shipped_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess, t
         ref = apply_temperature((stats_probs + cnn_probs) / 2, bundle.temperature)
         np.testing.assert_allclose(lite, ref, atol=1e-4)
     assert n_windows[0] == 1 and n_windows[1] >= 3
+
+    # the speech detector: LiteRT agrees with its Keras source
+    speech = keras.models.load_model(DEFAULT_MODEL / "speech.keras", safe_mode=True)
+    clf = Classifier(bundle)
+    noise = np.random.default_rng(0).normal(0, 0.05, 32_000).astype(np.float32)
+    for audio in (sf.read(clip, dtype="float32")[0], noise):
+        vector = extract(audio, 16_000)
+        expected = float(speech.predict(vector[None, :], verbose=0)[0, 0])
+        assert clf.speech_probability(vector) == pytest.approx(expected, abs=1e-4)
 
 
 def _copy_with(tmp_path, change) -> Path:
@@ -152,3 +167,16 @@ def test_bundle_without_cnn_still_classifies(ravdess, tmp_path):
     stats_only = alone.probabilities(audio, rate)
     assert sum(stats_only.values()) == pytest.approx(1.0, abs=1e-4)
     assert stats_only != both.probabilities(audio, rate)
+
+
+def test_missing_speech_detector_file_is_a_clear_error(tmp_path):
+    copy = _copy_with(tmp_path, lambda m: None)
+    (copy / "speech.tflite").unlink()
+    with pytest.raises(BundleError, match=r"speech\.tflite is missing"):
+        load_bundle(copy)
+    # a bundle without a "speech" section rejects nothing
+    older = _copy_with(tmp_path / "o", lambda m: m.update(speech=None))
+    bundle = load_bundle(older)
+    assert bundle.speech is None and bundle.resolve_min_speech("auto") == 0.0
+    assert not Classifier(bundle).has_speech_detector
+    assert Classifier(bundle).speech_probability(np.zeros(696, np.float32)) == 1.0

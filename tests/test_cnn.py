@@ -108,7 +108,7 @@ def test_sweep_packs_cached_features_within_its_quantisation_and_runs(ravdess, t
     import shutil
 
     from train.cnn_sweep import DB_STEP, PACK_VARIANTS, load_pack, main
-    from train.data import scan
+    from train.corpora import scan
     from train.featurize import featurize_all
 
     data = tmp_path / "data"

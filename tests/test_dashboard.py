@@ -122,3 +122,15 @@ def test_thin_client_shows_the_server_connection_instead_of_mqtt():
     assert "model on ws://box:8765/v1/stream" in text
     assert "server retrying in 2 s (connection refused) waiting 25 x 0.1 s audio sent 3" in text
     assert "mqtt" not in text
+
+
+def test_not_speech_results_show_no_emotion():
+    state = _state()
+    rejected = Result(4, "mic", 6.0, 7.5, "not_speech", 0.97, {}, 300.0, "default", speech=0.03)
+    state.record(rejected)
+    text = _text(state)
+    assert "#4 not speech (speech probability 3%)" in text
+    assert "(not speech)" in text  # in the history table, with no confidence
+    strip = next(line for line in text.splitlines() if "emotions" in line)
+    assert "SHAC·" in strip and "· not speech" in strip  # one grey dot, after S H A C
+    assert rejected.to_dict()["probabilities"] == {} and not rejected.is_speech

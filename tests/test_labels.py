@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from streamer.labels import LABELS, parse_ravdess_name
+from streamer.labels import LABELS
+from train.corpora.ravdess import parse_ravdess_name
 
 
 def test_parses_every_field():

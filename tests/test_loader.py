@@ -1,4 +1,5 @@
-"""RAVDESS loader over the three layouts users download, generated in a temp dir."""
+"""RAVDESS loader over the three layouts users download, generated in a temp dir (nEMO's:
+test_corpora.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from train.data import DataError, scan
+from train.corpora import DataError, scan
 from train.featurize import featurize_all
 
 from .synth import harmonic
@@ -33,7 +34,11 @@ def test_official_48k_wav_layout_with_stereo(tmp_path):
         "03-01-01-01-02-01-02.wav",
         "03-01-05-02-01-01-01.wav",
     ]
-    assert [(c.label, c.actor) for c in found.clips] == [("neutral", 2), ("angry", 1)]
+    assert [(c.label, c.speaker, c.corpus) for c in found.clips] == [
+        ("neutral", "2", "ravdess"),
+        ("angry", "1", "ravdess"),
+    ]
+    assert found.clips[0].speaker_key == "ravdess:2"
     assert found.duplicates_dropped == 0
     results = featurize_all([c.path for c in found.clips], None, workers=1)
     assert all(r.vector is not None and r.vector.shape == (696,) for r in results)
@@ -63,7 +68,7 @@ def test_song_and_foreign_files_are_counted_not_used(tmp_path):
     _write(tmp_path / "other" / "note.wav", _clip(16_000), 16_000)
     found = scan(tmp_path)
     assert len(found.clips) == 1
-    assert len(found.not_speech) == 1 and len(found.not_ravdess) == 1
+    assert sorted(p.name for p in found.ignored) == ["03-02-05-02-01-01-01.wav", "note.wav"]
 
 
 def test_unreadable_and_empty_files_are_reported(tmp_path):
@@ -97,8 +102,10 @@ def test_feature_cache_hits_on_second_run(tmp_path):
 
 
 def test_empty_directory_is_an_error(tmp_path):
-    with pytest.raises(DataError, match="no RAVDESS speech audio"):
+    with pytest.raises(DataError, match="no known corpus"):
         scan(tmp_path)
+    with pytest.raises(DataError, match="no RAVDESS speech audio"):
+        scan(f"ravdess={tmp_path}")
 
 
 def test_missing_directory_is_an_error(tmp_path):

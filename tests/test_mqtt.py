@@ -310,7 +310,14 @@ def test_tls_verifies_against_the_ca(broker_factory, tls_files, tmp_path):  # no
 
 def test_home_assistant_discovery(broker, tmp_path):  # noqa: F811
     cfg = _config(tmp_path, "[mqtt]\nhome_assistant = true\n")
-    sensors = ("emotion", "confidence", "trend_emotion", "trend_arousal", "trend_valence")
+    sensors = (
+        "emotion",
+        "confidence",
+        "speech",
+        "trend_emotion",
+        "trend_arousal",
+        "trend_valence",
+    )
     configs = [f"homeassistant/sensor/ser_{NODE}/{k}/config" for k in sensors]
     sub = Subscriber(broker.port, ["homeassistant/sensor/#"])
     audio = _bursts(tmp_path / "x.wav", 3)
@@ -327,7 +334,7 @@ def test_home_assistant_discovery(broker, tmp_path):  # noqa: F811
         sub.close()
     assert live.returncode == 0
     payloads = [json.loads(sub.on(t)[0]) for t in configs]
-    emotion, confidence, trend_emotion, trend_arousal, trend_valence = payloads
+    emotion, confidence, speech, trend_emotion, trend_arousal, trend_valence = payloads
     for payload in payloads:
         assert payload["state_topic"] == EMOTION
         assert payload["availability_topic"] == STATUS
@@ -337,11 +344,17 @@ def test_home_assistant_discovery(broker, tmp_path):  # noqa: F811
         assert "{{" in payload["value_template"]
     assert emotion["device_class"] == "enum" and emotion["options"] == list(LABELS)
     assert confidence["unit_of_measurement"] == "%"
+    # a rejected utterance ("not_speech") is Home Assistant's unknown: the template renders None
+    for sensor in (emotion, confidence):
+        assert "None if value_json.emotion == 'not_speech' else" in sensor["value_template"]
+    assert speech["unit_of_measurement"] == "%" and "value_json.speech" in speech["value_template"]
     assert trend_emotion["device_class"] == "enum" and trend_emotion["options"] == list(LABELS)
-    assert trend_emotion["value_template"] == "{{ value_json.trend.emotion }}"
+    assert trend_emotion["value_template"] == (
+        "{{ value_json.trend.emotion if value_json.trend else None }}"
+    )
     assert "value_json.trend.arousal" in trend_arousal["value_template"]
     assert "value_json.trend.valence" in trend_valence["value_template"]
-    assert len({p["unique_id"] for p in payloads}) == 5
+    assert len({p["unique_id"] for p in payloads}) == 6
     late = Subscriber(broker.port, configs, client_id="late")  # retained for a newcomer
     try:
         late.wait_for(

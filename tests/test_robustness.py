@@ -6,12 +6,19 @@ import numpy as np
 import pytest
 
 from train.robustness import (
+    CHANNELS,
+    TEST_VARIANTS,
     add_noise,
     add_reverb,
+    at_level,
     change_speed,
+    cheap_microphone,
     check_variant,
+    clip,
     make_variant,
+    microphone_response,
     room_impulse_response,
+    telephone,
 )
 
 RATE = 16_000
@@ -76,3 +83,54 @@ def test_variant_names_are_checked():
             check_variant(name)
     with pytest.raises(ValueError, match="unknown audio variant"):
         make_variant(tone(100.0), "echo", seed=0)
+
+
+def _level_db(audio: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(audio.astype(np.float64) ** 2) + 1e-20))
+
+
+def test_telephone_keeps_the_voice_band_and_removes_the_rest():
+    assert telephone(tone(1000.0)).size == RATE
+    kept = _level_db(telephone(tone(1000.0))[800:-800]) - _level_db(tone(1000.0))
+    low = _level_db(telephone(tone(100.0))[800:-800]) - _level_db(tone(100.0))
+    high = _level_db(telephone(tone(5000.0))[800:-800]) - _level_db(tone(5000.0))
+    assert abs(kept) < 1.0  # 1 kHz passes (mu-law noise is ~38 dB down)
+    assert low < -20.0 and high < -40.0  # below 300 Hz / above 4 kHz (8 kHz rate) gone
+
+
+def test_telephone_quantises_like_8_bit_mu_law():
+    quiet = tone(1000.0) * 0.01
+    out = telephone(quiet)[800:-800]
+    noise = out - quiet[800:-800]
+    snr = _level_db(quiet[800:-800]) - _level_db(noise)
+    assert 20.0 < snr < 45.0  # 8-bit companding noise, not 16-bit (~90 dB)
+
+
+def test_cheap_microphone_is_seeded_keeps_level_and_colours_the_spectrum():
+    noise = np.random.default_rng(0).normal(0, 0.1, RATE).astype(np.float32)
+    a, b = cheap_microphone(noise, 1), cheap_microphone(noise, 2)
+    np.testing.assert_array_equal(a, cheap_microphone(noise, 1))
+    assert not np.allclose(a, b)
+    assert abs(_level_db(a) - _level_db(noise)) < 0.01
+    gains = 20 * np.log10(microphone_response(RATE, 1)[1:])
+    assert gains[:50].mean() < -10.0  # the high-pass below 100-300 Hz
+    assert gains[500:].max() - gains[500:].min() > 6.0  # tilt and resonances: not flat
+
+
+def test_clipping_and_low_level():
+    clipped = clip(tone(440.0), gain_db=12.0)
+    assert np.abs(clipped).max() == 1.0
+    assert 0.5 < float(np.mean(np.abs(clipped) == 1.0)) < 0.95  # most of each cycle flattened
+    quiet = at_level(tone(440.0), peak_dbfs=-40.0)
+    assert 20 * np.log10(np.abs(quiet).max()) == pytest.approx(-40.0, abs=0.01)
+    steps = np.unique(np.round(quiet * 32767.0, 6))
+    np.testing.assert_allclose(steps, np.round(steps))  # on the 16-bit grid
+    assert len(steps) <= 2 * 328 + 1
+
+
+def test_channels_are_test_variants_and_augmentations():
+    assert set(CHANNELS) <= set(TEST_VARIANTS)
+    for name in CHANNELS:
+        assert check_variant(name) == name
+        out = make_variant(tone(440.0), name, seed=3)
+        assert out.dtype == np.float32 and out.size == RATE

@@ -1,4 +1,6 @@
-"""A small real `ser-train` run on four RAVDESS actors: evaluates, writes a bundle, predicts."""
+"""Small real `ser-train` runs: four RAVDESS actors; RAVDESS and nEMO speakers together
+(every protocol, masked loss, speech detector, resumed from the fold cache); the bundles they
+write load and predict."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ import pytest
 import soundfile as sf
 
 from streamer.classifier import Classifier
+from streamer.features import analyse
 from streamer.labels import LABELS
+from train import nonspeech
 
 
 def ser_train(*args: str) -> subprocess.CompletedProcess[str]:
@@ -29,21 +33,28 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
     out = tmp_path / "bundle"
     proc = ser_train(
         *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(tmp_path / "cache")),
-        *("--actors", "1,11,4,10", "--epochs", "3"),
+        *("--actors", "1,4", "--epochs", "3", "--no-speech-detector", "--augment", "snr15"),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "found 240 RAVDESS speech clips" in proc.stdout
+    assert "found 120 RAVDESS speech (English, 24 actors) clips" in proc.stdout
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["training"]["actors"] == [1, 4, 10, 11]
+    assert manifest["training"]["speakers"] == ["ravdess:1", "ravdess:4"]
+    assert [c["name"] for c in manifest["corpora"]] == ["ravdess"]
+    assert manifest["speech"] is None and not (out / "speech.tflite").exists()
     ev = manifest["evaluation"]
-    assert ev["folds_evaluated"] == 2  # folds 1 (actors 1, 11) and 2 (4, 10)
-    assert [f["fold"] for f in ev["per_fold"]] == [1, 2]
+    assert ev["folds_evaluated"] == 2  # folds 1 (actor 1 held out) and 2 (actor 4)
+    assert list(ev["protocols"]) == ["ravdess"]
+    assert [f["fold"] for f in ev["protocols"]["ravdess"]["per_fold"]] == [1, 2]
     assert 0.0 <= ev["summary"]["accuracy"]["mean"] <= 1.0
     assert set(ev["summary"]["variant_accuracy"]) == {
         "vad",
         "snr20",
         "snr10",
         "reverb500",
+        "telephone",
+        "cheapmic",
+        "clipped",
+        "quiet",
         "first_utterance",
     }
     assert manifest["adaptation"]["prior_weight"] == 2.0
@@ -57,11 +68,14 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
     for noise in ("absl::InitializeLog", "cuInit", "cuda drivers", "XNNPACK"):
         assert noise not in proc.stderr, proc.stderr[-2000:]
     assert "Saved artifact" not in proc.stdout and "Captures:" not in proc.stdout
-    evaluation = json.loads((out / "evaluation.json").read_text())
-    for fold in evaluation["folds"]:
-        assert not set(fold["test_actors"]) & set(fold["train_actors"])
+    evaluation = json.loads((out / "evaluation.json").read_text())["protocols"]["ravdess"]
+    assert [f["test_speakers"] for f in evaluation["folds"]] == [
+        ["ravdess:1", "ravdess:11", "ravdess:20", "ravdess:21"],
+        ["ravdess:4", "ravdess:10", "ravdess:12", "ravdess:14"],
+    ]
+    assert [f["n_train"] for f in evaluation["folds"]] == [60, 60]
     confusion = np.array(evaluation["pooled"]["confusion"])
-    assert confusion.shape == (8, 8) and confusion.sum() == 240
+    assert confusion.shape == (8, 8) and confusion.sum() == 120
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     clf = Classifier.from_dir(out)
@@ -77,7 +91,7 @@ def test_cnn_run_writes_a_two_network_bundle_that_classifies(ravdess, tmp_path):
     proc = ser_train(
         *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(tmp_path / "cache")),
         *("--actors", "1,11,4,10", "--epochs", "1", "--ensemble", "1", "--no-robustness"),
-        *("--cnn", "--cnn-epochs", "2", "--augment", "snr30"),
+        *("--cnn", "--cnn-epochs", "2", "--augment", "snr30", "--no-speech-detector"),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = json.loads((out / "manifest.json").read_text())
@@ -87,7 +101,7 @@ def test_cnn_run_writes_a_two_network_bundle_that_classifies(ravdess, tmp_path):
     assert (out / "cnn.tflite").is_file() and (out / "cnn.keras").is_file()
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert evaluation["training"]["cnn"]["epochs"] == 2
-    for fold in evaluation["folds"]:
+    for fold in evaluation["protocols"]["ravdess"]["folds"]:
         assert set(fold["component_accuracy"]) == {"stats", "cnn"}
     # the cache now holds a log-mel sequence beside each vector (clean and snr30)
     assert len(list((tmp_path / "cache").rglob("*.logmel.npy"))) == 2 * 240
@@ -114,6 +128,7 @@ def test_eval_only_run_with_augmentation_and_speaker_ensemble(ravdess, tmp_path)
     proc = ser_train(
         *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(tmp_path / "cache")),
         *("--actors", "1,2,3,11", "--epochs", "1", "--eval-only", "--no-robustness"),
+        "--no-speech-detector",
         *("--augment", "speed110,reverb300", "--mixup", "0.2"),
         *("--ensemble", "2", "--ensemble-split", "speakers"),
     )
@@ -121,7 +136,8 @@ def test_eval_only_run_with_augmentation_and_speaker_ensemble(ravdess, tmp_path)
     assert sorted(p.name for p in out.iterdir()) == ["confusion.png", "evaluation.json"]
     evaluation = json.loads((out / "evaluation.json").read_text())
     # folds 1 (actors 1, 11 held out), 4 (3) and 5 (2); each trains on the other actors
-    assert [f["fold"] for f in evaluation["folds"]] == [1, 4, 5]
+    folds = evaluation["protocols"]["ravdess"]["folds"]
+    assert [f["fold"] for f in folds] == [1, 4, 5]
     assert evaluation["training"]["augment"] == ["speed110", "reverb300"]
     config = evaluation["training"]["config"]
     assert (config["mixup_alpha"], config["ensemble"], config["ensemble_split"]) == (
@@ -129,7 +145,9 @@ def test_eval_only_run_with_augmentation_and_speaker_ensemble(ravdess, tmp_path)
         2,
         "speakers",
     )
-    assert set(evaluation["summary"]["variant_accuracy"]) == {"first_utterance"}
+    assert set(evaluation["protocols"]["ravdess"]["summary"]["variant_accuracy"]) == {
+        "first_utterance"
+    }
 
 
 def test_speaker_ensemble_needs_enough_training_actors(ravdess, tmp_path):
@@ -142,11 +160,105 @@ def test_speaker_ensemble_needs_enough_training_actors(ravdess, tmp_path):
     assert len(lines) == 1 and "--ensemble-split speakers" in lines[0] and "1 training" in lines[0]
 
 
+def _tiny_nemo(nemo, root, speakers=("EB0", "WR0", "KD0", "KS0"), per_speaker=30):
+    """A copy of nEMO's layout (symlinked samples, data.tsv rows) with a few clips per speaker."""
+    (root / "samples").mkdir(parents=True)
+    header, *rows = (nemo / "data.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = []
+    for speaker in speakers:
+        mine = [r for r in rows if r.split("\t")[4] == speaker]
+        # every emotion: take rows round-robin over the sorted list
+        mine = sorted(mine, key=lambda r: (int(r.split("\t")[0].split("_")[2][:-5]), r))
+        kept += mine[:per_speaker]
+    for row in kept:
+        name = row.split("\t")[0]
+        (root / "samples" / name).symlink_to(nemo / "samples" / name)
+    (root / "data.tsv").write_text(header + "".join(kept), encoding="utf-8")
+    return root
+
+
+@pytest.mark.slow
+def test_two_corpora_every_protocol_speech_detector_and_resume(ravdess, nemo, tmp_path):
+    data = _tiny_nemo(nemo, tmp_path / "nemo")
+    out = tmp_path / "bundle"
+    args = (
+        *("--data", str(ravdess), "--data", f"nemo={data}", "--out", str(out)),
+        *("--cache-dir", str(tmp_path / "cache"), "--actors", "1,11,4", "--epochs", "2"),
+        *("--ensemble", "1", "--no-robustness", "--augment", "telephone"),
+        *("--nonspeech-per-kind", "6"),
+    )
+    first = ser_train(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "found 120 nEMO (Polish, acted) clips" in first.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    corpora = {c["name"]: c for c in manifest["corpora"]}
+    assert corpora["nemo"]["clips"] == 120 and corpora["ravdess"]["clips"] == 180
+    assert corpora["nemo"]["missing_labels"] == ["calm", "disgust"]
+    assert corpora["nemo"]["speakers"] == ["EB0", "KD0", "KS0", "WR0"]
+    assert "calm" not in corpora["nemo"]["labels"]
+    assert len({c["fingerprint_sha256"] for c in corpora.values()}) == 2
+    assert manifest["training"]["loss"].startswith("cross-entropy masked")
+    protocols = manifest["evaluation"]["protocols"]
+    assert list(protocols) == ["ravdess", "nemo", "ravdess-to-nemo", "nemo-to-ravdess"]
+    assert protocols["ravdess"]["train_corpora"] == ["ravdess", "nemo"]
+    assert protocols["ravdess-to-nemo"]["train_corpora"] == ["ravdess"]
+    assert protocols["nemo-to-ravdess"]["labels"] == [
+        "neutral",
+        "happy",
+        "sad",
+        "angry",
+        "fearful",
+        "surprised",
+    ]
+    assert [f["test_speakers"] for f in protocols["nemo"]["per_fold"]] == [
+        ["nemo:EB0", "nemo:WR0"],
+        ["nemo:KD0", "nemo:KS0"],
+    ]
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    for name, protocol in evaluation["protocols"].items():
+        assert protocol["folds_from_cache"] == 0, name
+        for fold in protocol["folds"]:
+            assert fold["n_train"] > 0
+    # the speech detector: trained, scored, shipped in the bundle
+    speech = manifest["speech"]
+    assert speech["tflite"] == "speech.tflite" and 0 < speech["threshold"] < 1
+    scores = speech["evaluation"]
+    assert set(scores["speech_rejected"]) == {"ravdess", "nemo"}
+    assert set(scores["nonspeech_accepted_per_kind"]) == set(nonspeech.KINDS)
+    clf = Classifier.from_dir(out)
+    assert clf.has_speech_detector
+    audio, rate = sf.read(ravdess / "Actor_02" / "03-01-01-01-01-01-02.flac", dtype="float32")
+    assert 0.0 <= clf.speech_probability(analyse(audio, rate).vector) <= 1.0
+    assert list(clf.probabilities(audio, rate)) == list(LABELS)
+
+    # run again (evaluation only): every fold comes from the fold cache, same scores
+    second = ser_train(*args, "--eval-only", "--no-speech-detector")
+    assert second.returncode == 0, second.stderr[-3000:]
+    again = json.loads((out / "evaluation.json").read_text())
+    for name, protocol in again["protocols"].items():
+        assert protocol["folds_from_cache"] == protocol["folds_evaluated"], name
+        assert protocol["summary"] == evaluation["protocols"][name]["summary"]
+
+
+def test_protocol_the_corpora_cannot_run_fails_before_any_features(ravdess, tmp_path):
+    proc = ser_train(
+        *("--data", str(ravdess), "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path)),
+        *("--protocol", "ravdess-to-nemo"),
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "--protocol ravdess-to-nemo needs the corpora nemo, ravdess" in lines[0]
+    assert not list(tmp_path.rglob("*.npy"))  # failed before extracting anything
+
+
 def test_train_reports_bad_data_folder(tmp_path):
     proc = ser_train("--data", str(tmp_path))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no RAVDESS speech audio" in lines[0]
+    assert len(lines) == 1 and "no known corpus under" in lines[0] and "NAME=PATH" in lines[0]
+    proc = ser_train("--data", f"ravdess={tmp_path}")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "no RAVDESS speech audio" in lines[0]
 
 
 def test_exported_copy_predicts_exactly_like_the_trained_model(tmp_path):

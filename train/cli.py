@@ -1,18 +1,19 @@
-"""`ser-train`: featurize RAVDESS, evaluate speaker-independently, train and write a bundle."""
+"""`ser-train`: read corpora, evaluate speaker-independently under each protocol, train the final
+networks and the speech detector, write a bundle. Parsing and reporting only: corpora live in
+train/corpora/, the data set in train/dataset.py, protocols in train/protocols.py, evaluation in
+train/evaluate.py, the speech detector in train/speech.py, bundle writing in train/export.py.
+"""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib import metadata
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,57 +21,67 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from streamer.adaptation import AdaptationPrior, adapt_in_order
-from streamer.bundle import (
-    CNN_KERAS_FILE,
-    CNN_TFLITE_FILE,
-    FORMAT_VERSION,
-    KERAS_FILE,
-    MANIFEST,
-    TFLITE_FILE,
-)
 from streamer.features import FEATURE_SPEC
 from streamer.labels import LABELS
 from streamer.native_log import NativeStderrFilter
-from streamer.scoring import apply_temperature
-from train.calibration import (
-    ece_sampling_floor,
-    expected_calibration_error,
-    fit_temperature,
-    uncertainty_threshold,
+from train.cnn import CnnConfig
+from train.corpora import CORPORA, Clip, DataError, Scan
+from train.dataset import Dataset, load_dataset, parse_speakers
+from train.evaluate import (
+    Setup,
+    calibrate_protocols,
+    default_fold_cache_dir,
+    evaluate_protocol,
+    public,
 )
-from train.cnn import CnnConfig, Mels, TrainedCnn
-from train.data import Clip, DataError, scan
-from train.featurize import default_cache_dir, featurize_all
-from train.folds import PROTOCOL_NAME, TEST_ACTORS
-from train.metrics import mean_std, scores_of_probabilities
-from train.report import plot_confusion, print_evaluation
+from train.featurize import Extracted, default_cache_dir
+from train.protocols import PROTOCOLS, select
+from train.report import plot_confusion, print_calibration, print_evaluation
 from train.robustness import TEST_VARIANTS, check_variant
 
 logger = logging.getLogger("ser.train")
-
-PACKAGES = ("numpy", "soundfile", "soxr", "tensorflow", "keras", "ai-edge-litert")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="ser-train",
-        description="Train and honestly evaluate a speech emotion model on RAVDESS.",
+        description="Train and honestly evaluate a speech emotion model on one or more corpora.",
     )
-    p.add_argument("--data", type=Path, required=True, help="RAVDESS folder (any layout)")
+    p.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="[NAME=]PATH",
+        help=f"a corpus folder, any layout (repeat for more corpora; NAME one of "
+        f"{', '.join(CORPORA)} when the layout does not tell)",
+    )
     p.add_argument("--out", type=Path, default=Path("models/trained"), help="bundle folder")
+    p.add_argument(
+        "--protocol",
+        action="append",
+        choices=[*PROTOCOLS, "all"],
+        default=None,
+        help="evaluation protocol (repeatable; default: every one the corpora allow)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 12)")
     p.add_argument("--seed", type=int, default=0, help="random seed (recorded in the bundle)")
     p.add_argument(
-        "--actors",
-        type=str,
+        "--speakers",
         default=None,
-        help="use only these actors, e.g. '1,4,10,11' (for quick runs; folds without "
-        "held-out actors are skipped)",
+        help="use only these speakers of the corpora named, e.g. 'ravdess:1,nemo:EB0' (quick "
+        "runs; a corpus not named keeps all its speakers; folds without them are skipped)",
     )
+    p.add_argument("--actors", default=None, help="RAVDESS actors only, e.g. '1,4,10,11'")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="feature processes")
-    p.add_argument("--cache-dir", type=Path, default=None, help="feature cache folder")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write cached features")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="feature cache folder (fold predictions go to its 'folds' subfolder)",
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", help="read and write no cached features or folds"
+    )
     p.add_argument("--skip-eval", action="store_true", help="train the final model only")
     p.add_argument(
         "--eval-only",
@@ -88,7 +99,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=["snr15", "snr30", "speed90", "speed110"],
         help="copies of the training audio added to training (default "
         "snr15,snr30,speed90,speed110): snrNN white noise at NN dB SNR, speedNNN played at NNN "
-        "%% speed, reverbNNN a simulated room with RT60 NNN ms; '' for none",
+        "%% speed, reverbNNN a simulated room with RT60 NNN ms, telephone, cheapmic, clipped, "
+        "quiet; '' for none",
+    )
+    p.add_argument(
+        "--no-label-mask",
+        action="store_true",
+        help="plain cross-entropy even for corpora that lack labels (for comparison: they then "
+        "teach 'never calm / never disgust')",
+    )
+    p.add_argument(
+        "--balance-corpora",
+        action="store_true",
+        help="the statistics network weighs each corpus equally rather than each clip",
     )
     p.add_argument(
         "--hidden-units", type=int, default=None, help="hidden layer width; 0: linear softmax"
@@ -108,13 +131,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--cnn",
         action="store_true",
         help="also train the log-mel CNN and average it with the statistics model (the shipped "
-        "models/default; about 1.5 h more on 2 CPU cores)",
+        "models/default; about 1.5 h more per RAVDESS evaluation on 2 CPU cores)",
     )
     p.add_argument("--cnn-epochs", type=int, default=None, help="CNN epochs (default 80)")
     p.add_argument(
         "--no-robustness",
         action="store_true",
-        help="skip evaluating on VAD-cut and noisy (20/10 dB SNR) test audio",
+        help="skip evaluating on VAD-cut, noisy, reverberant and channel-degraded test audio",
+    )
+    p.add_argument(
+        "--no-speech-detector",
+        action="store_true",
+        help="train no speech detector (the bundle then never says 'not speech')",
+    )
+    p.add_argument(
+        "--nonspeech-per-kind",
+        type=int,
+        default=None,
+        help="generated non-speech clips per kind for the speech detector (default 120; a third "
+        "as many unseen ones score it)",
+    )
+    p.add_argument(
+        "--speech-only",
+        action="store_true",
+        help="(re)train only the speech detector into the existing bundle at --out",
     )
     p.add_argument(
         "-v",
@@ -123,18 +163,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="debug logging, and TensorFlow's own start-up and export messages",
     )
     return p.parse_args(argv)
-
-
-def _parse_actors(text: str | None) -> set[int] | None:
-    if text is None:
-        return None
-    try:
-        actors = {int(part) for part in text.split(",") if part.strip()}
-    except ValueError:
-        raise DataError(f"--actors {text!r}: expected comma-separated numbers 1-24") from None
-    if not actors or not all(1 <= a <= 24 for a in actors):
-        raise DataError(f"--actors {text!r}: expected comma-separated numbers 1-24")
-    return actors
 
 
 def _progress(console: Console) -> Progress:
@@ -148,350 +176,8 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def _fingerprint(clips: Sequence[Clip], digests: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for clip, digest in sorted(zip(clips, digests, strict=True), key=lambda x: x[0].path.stem):
-        h.update(f"{clip.path.stem}:{digest}\n".encode())
-    return h.hexdigest()
-
-
-def _package_versions() -> dict[str, str]:
-    versions = {"python": sys.version.split()[0]}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-N_ORDERS = 3  # random utterance orders per training speaker when simulating adaptation
-
-
-def adapted_training_set(
-    features: dict[str, np.ndarray],
-    y: np.ndarray,
-    actors: np.ndarray,
-    prior: AdaptationPrior | None,
-    seed: int,
-    *,
-    augment: tuple[str, ...] = (),
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Training features as the model will meet them live: adapted causally per speaker, the
-    clean clips in N_ORDERS random orders, each `augment` variant (noisy, reverberant or
-    speed-changed copies of the training audio) in one more (prior None: unadapted, once each).
-    Returns features, labels and the speaker (actor) of each row."""
-    sets = [("clean", r) for r in range(N_ORDERS if prior is not None else 1)]
-    sets += [(variant, N_ORDERS + k) for k, variant in enumerate(augment)]
-    copies = [
-        features[variant]
-        if prior is None
-        else adapt_in_order(features[variant], actors, prior, np.random.default_rng(seed + r))
-        for variant, r in sets
-    ]
-    return np.concatenate(copies), np.tile(y, len(sets)), np.tile(actors, len(sets))
-
-
-def adapted_test_set(
-    x: np.ndarray, actors: np.ndarray, prior: AdaptationPrior | None, seed: int
-) -> np.ndarray:
-    """Test features adapted per held-out speaker in one random order (causal, as live)."""
-    if prior is None:
-        return x
-    return adapt_in_order(x, actors, prior, np.random.default_rng(seed))
-
-
-def _scores_of(y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
-    return scores_of_probabilities(y, probs, LABELS)
-
-
-def _rows(seqs: Mels, keep: np.ndarray) -> Mels:
-    """The sequences where the boolean mask `keep` is true."""
-    return [m for m, k in zip(seqs, keep, strict=True) if k]
-
-
-@dataclass(frozen=True)
-class FoldModels:
-    """One fold's trained networks and the statistics model's adaptation prior."""
-
-    stats: Any
-    prior: AdaptationPrior | None
-    cnn: TrainedCnn | None = None
-    frames: int = 0
-
-    def parts(
-        self, features: np.ndarray, mels: Mels | None, streams: np.ndarray, order: int
-    ) -> list[np.ndarray]:
-        """Each network's (n, n_labels) probabilities for test clips, adapted per stream in
-        the order rng(order) draws: [statistics] or [statistics, CNN]."""
-        from train.cnn import predict_cnn
-        from train.model import predict
-
-        parts = [predict(self.stats, adapted_test_set(features, streams, self.prior, order))]
-        if self.cnn is not None and mels is not None:
-            parts.append(predict_cnn(self.cnn, mels, streams, order, self.frames))
-        return parts
-
-    def probs(
-        self, features: np.ndarray, mels: Mels | None, streams: np.ndarray, order: int
-    ) -> np.ndarray:
-        """The bundle's output before calibration: the mean of `parts`."""
-        return np.asarray(np.mean(self.parts(features, mels, streams, order), axis=0), np.float32)
-
-
-def evaluate(
-    x: dict[str, np.ndarray],
-    y: np.ndarray,
-    actors: np.ndarray,
-    config: Any,
-    console: Console,
-    *,
-    adapt: bool,
-    augment: tuple[str, ...] = (),
-    mels: dict[str, Mels] | None = None,
-    cnn_config: CnnConfig | None = None,
-) -> dict[str, Any]:
-    """Train and test once per actor fold that has both sides present.
-
-    x maps an audio variant ("clean", "vad", "snr20", ...) to features aligned with y; models
-    train on "clean" and the `augment` variants and are scored on "clean" and TEST_VARIANTS.
-    With `mels` (the same variants' log-mel sequences) and `cnn_config`, each fold also trains
-    the log-mel CNN and scores the average of both networks' probabilities.
-    Returns the evaluation, including out-of-fold probabilities.
-    """
-    from train.cnn import fit_cnn
-    from train.model import fit
-
-    clean = x["clean"]
-    folds = [(i, fa) for i, fa in enumerate(TEST_ACTORS) if np.isin(actors, fa).any()]
-    folds = [(i, fa) for i, fa in folds if (~np.isin(actors, fa)).any()]
-    if not folds:
-        raise DataError("no fold has both training and held-out actors; use more actors")
-    n_labels = len(LABELS)
-    results: list[dict[str, Any]] = []
-    oof = np.zeros((len(y), n_labels), dtype=np.float32)
-    fold_of = np.full(len(y), -1)
-    cnn_epochs = cnn_config.epochs if mels is not None and cnn_config is not None else 0
-    with _progress(console) as progress:
-        task = progress.add_task(
-            "evaluating folds (epochs)",
-            total=len(folds) * (config.epochs * config.ensemble + cnn_epochs),
-        )
-        for index, fold_actors in folds:
-            test = np.isin(actors, fold_actors)
-            if set(actors[~test]) & set(actors[test]):
-                raise AssertionError("an actor is on both sides of a fold")
-            prior = AdaptationPrior.from_features(clean[~test]) if adapt else None
-            x_train, y_train, speakers = adapted_training_set(
-                {name: feats[~test] for name, feats in x.items()},
-                y[~test],
-                actors[~test],
-                prior,
-                config.seed,
-                augment=augment,
-            )
-            model = fit(
-                x_train,
-                y_train,
-                n_labels,
-                config,
-                on_epoch=lambda _e: progress.advance(task),
-                speakers=speakers,
-            )
-            cnn = None
-            if mels is not None and cnn_config is not None:
-                cnn = fit_cnn(
-                    {v: _rows(ms, ~test) for v, ms in mels.items()},
-                    y[~test],
-                    actors[~test],
-                    n_labels,
-                    cnn_config,
-                    adapt=adapt,
-                    augment=augment,
-                    on_epoch=lambda _e: progress.advance(task),
-                )
-            trained = FoldModels(model, prior, cnn, cnn_config.frames if cnn_config else 0)
-            test_mels = {v: _rows(ms, test) for v, ms in mels.items()} if mels else {}
-
-            order_seed = config.seed + 1000 + index
-            parts = trained.parts(clean[test], test_mels.get("clean"), actors[test], order_seed)
-            probs = np.asarray(np.mean(parts, axis=0), dtype=np.float32)
-            components = (
-                {
-                    name: _scores_of(y[test], p)["accuracy"]
-                    for name, p in zip(("stats", "cnn"), parts, strict=True)
-                }
-                if len(parts) > 1
-                else {}
-            )
-            oof[test] = probs
-            fold_of[test] = index
-            variants = {
-                name: _scores_of(
-                    y[test],
-                    trained.probs(feats[test], test_mels.get(name), actors[test], order_seed),
-                )["accuracy"]
-                for name, feats in x.items()
-                if name in TEST_VARIANTS
-            }
-            if prior is not None:  # each clip as the first utterance of its stream
-                streams = np.arange(int(test.sum()))
-                alone = trained.probs(clean[test], test_mels.get("clean"), streams, 0)
-                variants["first_utterance"] = _scores_of(y[test], alone)["accuracy"]
-            results.append(
-                {
-                    "fold": index + 1,
-                    "test_actors": list(fold_actors),
-                    "train_actors": sorted(int(a) for a in set(actors[~test])),
-                    "scores": _scores_of(y[test], probs),
-                    "variant_accuracy": variants,
-                }
-                | ({"component_accuracy": components} if components else {})
-            )
-    summary: dict[str, Any] = {
-        key: mean_std([r["scores"][key] for r in results])
-        for key in ("accuracy", "unweighted_accuracy", "macro_f1")
-    }
-    summary["recall"] = {
-        label: mean_std([r["scores"]["recall"][label] for r in results]) for label in LABELS
-    }
-    summary["variant_accuracy"] = {
-        name: mean_std([r["variant_accuracy"][name] for r in results])
-        for name in results[0]["variant_accuracy"]
-    }
-    if "component_accuracy" in results[0]:
-        summary["component_accuracy"] = {
-            name: mean_std([r["component_accuracy"][name] for r in results])
-            for name in results[0]["component_accuracy"]
-        }
-    evaluated = fold_of >= 0
-    return {
-        "protocol": PROTOCOL_NAME,
-        "adaptation": "causal per-speaker, random utterance order" if adapt else "none",
-        "folds_evaluated": len(results),
-        "folds_total": len(TEST_ACTORS),
-        "labels": list(LABELS),
-        "folds": results,
-        "summary": summary,
-        "pooled": _scores_of(y[evaluated], oof[evaluated]),
-        "calibration": calibrate(oof[evaluated], y[evaluated], fold_of[evaluated]),
-    }
-
-
-def calibrate(probs: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> dict[str, Any]:
-    """Temperature scaling on out-of-fold predictions. ECE per fold uses a T fitted on the
-    other folds only; the bundle's T is fitted on all out-of-fold predictions."""
-    before, after, floor = [], [], []
-    calibrated = probs.copy()
-    for fold in np.unique(fold_of):
-        held = fold_of == fold
-        before.append(expected_calibration_error(probs[held], y[held]))
-        if (~held).any():
-            t = fit_temperature(probs[~held], y[~held])
-            calibrated[held] = apply_temperature(probs[held], t)
-            after.append(expected_calibration_error(calibrated[held], y[held]))
-            floor.append(ece_sampling_floor(calibrated[held]))
-    temperature = fit_temperature(probs, y)
-    return {
-        "method": "temperature scaling on out-of-fold predictions (ECE: 15 bins, top label)",
-        "temperature": temperature,
-        "ece_before": mean_std(before),
-        "ece_after": mean_std(after) if after else None,
-        # over all out-of-fold predictions at once (each calibrated with its other folds' T):
-        # less small-sample noise than per fold (240 clips)
-        "ece_before_pooled": expected_calibration_error(probs, y),
-        "ece_after_pooled": expected_calibration_error(calibrated, y) if after else None,
-        # the mean ECE a perfectly calibrated model with the same confidences scores on as
-        # many clips (small-sample noise alone): an ECE near these is as good as can be shown
-        "ece_floor": mean_std(floor) if floor else None,
-        "ece_floor_pooled": ece_sampling_floor(calibrated) if after else None,
-        # `ser-live`'s default pipeline.min_confidence, from the held-out calibrated predictions
-        "uncertainty": uncertainty_threshold(calibrated if after else probs, y),
-    }
-
-
-def _manifest_evaluation(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The evaluation as the manifest records it: protocol, summary, per-fold headline scores."""
-    if evaluation is None:
-        return None
-    headline = ("accuracy", "unweighted_accuracy", "macro_f1")
-    return {
-        **{
-            k: evaluation[k]
-            for k in ("protocol", "adaptation", "folds_evaluated", "folds_total", "summary")
-        },
-        "per_fold": [
-            {"fold": f["fold"], "test_actors": f["test_actors"]}
-            | {k: f["scores"][k] for k in headline}
-            for f in evaluation["folds"]
-        ],
-    }
-
-
-def run(args: argparse.Namespace, console: Console) -> int:
-    started = time.perf_counter()
-    wanted = _parse_actors(args.actors)
-    found = scan(args.data)
-    clips = [c for c in found.clips if wanted is None or c.actor in wanted]
-    if not clips:
-        raise DataError(f"none of the actors {sorted(wanted or [])} found under {args.data}")
-    console.print(
-        f"found {len(clips)} RAVDESS speech clips under {args.data} "
-        f"({found.duplicates_dropped} duplicates dropped, {len(found.not_ravdess)} other audio "
-        f"files ignored, {len(found.not_speech)} song/video files ignored)"
-    )
-    cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
-
-    t0 = time.perf_counter()
-    with _progress(console) as progress:
-        task = progress.add_task("extracting features", total=len(clips))
-        extracted = featurize_all(
-            [c.path for c in clips],
-            cache_dir,
-            max(1, args.workers),
-            on_done=lambda _item: progress.advance(task),
-            log_mel=args.cnn,
-        )
-    bad = [e for e in extracted if e.vector is None]
-    if bad:
-        console.print(
-            f"[yellow]skipped {len(bad)} unreadable or empty files[/], e.g. "
-            + "; ".join(str(e.error) for e in bad[:3])
-        )
-    keep = [(c, e) for c, e in zip(clips, extracted, strict=True) if e.vector is not None]
-    if not keep:
-        raise DataError(f"no usable audio under {args.data}: every RAVDESS file was unreadable")
-    n_cached = sum(e.cached for _, e in keep)
-    console.print(
-        f"features: {len(keep)} clips, {n_cached} from cache, {time.perf_counter() - t0:.1f} s "
-        f"(spec {FEATURE_SPEC.name} v{FEATURE_SPEC.version}, dim {FEATURE_SPEC.dim})"
-    )
-    x = np.stack([e.vector for _, e in keep if e.vector is not None]).astype(np.float32)
-    y = np.array([LABELS.index(c.label) for c, _ in keep], dtype=np.int64)
-    actors = np.array([c.actor for c, _ in keep], dtype=np.int64)
-    features = {"clean": x}
-    mels: dict[str, Mels] | None = None
-    if args.cnn:
-        mels = {"clean": [e.log_mel for _, e in keep if e.log_mel is not None]}
-    wanted_variants = [] if (args.skip_eval or args.no_robustness) else list(TEST_VARIANTS)
-    for variant in dict.fromkeys([*wanted_variants, *args.augment]):
-        with _progress(console) as progress:
-            task = progress.add_task(f"features of {variant} audio", total=len(keep))
-            done = featurize_all(
-                [c.path for c, _ in keep],
-                cache_dir,
-                max(1, args.workers),
-                on_done=lambda _item, t=task: progress.advance(t),  # type: ignore[misc]
-                variant=variant,
-                log_mel=args.cnn,
-            )
-        features[variant] = np.stack([e.vector for e in done if e.vector is not None])
-        if mels is not None:
-            mels[variant] = [e.log_mel for e in done if e.log_mel is not None]
-    extraction_s = time.perf_counter() - t0
-    adapt = not args.no_adaptation
-
-    from train.model import TrainConfig, fit, for_export, to_tflite, training_device
+def _configs(args: argparse.Namespace) -> Setup:
+    from train.model import TrainConfig
 
     flags = {  # TrainConfig field -> command-line value (None: keep the default)
         "seed": args.seed,
@@ -502,169 +188,272 @@ def run(args: argparse.Namespace, console: Console) -> int:
         "mixup_alpha": args.mixup,
         "ensemble_split": args.ensemble_split,
     }
-    overrides = {field: value for field, value in flags.items() if value is not None}
-    config = TrainConfig(**overrides)
-    cnn_overrides = {"seed": args.seed, "epochs": args.cnn_epochs or None}
-    cnn_config = CnnConfig(**{k: v for k, v in cnn_overrides.items() if v is not None})
-    if config.ensemble_split == "speakers":
-        present = set(actors.tolist())
-        held_out = [] if args.skip_eval else [present & set(f) for f in TEST_ACTORS]
-        fewest = min([len(present)] + [len(present - h) for h in held_out if h])
-        if fewest < config.ensemble:
-            raise DataError(
-                f"--ensemble-split speakers needs at least {config.ensemble} training actors in "
-                f"every fold, but a fold here has {fewest} training actor(s); use more actors, "
-                "a smaller --ensemble or --ensemble-split seeds"
+    config = TrainConfig(**{k: v for k, v in flags.items() if v is not None})
+    cnn_flags = {"seed": args.seed, "epochs": args.cnn_epochs or None}
+    cnn = CnnConfig(**{k: v for k, v in cnn_flags.items() if v is not None}) if args.cnn else None
+    return Setup(
+        config,
+        cnn,
+        adapt=not args.no_adaptation,
+        augment=tuple(args.augment),
+        mask_labels=not args.no_label_mask,
+        balance_corpora=args.balance_corpora,
+    )
+
+
+def _check_before_featurizing(
+    clips: Sequence[Clip], setup: Setup, protocol_names: list[str] | None, evaluate: bool
+) -> None:
+    """Fail fast, before minutes of feature extraction: the protocols asked for must suit the
+    corpora present, and a speaker-split ensemble needs enough training speakers in every fold
+    of them. Raises DataError."""
+    corpus = np.array([c.corpus for c in clips])
+    protocols = select(protocol_names, sorted(set(corpus.tolist()))) if evaluate else []
+    if setup.config.ensemble_split != "speakers":
+        return
+    speakers = np.array([c.speaker_key for c in clips])
+    y = np.array([LABELS.index(c.label) for c in clips])
+    sizes = [len(set(speakers.tolist()))]
+    for protocol in protocols:
+        sizes += [len(set(speakers[f.train].tolist())) for f in protocol.folds(corpus, speakers, y)]
+    if min(sizes) < setup.config.ensemble:
+        raise DataError(
+            f"--ensemble-split speakers needs at least {setup.config.ensemble} training speakers "
+            f"in every fold, but a fold here has {min(sizes)} training speaker(s); use more "
+            "speakers, a smaller --ensemble or --ensemble-split seeds"
+        )
+
+
+def _load(
+    args: argparse.Namespace,
+    console: Console,
+    variants: list[str],
+    check: Callable[[Sequence[Clip]], None] | None = None,
+) -> Dataset:
+    cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
+
+    def report(found: Scan, kept: int) -> None:
+        console.print(
+            f"found {kept} {found.corpus.title} clips under {found.root} ({found.layout}"
+            + (
+                f", {found.duplicates_dropped} duplicates dropped"
+                if found.duplicates_dropped
+                else ""
             )
+            + (f", {len(found.ignored)} other audio files ignored" if found.ignored else "")
+            + (
+                f"; {len(found.clips) - kept} of other speakers left out"
+                if kept < len(found.clips)
+                else ""
+            )
+            + ")"
+        )
+
+    t0 = time.perf_counter()
+    with _progress(console) as progress:
+
+        def bar(description: str, total: int) -> Callable[[Extracted], None]:
+            task = progress.add_task(description, total=total)
+            return lambda _item: progress.advance(task)
+
+        data = load_dataset(
+            args.data,
+            speakers=parse_speakers(args.speakers, args.actors),
+            cache_dir=cache_dir,
+            workers=args.workers,
+            variants=variants,
+            log_mel=args.cnn,
+            progress=bar,
+            on_scan=report,
+            check=check,
+        )
+    if data.unreadable:
+        console.print(
+            f"[yellow]skipped {len(data.unreadable)} unreadable or empty files[/], e.g. "
+            + "; ".join(data.unreadable[:3])
+        )
+    console.print(
+        f"features: {len(data.clips)} clips x {len(data.features)} audio variants, "
+        f"{time.perf_counter() - t0:.1f} s (spec {FEATURE_SPEC.name} v{FEATURE_SPEC.version}, "
+        f"dim {FEATURE_SPEC.dim})"
+    )
+    return data
+
+
+def _speech_detector(
+    args: argparse.Namespace, console: Console, data: Dataset, evaluate: bool
+) -> tuple[Any, dict[str, Any]]:
+    """Train (and evaluate) the speech detector; returns the model and its manifest record."""
+    from train import nonspeech, speech
+
+    config = speech.DetectorConfig(seed=args.seed)
+    if args.nonspeech_per_kind:
+        n = max(1, args.nonspeech_per_kind)
+        config = replace(config, train_per_kind=n, test_per_kind=max(1, n // 3))
+    with _progress(console) as progress:
+        total = (config.train_per_kind + (config.test_per_kind if evaluate else 0)) * len(
+            nonspeech.KINDS
+        )
+        task = progress.add_task("features of generated non-speech", total=total)
+        cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
+        train_noise = speech.nonspeech_features(
+            config.train_per_kind,
+            0,
+            max(1, args.workers),
+            lambda: progress.advance(task),
+            cache_dir=cache_dir,
+        )
+        test_noise = (
+            speech.nonspeech_features(
+                config.test_per_kind,
+                speech.TEST_SEED,
+                max(1, args.workers),
+                lambda: progress.advance(task),
+                cache_dir=cache_dir,
+            )
+            if evaluate
+            else None
+        )
+    record: dict[str, Any] = {
+        "threshold": config.threshold,
+        "config": config.to_dict(),
+        "nonspeech_kinds": list(nonspeech.KINDS),
+        "input": "unadapted statistics (streamer.features.analyse(...).vector)",
+    }
+    if test_noise is not None:
+        with console.status("evaluating the speech detector"):
+            record["evaluation"] = speech.evaluate_detector(data, train_noise, test_noise, config)
+        for line in speech.describe(record["evaluation"]):
+            console.print(line)
+    model = speech.fit_detector(
+        speech.speech_rows(data, np.ones(len(data.y), bool)), train_noise[0], config
+    )
+    return model, record
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    started = time.perf_counter()
+    evaluate = not args.skip_eval
+    variants = list(args.augment)
+    if evaluate and not args.no_robustness:
+        variants = [*TEST_VARIANTS, *variants]
+    if args.speech_only:
+        from train.export import update_speech_section, write_speech_detector
+
+        if not (args.out / "manifest.json").is_file():
+            raise DataError(f"--speech-only: no bundle at {args.out}; pass --out BUNDLE_FOLDER")
+        data = _load(args, console, [*TEST_VARIANTS, *args.augment])
+        model, record = _speech_detector(args, console, data, evaluate)
+        update_speech_section(args.out, write_speech_detector(args.out, model, record))
+        console.print(f"wrote the speech detector into {args.out}")
+        return 0
+    setup = _configs(args)
+    data = _load(
+        args,
+        console,
+        variants,
+        check=lambda clips: _check_before_featurizing(clips, setup, args.protocol, evaluate),
+    )
+    protocols = select(args.protocol, data.corpora) if evaluate else []
+    from train.model import training_device
+
     device = training_device()
     console.print(f"training on {device}")
     args.out.mkdir(parents=True, exist_ok=True)
+    fold_cache = None
+    if not args.no_cache:
+        fold_cache = (args.cache_dir / "folds") if args.cache_dir else default_fold_cache_dir()
 
     t1 = time.perf_counter()
-    evaluation: dict[str, Any] | None = None
-    if not args.skip_eval:
-        evaluation = evaluate(
-            features,
-            y,
-            actors,
-            config,
-            console,
-            adapt=adapt,
-            augment=tuple(args.augment),
-            mels=mels,
-            cnn_config=cnn_config,
-        )
+    evaluations: list[dict[str, Any]] = []
+    for protocol in protocols:
+        with _progress(console) as progress:
+            n_folds = len(protocol.folds(data.corpus, data.speakers, data.y))
+            task = progress.add_task(
+                f"{protocol.name}: folds (epochs)", total=n_folds * setup.epochs_per_fold()
+            )
+
+            def fold_done(fold: Any, cached: bool, task: Any = task) -> None:
+                if cached:
+                    progress.advance(task, setup.epochs_per_fold())
+
+            evaluation = evaluate_protocol(
+                data,
+                protocol,
+                setup,
+                cache_dir=fold_cache,
+                on_epoch=lambda _e, task=task: progress.advance(task),  # type: ignore[misc]
+                on_fold=fold_done,
+            )
         print_evaluation(console, evaluation)
-        evaluation["training"] = {
-            "config": config.to_dict(),
-            "augment": list(args.augment),
-            "cnn": cnn_config.to_dict() if mels is not None else None,
-        }
-        (args.out / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
-        acc = evaluation["summary"]["accuracy"]
-        plot_confusion(
-            evaluation["pooled"]["confusion"],
-            list(LABELS),
-            f"{PROTOCOL_NAME}\naccuracy {acc['mean']:.1%} ± {acc['std']:.1%} "
-            f"over {evaluation['folds_evaluated']} folds",
-            args.out / "confusion.png",
-        )
+        evaluations.append(evaluation)
+    calibration = calibrate_protocols(evaluations)
+    if calibration is not None:
+        print_calibration(console, calibration)
     evaluation_s = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    speech_model = speech_record = None
+    if not args.no_speech_detector:
+        speech_model, speech_record = _speech_detector(args, console, data, evaluate)
+    speech_s = time.perf_counter() - t2
+
+    if evaluations:
+        from train.export import confusion_title, json_default
+
+        summary = {
+            "protocols": {e["protocol"]: public(e) for e in evaluations},
+            "calibration": calibration,
+            "speech": speech_record,
+            "training": setup.to_dict(),
+        }
+        (args.out / "evaluation.json").write_text(
+            json.dumps(summary, indent=2, default=json_default) + "\n"
+        )
+        for i, e in enumerate(evaluations):
+            name = "confusion.png" if i == 0 else f"confusion-{e['protocol']}.png"
+            plot_confusion(
+                e["pooled"]["confusion"], e["labels"], confusion_title(e), args.out / name
+            )
     if args.eval_only:
         console.print(f"evaluation written to {args.out} in {time.perf_counter() - started:.0f} s")
         return 0
 
-    t2 = time.perf_counter()
+    from train.export import train_final, write_bundle, write_speech_detector
+
+    t3 = time.perf_counter()
     with _progress(console) as progress:
         task = progress.add_task(
-            "final model on all actors (epochs)",
-            total=config.epochs * config.ensemble + (cnn_config.epochs if mels else 0),
+            "final model on all speakers (epochs)", total=setup.epochs_per_fold()
         )
-        prior = AdaptationPrior.from_features(x) if adapt else None
-        x_train, y_train, speakers = adapted_training_set(
-            features, y, actors, prior, config.seed, augment=tuple(args.augment)
-        )
-        model = fit(
-            x_train,
-            y_train,
-            len(LABELS),
-            config,
-            on_epoch=lambda _e: progress.advance(task),
-            speakers=speakers,
-        )
-        cnn_manifest: dict[str, Any] | None = None
-        for stale in (CNN_KERAS_FILE, CNN_TFLITE_FILE):
-            (args.out / stale).unlink(missing_ok=True)
-        if mels is not None:
-            from train.cnn import fit_cnn
-
-            cnn = fit_cnn(
-                mels,
-                y,
-                actors,
-                len(LABELS),
-                cnn_config,
-                adapt=adapt,
-                augment=tuple(args.augment),
-                on_epoch=lambda _e: progress.advance(task),
-            )
-            cnn_model = for_export(cnn.model)
-            cnn_model.save(args.out / CNN_KERAS_FILE)
-            (args.out / CNN_TFLITE_FILE).write_bytes(to_tflite(cnn_model))
-            cnn_manifest = {
-                "architecture": (
-                    f"log-mel CNN: conv blocks {'-'.join(map(str, cnn_config.filters))}"
-                    + (
-                        f", BiGRU {cnn_config.recurrent_units}"
-                        if cnn_config.recurrent_units
-                        else ""
-                    )
-                    + f", {cnn_config.pooling} pooling over time (train/cnn.py)"
-                ),
-                "keras": CNN_KERAS_FILE,
-                "tflite": CNN_TFLITE_FILE,
-                "frames": cnn_config.frames,
-                "n_mels": FEATURE_SPEC.n_mels,
-                "parameters": int(cnn_model.count_params()),
-                "config": cnn_config.to_dict(),
-                "adaptation": cnn.prior.to_dict() if cnn.prior is not None else None,
-            }
-    model = for_export(model)
-    model.save(args.out / KERAS_FILE)
-    (args.out / TFLITE_FILE).write_bytes(to_tflite(model))
-    final_s = time.perf_counter() - t2
-
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "name": args.out.name,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "labels": list(LABELS),
-        "sample_rate": FEATURE_SPEC.sample_rate,
-        "feature_spec": FEATURE_SPEC.to_dict(),
-        "model": {
-            "architecture": (
-                f"average of {config.ensemble} x (standardize -> dropout -> "
-                f"dense({config.hidden_units}, relu) -> dropout -> softmax)"
-                if config.hidden_units
-                else f"average of {config.ensemble} x (standardize -> dropout -> softmax)"
-            ),
-            "keras": KERAS_FILE,
-            "tflite": TFLITE_FILE,
-            "input_dim": FEATURE_SPEC.dim,
-            "parameters": int(model.count_params()),
+        final = train_final(data, setup, lambda _e: progress.advance(task))
+    speech_section = (
+        write_speech_detector(args.out, speech_model, speech_record)
+        if speech_model is not None and speech_record is not None
+        else None
+    )
+    final_s = time.perf_counter() - t3
+    write_bundle(
+        args.out,
+        data,
+        setup,
+        final,
+        device=device,
+        evaluations=evaluations,
+        calibration=calibration,
+        speech=speech_section,
+        seconds={
+            "evaluation": round(evaluation_s, 1),
+            **{f"protocol_{e['protocol']}": e["seconds"] for e in evaluations},
+            "speech_detector": round(speech_s, 1),
+            "final_model": round(final_s, 1),
+            "total": round(time.perf_counter() - started, 1),
         },
-        "training": {
-            "config": config.to_dict(),
-            "augment": list(args.augment),
-            "device": device,
-            "n_clips": len(keep),
-            "actors": sorted(int(a) for a in set(actors)),
-            "duplicates_dropped": found.duplicates_dropped,
-            "unreadable_skipped": len(bad),
-            "data_fingerprint_sha256": _fingerprint(
-                [c for c, _ in keep], [e.content_sha256 for _, e in keep]
-            ),
-            "seconds": {
-                "features": round(extraction_s, 1),
-                "evaluation": round(evaluation_s, 1),
-                "final_model": round(final_s, 1),
-                "total": round(time.perf_counter() - started, 1),
-            },
-        },
-        "adaptation": prior.to_dict() if prior is not None else None,
-        # with a CNN, the bundle's output is the mean of both networks' probabilities, then
-        # the calibration's temperature
-        "cnn": cnn_manifest,
-        "calibration": (
-            evaluation["calibration"] if evaluation else {"temperature": 1.0, "method": "none"}
-        ),
-        "evaluation": _manifest_evaluation(evaluation),
-        "packages": _package_versions(),
-    }
-    (args.out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    )
     console.print(
         f"wrote bundle {args.out} in {time.perf_counter() - started:.0f} s "
-        f"(features {extraction_s:.0f} s, evaluation {evaluation_s:.0f} s, final {final_s:.0f} s)"
+        f"(evaluation {evaluation_s:.0f} s, speech detector {speech_s:.0f} s, "
+        f"final {final_s:.0f} s)"
     )
     return 0
 
@@ -679,6 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:  # tf.function retracing notes from Keras's predict, not actionable
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     console = Console(stderr=False)
     # TensorFlow's C++ start-up chatter (absl, CUDA probing on a machine without a GPU) is
     # filtered from stderr unless -v; its real warnings and errors still show.
@@ -689,7 +480,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ser-train: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ser-train: interrupted", file=sys.stderr)
+        print(
+            "ser-train: interrupted (finished folds are cached; run again to resume)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -149,9 +149,14 @@ def build_cnn(
     mean: npt.NDArray[np.float32],
     variance: npt.NDArray[np.float32],
     steps: int,
+    *,
+    masked: bool = False,
 ) -> Any:
-    """Compiled Keras model: (batch, frames, n_mels) centred log-mel -> (batch, n_labels)."""
+    """Compiled Keras model: (batch, frames, n_mels) centred log-mel -> (batch, n_labels).
+    `masked`: the loss is `train.model.masked_crossentropy` (targets carry label masks)."""
     import keras
+
+    from train.model import masked_crossentropy
 
     keras.utils.set_random_seed(config.seed)
     n_mels = len(mean)
@@ -178,7 +183,8 @@ def build_cnn(
     outputs = keras.layers.Dense(n_labels, activation="softmax", name="probabilities")(h)
     model = keras.Model(inputs, outputs, name="ser_logmel_cnn")
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy")
+    loss = masked_crossentropy(n_labels) if masked else "categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
     return model
 
 
@@ -193,16 +199,20 @@ class TrainedCnn:
 def fit_cnn(
     mels: dict[str, Mels],
     y: npt.NDArray[np.int64],
-    speakers: npt.NDArray[np.int64],
+    speakers: npt.NDArray[Any],
     n_labels: int,
     config: CnnConfig,
     *,
     adapt: bool,
     augment: Sequence[str] = (),
     on_epoch: Callable[[int], None] | None = None,
+    label_mask: npt.NDArray[np.bool_] | None = None,
 ) -> TrainedCnn:
     """Train on `mels["clean"]` and `mels[v]` for v in `augment` (rows aligned with y and
-    speakers). Adapted copies are centred per speaker in one random order each."""
+    speakers). Adapted copies are centred per speaker in one random order each. `label_mask`
+    (n, n_labels): the labels each row's corpus has (see `train.model.masked_crossentropy`)."""
+    from train.model import targets_of
+
     prior = AdaptationPrior.from_features(band_means(mels["clean"])) if adapt else None
     variants = ["clean", *augment]
     train_sets = [
@@ -216,9 +226,11 @@ def fit_cnn(
     share = [1.0]  # chance of each variant per clip and epoch; without copies, always clean
     if augment:
         share = [config.clean_share] + [(1 - config.clean_share) / len(augment)] * len(augment)
-    targets = np.eye(n_labels, dtype=np.float32)[y]
+    if label_mask is not None and label_mask.all():
+        label_mask = None
+    targets = targets_of(y, n_labels, label_mask)
     steps = config.epochs * int(np.ceil(len(y) / config.batch_size))
-    model = build_cnn(config, n_labels, mean, variance, steps)
+    model = build_cnn(config, n_labels, mean, variance, steps, masked=label_mask is not None)
     rng = np.random.default_rng(config.seed)
     for epoch in range(config.epochs):
         pick = rng.choice(len(variants), size=len(y), p=share)

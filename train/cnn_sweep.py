@@ -34,7 +34,7 @@ import numpy.typing as npt
 from streamer.adaptation import AdaptationPrior
 from streamer.labels import LABELS
 from train.cnn import CnnConfig, Mels
-from train.folds import TEST_ACTORS
+from train.corpora.ravdess import TEST_ACTORS
 from train.metrics import mean_std, scores_of_probabilities
 
 logger = logging.getLogger("ser.train.sweep")
@@ -63,14 +63,14 @@ SWEEP: dict[str, dict[str, Any]] = {
 
 
 def pack(args: argparse.Namespace) -> int:
-    from train.data import scan
+    from train.corpora import scan
     from train.featurize import featurize_all
 
-    clips = scan(args.data).clips
+    clips = scan(f"ravdess={args.data}").clips
     paths = [c.path for c in clips]
     arrays: dict[str, npt.NDArray[Any]] = {
         "y": np.array([LABELS.index(c.label) for c in clips]),
-        "actors": np.array([c.actor for c in clips]),
+        "actors": np.array([int(c.speaker) for c in clips]),
     }
     for variant in PACK_VARIANTS:
         done = featurize_all(paths, args.cache_dir, args.workers, variant=variant, log_mel=True)
@@ -108,8 +108,8 @@ def run_setting(job: tuple[str, Path, int | None, tuple[int, ...]]) -> dict[str,
     """One SWEEP entry over the folds: per-fold accuracies and clean out-of-fold probabilities
     of the CNN, the statistics model and their average."""
     name, pack_path, epochs, folds = job
-    from train.cli import FoldModels, adapted_training_set
     from train.cnn import fit_cnn
+    from train.evaluate import FoldModels, adapted_training_set
     from train.model import TrainConfig, fit
 
     y, actors, vectors, mels = load_pack(pack_path)
@@ -127,7 +127,7 @@ def run_setting(job: tuple[str, Path, int | None, tuple[int, ...]]) -> dict[str,
     for index in folds:
         test = np.isin(actors, TEST_ACTORS[index])
         prior = AdaptationPrior.from_features(vectors["clean"][~test])
-        x_train, y_train, speakers = adapted_training_set(
+        x_train, y_train, speakers, _ = adapted_training_set(
             {v: f[~test] for v, f in vectors.items()},
             y[~test],
             actors[~test],

@@ -14,9 +14,9 @@ NETWORK_NAMES = {"stats": "statistics", "cnn": "log-mel CNN"}
 
 def fold_table(evaluation: dict[str, Any]) -> Table:
     """Per-fold and mean ± std accuracy, UA and macro-F1, then per-class recall."""
-    table = Table(title=f"Speaker-independent evaluation ({evaluation['protocol']})")
+    table = Table(title=f"{evaluation['title']} ({evaluation['protocol']}, speaker-independent)")
     table.add_column("fold")
-    table.add_column("test actors")
+    table.add_column("test speakers")
     table.add_column("n", justify="right")
     for name in ("accuracy", "UA", "macro-F1"):
         table.add_column(name, justify="right")
@@ -24,7 +24,7 @@ def fold_table(evaluation: dict[str, Any]) -> Table:
         s = fold["scores"]
         table.add_row(
             str(fold["fold"]),
-            ",".join(str(a) for a in fold["test_actors"]),
+            ",".join(str(a).split(":", 1)[-1] for a in fold["test_speakers"]),
             str(s["n"]),
             f"{s['accuracy']:.1%}",
             f"{s['unweighted_accuracy']:.1%}",
@@ -65,6 +65,10 @@ def variant_table(evaluation: dict[str, Any]) -> Table:
         "snr20": "white noise, 20 dB SNR",
         "snr10": "white noise, 10 dB SNR",
         "reverb500": "simulated room, RT60 500 ms",
+        "telephone": "telephone band, 8 kHz mu-law",
+        "cheapmic": "cheap microphone (random EQ)",
+        "clipped": "clipped (12 dB too much gain)",
+        "quiet": "low level (peak -40 dBFS)",
         "first_utterance": "each clip alone (no speaker history)",
     }
     for key, value in evaluation["summary"]["variant_accuracy"].items():
@@ -78,6 +82,11 @@ def variant_table(evaluation: dict[str, Any]) -> Table:
 
 def print_evaluation(console: Console, evaluation: dict[str, Any]) -> None:
     console.print(fold_table(evaluation))
+    console.print(
+        f"{evaluation['protocol']}: {evaluation['folds_evaluated']} folds in "
+        f"{evaluation['seconds']:.0f} s ({evaluation['folds_from_cache']} from the fold cache), "
+        f"trained on {', '.join(evaluation['train_corpora'])}"
+    )
     console.print(recall_table(evaluation))
     if evaluation["summary"]["variant_accuracy"]:
         console.print(variant_table(evaluation))
@@ -90,7 +99,9 @@ def print_evaluation(console: Console, evaluation: dict[str, Any]) -> None:
                 for k, v in components.items()
             )
         )
-    cal = evaluation["calibration"]
+
+
+def print_calibration(console: Console, cal: dict[str, Any]) -> None:
     after = cal["ece_after"]
     console.print(
         f"calibration: temperature {cal['temperature']:.2f}; expected calibration error "

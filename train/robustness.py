@@ -7,23 +7,32 @@
 - "reverbNNN": the clip in a simulated room with a reverberation time (RT60) of NNN ms: a
   synthetic impulse response (direct sound plus exponentially decaying noise), seeded likewise;
 - "speedNNN": the clip played at NNN % speed (pitch and tempo change together, as in Kaldi's
-  speed perturbation), by resampling.
+  speed perturbation), by resampling;
+- channels: "telephone" (300-3400 Hz band, 8 kHz, G.711 mu-law 8-bit, back to 16 kHz),
+  "cheapmic" (a seeded random microphone response: high-pass at 100-300 Hz, a spectral tilt of
+  up to +-4 dB per octave around 1 kHz and two +-8 dB resonances between 400 Hz and 6 kHz),
+  "clipped" (input gain 12 dB too high: peak at 4x full scale, hard-clipped at full scale) and
+  "quiet" (peak at -40 dBFS, quantised to 16 bits: a far or badly set microphone).
 
 All of them can be training augmentation (`ser-train --augment`); TEST_VARIANTS are evaluated.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
-from scipy.signal import fftconvolve
+from scipy.signal import butter, fftconvolve, sosfiltfilt
 
 from streamer.audio_io import resample
 from streamer.config import VadConfig
 from streamer.messages import AudioBlock
 from streamer.segmenter import VadSegmenter
 
-TEST_VARIANTS = ("vad", "snr20", "snr10", "reverb500")
+CHANNELS = ("telephone", "cheapmic", "clipped", "quiet")
+
+TEST_VARIANTS = ("vad", "snr20", "snr10", "reverb500", *CHANNELS)
 
 
 _PREFIXES = ("snr", "reverb", "speed")
@@ -32,7 +41,7 @@ _PREFIXES = ("snr", "reverb", "speed")
 def check_variant(name: str) -> str:
     """'vad', 'snrNN', 'reverbNNN' or 'speedNNN'; raises ValueError otherwise (argparse shows
     it)."""
-    if name in ("clean", "vad"):
+    if name in ("clean", "vad", *CHANNELS):
         return name
     for prefix in _PREFIXES:
         number = name[len(prefix) :]
@@ -41,8 +50,8 @@ def check_variant(name: str) -> str:
                 break
             return name
     raise ValueError(
-        f"unknown audio variant {name!r}: use vad, snrNN (dB), reverbNNN (RT60 in ms) or "
-        "speedNNN (percent), e.g. snr15, reverb500, speed110"
+        f"unknown audio variant {name!r}: use vad, snrNN (dB), reverbNNN (RT60 in ms), "
+        f"speedNNN (percent) or a channel ({', '.join(CHANNELS)}), e.g. snr15, reverb500"
     )
 
 
@@ -126,4 +135,87 @@ def make_variant(
         return add_noise(audio, float(name[3:]), seed)
     if name.startswith("reverb"):
         return add_reverb(audio, float(name[6:]), seed)
-    return change_speed(audio, float(name[5:]))
+    if name.startswith("speed"):
+        return change_speed(audio, float(name[5:]))
+    return _CHANNEL_FUNCTIONS[name](audio, seed)
+
+
+def telephone(audio: npt.NDArray[np.float32], sample_rate: int = 16_000) -> npt.NDArray[np.float32]:
+    """A narrow-band phone call: 300-3400 Hz (4th-order Butterworth, zero phase), 8 kHz,
+    G.711 mu-law (mu 255, 8 bits), resampled back to `sample_rate`. Same length."""
+    sos = butter(4, (300.0, 3400.0), btype="bandpass", fs=sample_rate, output="sos")
+    band = np.asarray(sosfiltfilt(sos, audio.astype(np.float64)), dtype=np.float32)
+    narrow = resample(band, 8_000, sample_rate)
+    mu = 255.0
+    x = np.clip(narrow.astype(np.float64), -1.0, 1.0)
+    code = np.round(np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu) * 127.0) / 127.0
+    decoded = (np.sign(code) * np.expm1(np.abs(code) * np.log1p(mu)) / mu).astype(np.float32)
+    wide = resample(decoded, sample_rate, 8_000)
+    out = np.zeros_like(audio)
+    out[: min(out.size, wide.size)] = wide[: out.size]
+    return out
+
+
+def microphone_response(
+    n_fft: int, seed: int, sample_rate: int = 16_000
+) -> npt.NDArray[np.float64]:
+    """(n_fft // 2 + 1,) linear gains of a seeded random cheap microphone (see the module
+    docstring)."""
+    rng = np.random.default_rng(seed)
+    f = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    octaves = np.log2(np.maximum(f, 1.0) / 1000.0)
+    gain_db = rng.uniform(-4.0, 4.0) * octaves
+    for _ in range(2):
+        centre = np.log2(rng.uniform(400.0, 6000.0) / 1000.0)
+        width = rng.uniform(0.3, 1.0)  # octaves
+        gain_db += rng.uniform(-8.0, 8.0) * np.exp(-0.5 * ((octaves - centre) / width) ** 2)
+    cutoff = rng.uniform(100.0, 300.0)
+    high_pass = (f / cutoff) ** 2 / np.sqrt(1.0 + (f / cutoff) ** 4)  # 2nd order, magnitude
+    return np.asarray(10.0 ** (gain_db / 20.0) * high_pass, dtype=np.float64)
+
+
+def cheap_microphone(audio: npt.NDArray[np.float32], seed: int) -> npt.NDArray[np.float32]:
+    """`audio` through `microphone_response` (zero phase, whole clip), RMS kept."""
+    if audio.size == 0:
+        return audio
+    spectrum = np.fft.rfft(audio.astype(np.float64))
+    out = np.fft.irfft(spectrum * microphone_response(audio.size, seed), n=audio.size)
+    rms_in, rms_out = float(np.sqrt(np.mean(audio**2))), float(np.sqrt(np.mean(out**2)))
+    return (out * (rms_in / rms_out if rms_out > 0 else 1.0)).astype(np.float32)
+
+
+def clip(audio: npt.NDArray[np.float32], gain_db: float) -> npt.NDArray[np.float32]:
+    """Peak normalised to full scale, `gain_db` more gain, hard-clipped to [-1, 1]."""
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak == 0.0:
+        return audio
+    return np.asarray(np.clip(audio / peak * 10 ** (gain_db / 20.0), -1.0, 1.0), np.float32)
+
+
+def at_level(audio: npt.NDArray[np.float32], peak_dbfs: float) -> npt.NDArray[np.float32]:
+    """Peak scaled to `peak_dbfs`, then quantised to 16-bit steps."""
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak == 0.0:
+        return audio
+    scaled = audio / peak * 10 ** (peak_dbfs / 20.0)
+    return (np.round(scaled * 32767.0) / 32767.0).astype(np.float32)
+
+
+def _telephone(audio: npt.NDArray[np.float32], _seed: int) -> npt.NDArray[np.float32]:
+    return telephone(audio)
+
+
+def _clipped(audio: npt.NDArray[np.float32], _seed: int) -> npt.NDArray[np.float32]:
+    return clip(audio, gain_db=12.0)
+
+
+def _quiet(audio: npt.NDArray[np.float32], _seed: int) -> npt.NDArray[np.float32]:
+    return at_level(audio, peak_dbfs=-40.0)
+
+
+_CHANNEL_FUNCTIONS: dict[str, Callable[[npt.NDArray[np.float32], int], npt.NDArray[np.float32]]] = {
+    "telephone": _telephone,
+    "cheapmic": cheap_microphone,
+    "clipped": _clipped,
+    "quiet": _quiet,
+}

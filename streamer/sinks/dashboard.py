@@ -45,12 +45,16 @@ def _timeline(state: LiveState) -> Table:
     styles = {label: _LABEL_STYLES[i % len(_LABEL_STYLES)] for i, label in enumerate(state.labels)}
     strip = Text()
     for r in state.timeline:
+        if not r.is_speech:
+            strip += Text("·", style="grey50")
+            continue
         strip += Text(
             r.emotion[:1].upper(), style=("dim " if r.uncertain else "bold ") + styles[r.emotion]
         )
     legend = Text("  ")
     for label in state.labels:
         legend += Text(f"{label[:1].upper()}", style="bold " + styles[label]) + Text(f" {label} ")
+    legend += Text("·", style="grey50") + Text(" not speech")
     trends = [r.trend for r in state.timeline if r.trend is not None]
     grid = Table.grid(padding=(0, 1))
     grid.add_column(justify="right")
@@ -126,6 +130,14 @@ def render(state: LiveState, now_s: float | None = None) -> RenderableType:
         title = "waiting for speech"
         for label in state.labels:
             current.add_row(label, _bar(0.0), "")
+    elif not last.is_speech:
+        style = "dim"
+        title = (
+            f"#{last.seq} not speech (speech probability {last.speech:.0%})"
+            f"  {last.start_s:.2f}-{last.end_s:.2f} s"
+        )
+        for label in state.labels:
+            current.add_row(Text(label, style="grey50"), _bar(0.0), "")
     else:
         style = "dim" if last.uncertain else "bold"
         title = (
@@ -160,10 +172,10 @@ def render(state: LiveState, now_s: float | None = None) -> RenderableType:
             r.source[-24:],
             f"{r.start_s:.2f}",
             f"{r.end_s - r.start_s:.2f}",
-            r.emotion,
-            f"{r.confidence:.0%}",
+            r.emotion if r.is_speech else "(not speech)",
+            f"{r.confidence:.0%}" if r.is_speech else "",
             f"{r.latency_ms:.0f}",
-            style="dim" if r.uncertain else None,
+            style="dim" if r.uncertain or not r.is_speech else None,
         )
 
     pct = state.latency_percentiles()

@@ -52,7 +52,16 @@ def unsent_path() -> Path:
 
 
 # Home Assistant sensors, by object id: what each shows of the result JSON.
-_HA_SENSORS = ("emotion", "confidence", "trend_emotion", "trend_arousal", "trend_valence")
+_HA_SENSORS = (
+    "emotion",
+    "confidence",
+    "speech",
+    "trend_emotion",
+    "trend_arousal",
+    "trend_valence",
+)
+# an utterance the speech detector rejected: Home Assistant's "unknown" ("None" rendered)
+_UNLESS_NOT_SPEECH = "None if value_json.emotion == 'not_speech' else "
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,8 @@ def discovery_payloads(
     topics: Topics, node_id: str, labels: tuple[str, ...], model: str
 ) -> dict[str, dict[str, Any]]:
     """Home Assistant MQTT discovery configs (retained), by config topic: the last utterance's
-    emotion and confidence, and the trend's emotion, arousal and valence (see README)."""
+    emotion and confidence (unknown for non-speech), its speech probability, and the trend's
+    emotion, arousal and valence (see README)."""
     device = {
         "identifiers": [f"ser_{node_id}"],
         "name": f"Speech emotion ({node_id})",
@@ -98,7 +108,7 @@ def discovery_payloads(
             "name": "Emotion",
             "device_class": "enum",
             "options": list(labels),
-            "value_template": "{{ value_json.emotion }}",
+            "value_template": "{{ " + _UNLESS_NOT_SPEECH + "value_json.emotion }}",
             "json_attributes_topic": topics.emotion,
             "icon": "mdi:emoticon-outline",
         },
@@ -106,26 +116,37 @@ def discovery_payloads(
             "name": "Emotion confidence",
             "unit_of_measurement": "%",
             "state_class": "measurement",
-            "value_template": "{{ (value_json.confidence * 100) | round(1) }}",
+            "value_template": "{{ "
+            + _UNLESS_NOT_SPEECH
+            + "(value_json.confidence * 100) | round(1) }}",
             "icon": "mdi:percent",
+        },
+        "speech": {
+            "name": "Speech probability",
+            "unit_of_measurement": "%",
+            "state_class": "measurement",
+            "value_template": "{{ (value_json.speech * 100) | round(1) }}",
+            "icon": "mdi:account-voice",
         },
         "trend_emotion": {
             "name": "Emotion trend",
             "device_class": "enum",
             "options": list(labels),
-            "value_template": "{{ value_json.trend.emotion }}",
+            "value_template": "{{ value_json.trend.emotion if value_json.trend else None }}",
             "icon": "mdi:chart-timeline-variant",
         },
         "trend_arousal": {
             "name": "Arousal trend",
             "state_class": "measurement",
-            "value_template": "{{ value_json.trend.arousal | round(3) }}",
+            "value_template": "{{ (value_json.trend.arousal | round(3)) if value_json.trend "
+            "else None }}",
             "icon": "mdi:lightning-bolt-outline",
         },
         "trend_valence": {
             "name": "Valence trend",
             "state_class": "measurement",
-            "value_template": "{{ value_json.trend.valence | round(3) }}",
+            "value_template": "{{ (value_json.trend.valence | round(3)) if value_json.trend "
+            "else None }}",
             "icon": "mdi:emoticon-happy-outline",
         },
     }

@@ -1,0 +1,410 @@
+"""Speaker-independent evaluation of the bundle's networks under a protocol (train/protocols.py).
+
+For each fold: train on the fold's training rows (adapted per speaker, augmented, loss masked to
+each corpus's labels), predict the test rows as `ser-live` would meet them (causal per-speaker
+adaptation in a random utterance order; and each test variant, and each clip alone), score in
+the protocol's label space. A fold's predictions are cached on disk, keyed by everything that
+decides them (clips, features, configs, protocol, code version), so an interrupted or repeated
+run reuses every fold that did not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamer.adaptation import AdaptationPrior, adapt_in_order
+from streamer.features import FEATURE_SPEC
+from streamer.labels import LABELS
+from streamer.scoring import apply_temperature
+from train.calibration import (
+    ece_sampling_floor,
+    expected_calibration_error,
+    fit_temperature,
+    uncertainty_threshold,
+)
+from train.cnn import CnnConfig, Mels, TrainedCnn
+from train.dataset import Dataset
+from train.metrics import mean_std, scores_of_probabilities
+from train.protocols import Fold, Protocol
+from train.robustness import TEST_VARIANTS
+
+logger = logging.getLogger(__name__)
+
+N_ORDERS = 3  # random utterance orders per training speaker when simulating adaptation
+FOLD_CACHE_VERSION = 1  # bump when the training or prediction code changes what a fold yields
+
+
+def default_fold_cache_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "ser" / "folds"
+
+
+def adapted_training_set(
+    features: dict[str, np.ndarray],
+    y: np.ndarray,
+    speakers: np.ndarray,
+    prior: AdaptationPrior | None,
+    seed: int,
+    *,
+    augment: tuple[str, ...] = (),
+    label_mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Training features as the model will meet them live: adapted causally per speaker, the
+    clean clips in N_ORDERS random orders, each `augment` variant (noisy, reverberant, channel
+    or speed-changed copies of the training audio) in one more (prior None: unadapted, once
+    each). Returns features, labels, the speaker of each row and its label mask (if given)."""
+    sets = [("clean", r) for r in range(N_ORDERS if prior is not None else 1)]
+    sets += [(variant, N_ORDERS + k) for k, variant in enumerate(augment)]
+    copies = [
+        features[variant]
+        if prior is None
+        else adapt_in_order(features[variant], speakers, prior, np.random.default_rng(seed + r))
+        for variant, r in sets
+    ]
+    mask = None if label_mask is None else np.tile(label_mask, (len(sets), 1))
+    return np.concatenate(copies), np.tile(y, len(sets)), np.tile(speakers, len(sets)), mask
+
+
+def adapted_test_set(
+    x: np.ndarray, speakers: np.ndarray, prior: AdaptationPrior | None, seed: int
+) -> np.ndarray:
+    """Test features adapted per held-out speaker in one random order (causal, as live)."""
+    if prior is None:
+        return x
+    return adapt_in_order(x, speakers, prior, np.random.default_rng(seed))
+
+
+def _rows(seqs: Mels, keep: np.ndarray) -> Mels:
+    """The sequences where the boolean mask `keep` is true."""
+    return [m for m, k in zip(seqs, keep, strict=True) if k]
+
+
+@dataclass(frozen=True)
+class FoldModels:
+    """One fold's trained networks and the statistics model's adaptation prior."""
+
+    stats: Any
+    prior: AdaptationPrior | None
+    cnn: TrainedCnn | None = None
+    frames: int = 0
+
+    def parts(
+        self, features: np.ndarray, mels: Mels | None, streams: np.ndarray, order: int
+    ) -> list[np.ndarray]:
+        """Each network's (n, n_labels) probabilities for test clips, adapted per stream in
+        the order rng(order) draws: [statistics] or [statistics, CNN]."""
+        from train.cnn import predict_cnn
+        from train.model import predict
+
+        parts = [predict(self.stats, adapted_test_set(features, streams, self.prior, order))]
+        if self.cnn is not None and mels is not None:
+            parts.append(predict_cnn(self.cnn, mels, streams, order, self.frames))
+        return parts
+
+    def probs(
+        self, features: np.ndarray, mels: Mels | None, streams: np.ndarray, order: int
+    ) -> np.ndarray:
+        """The bundle's output before calibration: the mean of `parts`."""
+        return np.asarray(np.mean(self.parts(features, mels, streams, order), axis=0), np.float32)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything besides the data that decides a fold's predictions."""
+
+    config: Any  # train.model.TrainConfig
+    cnn: CnnConfig | None
+    adapt: bool
+    augment: tuple[str, ...]
+    # the loss sees only the labels of each row's corpus (False: the plain loss, for comparison)
+    mask_labels: bool = True
+    # the statistics network weighs each corpus equally (rows of a corpus with fewer clips count
+    # more), instead of each clip equally
+    balance_corpora: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "cnn": self.cnn.to_dict() if self.cnn is not None else None,
+            "adapt": self.adapt,
+            "augment": list(self.augment),
+            "mask_labels": self.mask_labels,
+        } | ({"balance_corpora": True} if self.balance_corpora else {})
+
+    def label_mask(self, data: Dataset) -> np.ndarray | None:
+        return data.label_mask if self.mask_labels else None
+
+    def epochs_per_fold(self) -> int:
+        stats = int(self.config.epochs) * int(self.config.ensemble)
+        return stats + (self.cnn.epochs if self.cnn else 0)
+
+
+def train_fold(
+    data: Dataset, fold: Fold, setup: Setup, on_epoch: Callable[[int], None] | None
+) -> FoldModels:
+    """Both networks trained on `fold.train` rows."""
+    from train.cnn import fit_cnn
+    from train.model import fit
+
+    train = fold.train
+    clean = data.features["clean"]
+    prior = AdaptationPrior.from_features(clean[train]) if setup.adapt else None
+    full_mask = setup.label_mask(data)
+    mask = None if full_mask is None else full_mask[train]
+    x_train, y_train, speakers, rows_mask = adapted_training_set(
+        {name: feats[train] for name, feats in data.features.items()},
+        data.y[train],
+        data.speakers[train],
+        prior,
+        setup.config.seed,
+        augment=setup.augment,
+        label_mask=mask,
+    )
+    model = fit(
+        x_train,
+        y_train,
+        len(LABELS),
+        setup.config,
+        on_epoch=on_epoch,
+        speakers=speakers,
+        label_mask=rows_mask,
+        sample_weight=corpus_weights(speakers) if setup.balance_corpora else None,
+    )
+    cnn = None
+    if data.mels is not None and setup.cnn is not None:
+        cnn = fit_cnn(
+            {v: _rows(ms, train) for v, ms in data.mels.items()},
+            data.y[train],
+            data.speakers[train],
+            len(LABELS),
+            setup.cnn,
+            adapt=setup.adapt,
+            augment=setup.augment,
+            on_epoch=on_epoch,
+            label_mask=mask,
+        )
+    return FoldModels(model, prior, cnn, setup.cnn.frames if setup.cnn else 0)
+
+
+def corpus_weights(speakers: np.ndarray) -> np.ndarray:
+    """(n,) weights from speaker keys ("nemo:EB0"): every corpus sums to the same total, and the
+    weights average 1."""
+    corpus = np.array([str(s).split(":", 1)[0] for s in speakers])
+    names, counts = np.unique(corpus, return_counts=True)
+    per_row = {name: len(corpus) / (len(names) * n) for name, n in zip(names, counts, strict=True)}
+    return np.array([per_row[c] for c in corpus], dtype=np.float64)
+
+
+def predict_fold(
+    data: Dataset, fold: Fold, models: FoldModels, order_seed: int
+) -> dict[str, np.ndarray]:
+    """(n_test, len(LABELS)) probabilities: "clean", each network alone ("component:stats",
+    "component:cnn" when there are two), each test variant ("variant:snr10", ...) and
+    "variant:first_utterance" (each clip alone, no speaker history)."""
+    test = fold.test
+    speakers = data.speakers[test]
+    mels = {v: _rows(ms, test) for v, ms in data.mels.items()} if data.mels is not None else {}
+    clean = data.features["clean"][test]
+    parts = models.parts(clean, mels.get("clean"), speakers, order_seed)
+    out = {"clean": np.asarray(np.mean(parts, axis=0), dtype=np.float32)}
+    if len(parts) > 1:
+        out |= {f"component:{n}": p for n, p in zip(("stats", "cnn"), parts, strict=True)}
+    for name, feats in data.features.items():
+        if name in TEST_VARIANTS:
+            out[f"variant:{name}"] = models.probs(feats[test], mels.get(name), speakers, order_seed)
+    if models.prior is not None:
+        alone = np.arange(int(test.sum()))
+        out["variant:first_utterance"] = models.probs(clean, mels.get("clean"), alone, 0)
+    return out
+
+
+def fold_key(data: Dataset, protocol: Protocol, fold: Fold, setup: Setup) -> str:
+    """Content key of a fold's predictions (see the module docstring)."""
+    material = {
+        "version": FOLD_CACHE_VERSION,
+        "protocol": protocol.name,
+        "fold": fold.number,
+        "train": data.fingerprint(fold.train),
+        "test": data.fingerprint(fold.test),
+        "features": FEATURE_SPEC.digest(),
+        "variants": sorted(data.features),
+        "mels": data.mels is not None,
+        "setup": setup.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _load_cached(path: Path, n_test: int) -> dict[str, np.ndarray] | None:
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            out = {key: np.asarray(stored[key], dtype=np.float32) for key in stored.files}
+    except (OSError, ValueError, KeyError):
+        logger.warning("ignoring unreadable fold cache entry %s", path)
+        return None
+    if "clean" not in out or any(v.shape != (n_test, len(LABELS)) for v in out.values()):
+        return None
+    return out
+
+
+def _save_cached(path: Path, predictions: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **predictions)  # type: ignore[arg-type]
+    tmp.replace(path)
+
+
+def evaluate_protocol(
+    data: Dataset,
+    protocol: Protocol,
+    setup: Setup,
+    *,
+    cache_dir: Path | None,
+    on_epoch: Callable[[int], None] | None = None,
+    on_fold: Callable[[Fold, bool], None] | None = None,
+) -> dict[str, Any]:
+    """Train and test once per fold of `protocol`; `on_fold(fold, cached)` after each.
+    Returns the evaluation (JSON-able) with its out-of-fold 8-label probabilities under
+    "_oof" (rows where "_fold" >= 0), which the caller pools for calibration."""
+    started = time.perf_counter()
+    folds = protocol.folds(data.corpus, data.speakers, data.y)
+    if not folds:
+        raise ValueError(f"protocol {protocol.name}: no fold has both training and test speakers")
+    oof = np.zeros((len(data.y), len(LABELS)), dtype=np.float32)
+    fold_of = np.full(len(data.y), -1)
+    results: list[dict[str, Any]] = []
+    n_cached = 0
+    for fold in folds:
+        key = fold_key(data, protocol, fold, setup)
+        path = cache_dir / key[:2] / f"{key}.npz" if cache_dir is not None else None
+        predictions = _load_cached(path, int(fold.test.sum())) if path is not None else None
+        cached = predictions is not None
+        if predictions is None:
+            models = train_fold(data, fold, setup, on_epoch)
+            # fold i (0-based) tests in the utterance order seed + 1000 + i, as before corpora
+            order_seed = setup.config.seed + 1000 + fold.number - 1
+            predictions = predict_fold(data, fold, models, order_seed)
+            if path is not None:
+                _save_cached(path, predictions)
+        n_cached += cached
+        y = data.y[fold.test]
+        oof[fold.test] = predictions["clean"]
+        fold_of[fold.test] = fold.number
+
+        def scores(probs: np.ndarray, y: np.ndarray = y) -> dict[str, Any]:
+            labels, scored = protocol.scored(y, probs)
+            return scores_of_probabilities(labels, scored, protocol.scored_labels)
+
+        results.append(
+            {
+                "fold": fold.number,
+                "test_speakers": list(fold.test_speakers),
+                "n_train": int(fold.train.sum()),
+                "scores": scores(predictions["clean"]),
+                "variant_accuracy": {
+                    k.split(":", 1)[1]: scores(v)["accuracy"]
+                    for k, v in predictions.items()
+                    if k.startswith("variant:")
+                },
+                "component_accuracy": {
+                    k.split(":", 1)[1]: scores(v)["accuracy"]
+                    for k, v in predictions.items()
+                    if k.startswith("component:")
+                },
+            }
+        )
+        if on_fold is not None:
+            on_fold(fold, cached)
+    summary: dict[str, Any] = {
+        key: mean_std([r["scores"][key] for r in results])
+        for key in ("accuracy", "unweighted_accuracy", "macro_f1")
+    }
+    summary["recall"] = {
+        label: mean_std([r["scores"]["recall"][label] for r in results])
+        for label in protocol.scored_labels
+    }
+    for group in ("variant_accuracy", "component_accuracy"):
+        summary[group] = {
+            name: mean_std([r[group][name] for r in results]) for name in results[0][group]
+        }
+    evaluated = fold_of >= 0
+    labels, scored = protocol.scored(data.y[evaluated], oof[evaluated])
+    return {
+        "protocol": protocol.name,
+        "title": protocol.title,
+        "adaptation": "causal per-speaker, random utterance order" if setup.adapt else "none",
+        "train_corpora": list(protocol.train_corpora or data.corpora),
+        "folds_evaluated": len(results),
+        "folds_total": len(folds),
+        "folds_from_cache": n_cached,
+        "labels": list(protocol.scored_labels),
+        "folds": results,
+        "summary": summary,
+        "pooled": scores_of_probabilities(labels, scored, protocol.scored_labels),
+        "seconds": round(time.perf_counter() - started, 1),
+        "_oof": oof[evaluated],
+        "_y": data.y[evaluated],
+        "_fold": fold_of[evaluated],
+    }
+
+
+def calibrate(probs: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> dict[str, Any]:
+    """Temperature scaling on out-of-fold predictions. ECE per fold uses a T fitted on the
+    other folds only; the bundle's T is fitted on all out-of-fold predictions."""
+    before, after, floor = [], [], []
+    calibrated = probs.copy()
+    for fold in np.unique(fold_of):
+        held = fold_of == fold
+        before.append(expected_calibration_error(probs[held], y[held]))
+        if (~held).any():
+            t = fit_temperature(probs[~held], y[~held])
+            calibrated[held] = apply_temperature(probs[held], t)
+            after.append(expected_calibration_error(calibrated[held], y[held]))
+            floor.append(ece_sampling_floor(calibrated[held]))
+    temperature = fit_temperature(probs, y)
+    return {
+        "method": "temperature scaling on out-of-fold predictions (ECE: 15 bins, top label)",
+        "temperature": temperature,
+        "ece_before": mean_std(before),
+        "ece_after": mean_std(after) if after else None,
+        # over all out-of-fold predictions at once (each calibrated with its other folds' T):
+        # less small-sample noise than per fold (240 clips)
+        "ece_before_pooled": expected_calibration_error(probs, y),
+        "ece_after_pooled": expected_calibration_error(calibrated, y) if after else None,
+        # the mean ECE a perfectly calibrated model with the same confidences scores on as
+        # many clips (small-sample noise alone): an ECE near these is as good as can be shown
+        "ece_floor": mean_std(floor) if floor else None,
+        "ece_floor_pooled": ece_sampling_floor(calibrated) if after else None,
+        # `ser-live`'s default pipeline.min_confidence, from the held-out calibrated predictions
+        "uncertainty": uncertainty_threshold(calibrated if after else probs, y),
+    }
+
+
+def calibrate_protocols(evaluations: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """`calibrate` over the pooled out-of-fold predictions of the in-corpus protocols (the
+    8-label ones: every clip is held out once there); None when none ran."""
+    pooled = [e for e in evaluations if e["labels"] == list(LABELS)]
+    if not pooled:
+        return None
+    probs = np.concatenate([e["_oof"] for e in pooled])
+    y = np.concatenate([e["_y"] for e in pooled])
+    fold_of = np.concatenate([e["_fold"] + 100 * i for i, e in enumerate(pooled)])
+    result = calibrate(probs, y, fold_of)
+    result["protocols"] = [e["protocol"] for e in pooled]
+    return result
+
+
+def public(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation without its arrays (for JSON)."""
+    return {k: v for k, v in evaluation.items() if not k.startswith("_")}

@@ -1,0 +1,259 @@
+"""The final networks on all data, exported: `.keras` and `.tflite` files and `manifest.json`.
+
+The manifest records labels, the feature spec, every corpus (fingerprint, counts), the training
+configuration, adaptation priors, calibration, the speech detector, and each protocol's scores.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamer.adaptation import AdaptationPrior
+from streamer.bundle import (
+    CNN_KERAS_FILE,
+    CNN_TFLITE_FILE,
+    FORMAT_VERSION,
+    KERAS_FILE,
+    MANIFEST,
+    SPEECH_KERAS_FILE,
+    SPEECH_TFLITE_FILE,
+    TFLITE_FILE,
+)
+from streamer.features import FEATURE_SPEC
+from streamer.labels import LABELS
+from train.dataset import Dataset
+from train.evaluate import Setup, train_fold
+from train.protocols import Fold
+
+PACKAGES = ("numpy", "soundfile", "soxr", "tensorflow", "keras", "ai-edge-litert")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def corpora_record(data: Dataset) -> list[dict[str, Any]]:
+    """Each corpus as the manifest records it."""
+    out = []
+    for found in data.scans:
+        rows = data.corpus == found.corpus.name
+        out.append(
+            {
+                "name": found.corpus.name,
+                "title": found.corpus.title,
+                "layout": found.layout,
+                "clips": int(rows.sum()),
+                "speakers": sorted(
+                    {c.speaker for c in data.clips if c.corpus == found.corpus.name}
+                ),
+                "labels": {
+                    label: int(((data.y == i) & rows).sum())
+                    for i, label in enumerate(LABELS)
+                    if label in found.corpus.labels
+                },
+                "missing_labels": list(found.corpus.missing_labels),
+                "duplicates_dropped": found.duplicates_dropped,
+                "fingerprint_sha256": data.fingerprint(rows),
+                "licence": found.corpus.licence,
+                "citation": found.corpus.citation,
+            }
+        )
+    return out
+
+
+def evaluation_record(evaluations: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The manifest's "evaluation": the first protocol's summary at the top (what `ser-live`
+    shows), and every protocol's summary and per-fold headline scores under "protocols"."""
+    if not evaluations:
+        return None
+    headline = ("accuracy", "unweighted_accuracy", "macro_f1")
+    protocols = {
+        e["protocol"]: {
+            **{
+                k: e[k]
+                for k in (
+                    "title",
+                    "adaptation",
+                    "train_corpora",
+                    "labels",
+                    "folds_evaluated",
+                    "folds_total",
+                    "summary",
+                    "seconds",
+                )
+            },
+            "per_fold": [
+                {"fold": f["fold"], "test_speakers": f["test_speakers"]}
+                | {k: f["scores"][k] for k in headline}
+                for f in e["folds"]
+            ],
+        }
+        for e in evaluations
+    }
+    first = evaluations[0]
+    return {
+        "protocol": first["protocol"],
+        "summary": first["summary"],
+        "folds_evaluated": first["folds_evaluated"],
+        "folds_total": first["folds_total"],
+        "protocols": protocols,
+    }
+
+
+@dataclass(frozen=True)
+class FinalModels:
+    """The final networks (Keras, exportable) and their adaptation priors."""
+
+    stats: Any
+    prior: AdaptationPrior | None
+    cnn: Any | None
+    cnn_prior: AdaptationPrior | None
+
+
+def train_final(data: Dataset, setup: Setup, on_epoch: Callable[[int], None]) -> FinalModels:
+    """Both networks on every clip (adapted and augmented as in evaluation), ready to export."""
+    from train.model import for_export
+
+    everything = np.ones(len(data.y), dtype=bool)
+    trained = train_fold(data, Fold(0, (), everything, ~everything), setup, on_epoch)
+    cnn = trained.cnn
+    return FinalModels(
+        for_export(trained.stats),
+        trained.prior,
+        for_export(cnn.model) if cnn is not None else None,
+        cnn.prior if cnn is not None else None,
+    )
+
+
+def write_speech_detector(out: Path, model: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """Save the detector's files into `out`; returns the manifest's "speech" section."""
+    from train.model import for_export, to_tflite
+
+    exported = for_export(model)
+    exported.save(out / SPEECH_KERAS_FILE)
+    (out / SPEECH_TFLITE_FILE).write_bytes(to_tflite(exported))
+    return {"keras": SPEECH_KERAS_FILE, "tflite": SPEECH_TFLITE_FILE, **record}
+
+
+def write_bundle(
+    out: Path,
+    data: Dataset,
+    setup: Setup,
+    final: FinalModels,
+    *,
+    device: str,
+    evaluations: list[dict[str, Any]],
+    calibration: dict[str, Any] | None,
+    speech: dict[str, Any] | None,
+    seconds: dict[str, float],
+) -> dict[str, Any]:
+    """Write the model files and `manifest.json` into `out`; returns the manifest."""
+    from train.model import to_tflite
+
+    config, cnn_config = setup.config, setup.cnn
+    for stale in (CNN_KERAS_FILE, CNN_TFLITE_FILE):
+        (out / stale).unlink(missing_ok=True)
+    if speech is None:
+        for stale in (SPEECH_KERAS_FILE, SPEECH_TFLITE_FILE):
+            (out / stale).unlink(missing_ok=True)
+    cnn_manifest: dict[str, Any] | None = None
+    if final.cnn is not None and cnn_config is not None:
+        final.cnn.save(out / CNN_KERAS_FILE)
+        (out / CNN_TFLITE_FILE).write_bytes(to_tflite(final.cnn))
+        cnn_manifest = {
+            "architecture": (
+                f"log-mel CNN: conv blocks {'-'.join(map(str, cnn_config.filters))}"
+                + (f", BiGRU {cnn_config.recurrent_units}" if cnn_config.recurrent_units else "")
+                + f", {cnn_config.pooling} pooling over time (train/cnn.py)"
+            ),
+            "keras": CNN_KERAS_FILE,
+            "tflite": CNN_TFLITE_FILE,
+            "frames": cnn_config.frames,
+            "n_mels": FEATURE_SPEC.n_mels,
+            "parameters": int(final.cnn.count_params()),
+            "config": cnn_config.to_dict(),
+            "adaptation": final.cnn_prior.to_dict() if final.cnn_prior is not None else None,
+        }
+    final.stats.save(out / KERAS_FILE)
+    (out / TFLITE_FILE).write_bytes(to_tflite(final.stats))
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": out.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "labels": list(LABELS),
+        "sample_rate": FEATURE_SPEC.sample_rate,
+        "feature_spec": FEATURE_SPEC.to_dict(),
+        "model": {
+            "architecture": (
+                f"average of {config.ensemble} x (standardize -> dropout -> "
+                f"dense({config.hidden_units}, relu) -> dropout -> softmax)"
+                if config.hidden_units
+                else f"average of {config.ensemble} x (standardize -> dropout -> softmax)"
+            ),
+            "keras": KERAS_FILE,
+            "tflite": TFLITE_FILE,
+            "input_dim": FEATURE_SPEC.dim,
+            "parameters": int(final.stats.count_params()),
+        },
+        "corpora": corpora_record(data),
+        "training": {
+            "config": config.to_dict(),
+            "augment": list(setup.augment),
+            "loss": "cross-entropy masked to the labels of each clip's corpus"
+            if setup.mask_labels
+            else "cross-entropy",
+            "device": device,
+            "n_clips": len(data.clips),
+            "speakers": sorted(set(data.speakers.tolist())),
+            "unreadable_skipped": len(data.unreadable),
+            "data_fingerprint_sha256": data.fingerprint(),
+            "seconds": seconds,
+        },
+        "adaptation": final.prior.to_dict() if final.prior is not None else None,
+        # with a CNN, the bundle's output is the mean of both networks' probabilities, then
+        # the calibration's temperature
+        "cnn": cnn_manifest,
+        "calibration": calibration or {"temperature": 1.0, "method": "none"},
+        "speech": speech,
+        "evaluation": evaluation_record(evaluations),
+        "packages": package_versions(),
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def update_speech_section(out: Path, speech: dict[str, Any]) -> None:
+    """Replace the "speech" section of an existing bundle's manifest (`ser-train --speech-only`)."""
+    path = out / MANIFEST
+    manifest = json.loads(path.read_text())
+    manifest["speech"] = speech
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def confusion_title(evaluation: dict[str, Any]) -> str:
+    acc = evaluation["summary"]["accuracy"]
+    return (
+        f"{evaluation['title']}\naccuracy {acc['mean']:.1%} ± {acc['std']:.1%} "
+        f"over {evaluation['folds_evaluated']} folds"
+    )
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON-serialisable: {type(value)}")

@@ -1,0 +1,110 @@
+"""Score a finished bundle on a corpus, as `ser-live` would run it (LiteRT, causal per-speaker
+adaptation in a random utterance order): the check of a shipped model on voices it never heard.
+
+    python -m train.score_bundle --model default --data nemo=../shared/data/nemo [--json OUT]
+
+Scored on the labels the bundle and the corpus share (calm counted as neutral when the corpus
+has no calm, as the cross-corpus protocol does); prints accuracy, UA, macro-F1, recall per label,
+how often each label is predicted, and the same for each clip alone (no speaker history). Only
+honest when the bundle never trained on that corpus (its manifest's "corpora" says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamer.adaptation import stream_orders
+from streamer.bundle import load_bundle, resolve_bundle_path
+from streamer.classifier import Classifier
+from streamer.features import Analysis
+from streamer.labels import LABELS
+from train.corpora import CORPORA, DataError
+from train.dataset import Dataset, load_dataset
+from train.featurize import default_cache_dir
+from train.metrics import scores_of_probabilities
+from train.protocols import MERGED, SHARED_LABELS, to_label_space
+
+
+def predict_corpus(clf: Classifier, data: Dataset, alone: bool, seed: int) -> np.ndarray:
+    """(n, len(LABELS)) probabilities, each speaker's clips in one random order (or alone)."""
+    out = np.zeros((len(data.y), len(LABELS)), dtype=np.float32)
+    mels = data.mels["clean"] if data.mels is not None else None
+    streams = np.arange(len(data.y)) if alone else data.speakers
+    for stream, rows in stream_orders(streams, np.random.default_rng(seed)):
+        adapter = clf.adapter()
+        for i in rows:
+            mel = mels[i] if mels is not None else np.zeros((1, 40), np.float32)
+            inputs = adapter.push(stream, Analysis(data.features["clean"][i], mel))
+            out[i] = clf.predict(inputs)
+    return out
+
+
+def score(data: Dataset, probs: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
+    y, mapped = to_label_space(data.y, probs, labels) if labels != LABELS else (data.y, probs)
+    scores = scores_of_probabilities(y, mapped, labels)
+    predicted = np.bincount(mapped.argmax(1), minlength=len(labels)) / len(y)
+    scores["predicted_share"] = dict(zip(labels, (float(p) for p in predicted), strict=True))
+    del scores["confusion"]
+    return scores
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.score_bundle", description=__doc__)
+    p.add_argument("--model", default="default", help="bundle folder or shipped name")
+    p.add_argument("--data", required=True, help="[NAME=]PATH of one corpus")
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    args = p.parse_args(argv)
+    try:
+        bundle = load_bundle(resolve_bundle_path(args.model))
+        clf = Classifier(bundle)
+        data = load_dataset(
+            [args.data],
+            speakers={},
+            cache_dir=args.cache_dir or default_cache_dir(),
+            workers=args.workers,
+            variants=[],
+            log_mel=bundle.cnn is not None,
+        )
+    except DataError as exc:
+        print(f"score_bundle: error: {exc}", file=sys.stderr)
+        return 2
+    corpus = CORPORA[data.corpora[0]]
+    trained_on = [c.get("name") for c in bundle.manifest.get("corpora") or [{"name": "ravdess"}]]
+    labels = LABELS if corpus.labels == LABELS else SHARED_LABELS
+    if not all(MERGED.get(lb, lb) in labels for lb in corpus.labels):
+        labels = tuple(lb for lb in LABELS if lb in corpus.labels)
+    report: dict[str, Any] = {
+        "bundle": bundle.name,
+        "bundle_trained_on": trained_on,
+        "corpus": corpus.name,
+        "clips": len(data.y),
+        "labels": list(labels),
+        "adapted": score(data, predict_corpus(clf, data, alone=False, seed=args.seed), labels),
+        "alone": score(data, predict_corpus(clf, data, alone=True, seed=args.seed), labels),
+    }
+    for key in ("adapted", "alone"):
+        s = report[key]
+        print(
+            f"{bundle.name} on {corpus.name} ({key}): accuracy {s['accuracy']:.1%}, UA "
+            f"{s['unweighted_accuracy']:.1%}, macro-F1 {s['macro_f1']:.1%}; predicted: "
+            + ", ".join(f"{k} {v:.0%}" for k, v in s["predicted_share"].items())
+        )
+    if corpus.name in trained_on:
+        print(f"note: {bundle.name} was trained on {corpus.name}: this is not a held-out score")
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
