@@ -78,3 +78,11 @@ def test_a_long_pause_starts_afresh_unless_disabled():
     never = TrendTracker(LABELS, TrendConfig(window_utterances=5, reset_after_s=0.0))
     _push(never, "a", _p(0.0, 0.0, 1.0), 0.0)
     assert _push(never, "a", _p(0.0, 1.0, 0.0), 10_000.0).utterances == 2
+
+
+def test_current_reads_the_trend_without_changing_it():
+    t = TrendTracker(LABELS, TrendConfig(window_utterances=5))
+    assert t.current("a") is None  # before any utterance (a first result that is not speech)
+    pushed = _push(t, "a", _p(0.1, 0.2, 0.7), 0.0)
+    assert t.current("a") == pushed and t.current("a") == pushed  # reading twice: unchanged
+    assert t.current("b") is None

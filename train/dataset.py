@@ -139,6 +139,12 @@ def load_dataset(
         mels = {"clean": [e.log_mel for _, e in keep if e.log_mel is not None]}
     for variant in dict.fromkeys(v for v in variants if v != "clean"):
         done = run(variant, [c.path for c in clips])
+        failed = [e for e in done if e.vector is None or (log_mel and e.log_mel is None)]
+        if failed:  # rows must stay aligned with the clean clips
+            raise DataError(
+                f"features of {variant} audio failed for {len(failed)} clips, e.g. "
+                f"{failed[0].path}: {failed[0].error}; leave {variant} out of --augment"
+            )
         features[variant] = np.stack([e.vector for e in done if e.vector is not None])
         if mels is not None:
             mels[variant] = [e.log_mel for e in done if e.log_mel is not None]

@@ -26,6 +26,7 @@ import numpy.typing as npt
 from streamer.features import FEATURE_SPEC, analyse
 from streamer.workers import exit_with_parent
 from train import nonspeech
+from train.corpora import CORPORA
 from train.dataset import Dataset
 
 logger = logging.getLogger(__name__)
@@ -157,8 +158,6 @@ def evaluate_detector(
     rejected: dict[str, dict[str, list[float]]] = {}
     accepted: list[npt.NDArray[np.bool_]] = []
     for corpus in data.corpora:
-        from train.corpora import CORPORA
-
         for fold in CORPORA[corpus].folds:
             test = (data.corpus == corpus) & np.isin(data.speakers, [f"{corpus}:{s}" for s in fold])
             if not test.any() or test.all():
