@@ -61,7 +61,8 @@ def _load(
     return array.astype(np.float32) if ok(array) else None
 
 
-def _save(path: Path, array: npt.NDArray[np.float32]) -> None:
+def save_array(path: Path, array: npt.NDArray[np.float32]) -> None:
+    """Write `array` to `path` atomically (a temporary file, then a rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, array, allow_pickle=False)
@@ -89,9 +90,9 @@ def featurize_file(
         return Extracted(path, digest, None, str(exc), cached=False)
     analysis = analyse(make_variant(audio, variant, seed=int(digest[:8], 16)))
     if vec_path is not None and mel_path is not None:
-        _save(vec_path, analysis.vector)
+        save_array(vec_path, analysis.vector)
         if log_mel:
-            _save(mel_path, analysis.log_mel)
+            save_array(mel_path, analysis.log_mel)
     return Extracted(
         path,
         digest,

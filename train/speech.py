@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -28,6 +27,7 @@ from streamer.workers import exit_with_parent
 from train import nonspeech
 from train.corpora import CORPORA
 from train.dataset import Dataset
+from train.featurize import save_array
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +97,7 @@ def nonspeech_features(
                     on_done()
     features = np.stack(out).astype(np.float32)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, features, allow_pickle=False)
-        tmp.replace(path)
+        save_array(path, features)
     return features, kinds
 
 
@@ -167,9 +164,9 @@ def evaluate_detector(
                 share = float((p_speech(model, feats[test]) < config.threshold).mean())
                 rejected.setdefault(corpus, {}).setdefault(variant, []).append(share)
             accepted.append(p_speech(model, test_noise[0]) >= config.threshold)
-    full = fit_detector(speech_rows(data, np.ones(len(data.y), bool)), x_noise, config)
     unseen_kind: dict[str, float] = {}
     speech_all = speech_rows(data, np.ones(len(data.y), bool))
+    full = fit_detector(speech_all, x_noise, config) if not accepted else None
     for kind in nonspeech.KINDS:
         model = fit_detector(speech_all, x_noise[kinds != kind], config)
         held = test_noise[0][test_noise[1] == kind]
