@@ -1,7 +1,10 @@
 """Model bundles: a folder with `manifest.json`, `model.keras` and `model.tflite`, and when the
 manifest has a "cnn" section also `cnn.keras` and `cnn.tflite` (the log-mel CNN whose
 probabilities are averaged with the statistics model's); with a "speech" section also
-`speech.keras` and `speech.tflite` (the speech detector: P(speech) of an utterance).
+`speech.keras` and `speech.tflite` (the speech detector: P(speech) of an utterance); with an
+"encoder" section also `encoder.tflite` (a pretrained speech encoder, streamer/encoder.py, with
+its source, licence and sha256) and `encoder_head.keras` / `encoder_head.tflite` (the network over
+its pooled layers, whose probabilities are averaged with the others').
 
 The manifest records labels, sample rate, the feature spec, the evaluation protocol and scores.
 Loading checks it against this code's `FEATURE_SPEC`; a mismatch is an error, never a silent skew.
@@ -26,6 +29,9 @@ CNN_KERAS_FILE = "cnn.keras"
 CNN_TFLITE_FILE = "cnn.tflite"
 SPEECH_KERAS_FILE = "speech.keras"
 SPEECH_TFLITE_FILE = "speech.tflite"
+ENCODER_FILE = "encoder.tflite"
+HEAD_KERAS_FILE = "encoder_head.keras"
+HEAD_TFLITE_FILE = "encoder_head.tflite"
 TRAIN_HINT = "train one with `ser-train --data DIR --out DIR`, or use the shipped 'default'"
 DEFAULT_BUNDLE = "default"
 
@@ -51,6 +57,18 @@ class SpeechSpec:
 
     tflite_path: Path
     threshold: float
+
+
+@dataclass(frozen=True)
+class EncoderSection:
+    """The bundle's pretrained encoder and the head over its pooled `layers`, whose input is
+    adapted per stream with `adaptation` (None: unadapted)."""
+
+    encoder_path: Path
+    sha256: str
+    layers: tuple[int, ...]
+    head_path: Path
+    adaptation: AdaptationPrior | None
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,21 @@ class Bundle:
         return SpeechSpec(
             tflite_path=self.path / str(data.get("tflite", SPEECH_TFLITE_FILE)),
             threshold=float(data["threshold"]),
+        )
+
+    @property
+    def encoder(self) -> EncoderSection | None:
+        """The optional encoder and its head, when the manifest has an "encoder" section."""
+        data = self.manifest.get("encoder")
+        if not data:
+            return None
+        adaptation = data.get("adaptation")
+        return EncoderSection(
+            encoder_path=self.path / str(data.get("file", ENCODER_FILE)),
+            sha256=str(data["sha256"]),
+            layers=tuple(int(n) for n in data["layers"]),
+            head_path=self.path / str(data.get("head_tflite", HEAD_TFLITE_FILE)),
+            adaptation=AdaptationPrior.from_dict(adaptation) if adaptation else None,
         )
 
     def resolve_min_speech(self, configured: float | str) -> float:
@@ -211,6 +244,14 @@ def load_bundle(path: Path) -> Bundle:
         raise BundleError(f"{manifest_path}: 'speech' is malformed ({exc}): {TRAIN_HINT}") from exc
     if speech is not None and not speech.tflite_path.is_file():
         raise BundleError(f"{speech.tflite_path} is missing: {TRAIN_HINT}")
+    try:
+        encoder = bundle.encoder
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{manifest_path}: 'encoder' is malformed ({exc}): {TRAIN_HINT}") from exc
+    if encoder is not None:
+        for needed in (encoder.encoder_path, encoder.head_path):
+            if not needed.is_file():
+                raise BundleError(f"{needed} is missing: {TRAIN_HINT}")
     if cnn is not None:
         if not cnn.tflite_path.is_file():
             raise BundleError(f"{cnn.tflite_path} is missing: {TRAIN_HINT}")

@@ -1,14 +1,18 @@
 """Run a bundle's `.tflite` models with LiteRT (no TensorFlow import).
 
-A bundle holds the statistics network and optionally a log-mel CNN; with both, the output is
-the mean of their probabilities, then the bundle's calibration temperature.
+A bundle holds the statistics network and optionally a log-mel CNN and a pretrained encoder
+with a head over its pooled layers; the output is the mean of their probabilities, then the
+bundle's calibration temperature. The encoder (the costly part) runs on every utterance's own
+length, in the inference thread, for all utterances that are ready together (`predict_many`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.adaptation import AdaptiveCentering, AdaptiveNormalizer
-from streamer.bundle import Bundle, BundleError, load_bundle
+from streamer.bundle import Bundle, BundleError, EncoderSection, load_bundle
+from streamer.encoder import Encoder, with_whisper_input
 from streamer.features import Analysis, log_mel_windows
 from streamer.native_log import NativeStderrFilter
 from streamer.scoring import apply_temperature
@@ -30,6 +35,10 @@ class ModelInput:
 
     features: npt.NDArray[np.float32]  # (dim,) statistics
     log_mel: npt.NDArray[np.float32] | None  # (n_frames, n_mels); None: the bundle has no CNN
+    # (n_frames, 80) Whisper input and the stream's adaptation of the pooled embedding, for
+    # bundles with an encoder (the embedding exists only after the encoder ran)
+    whisper_log_mel: npt.NDArray[np.float32] | None = None
+    adapt_embedding: Callable[[npt.NDArray[np.floating]], npt.NDArray[np.float32]] | None = None
 
 
 class SpeakerAdapter:
@@ -43,15 +52,29 @@ class SpeakerAdapter:
             AdaptiveCentering(cnn.centring) if cnn is not None and cnn.centring else None
         )
         self._log_mel = cnn is not None
+        encoder = bundle.encoder
+        self._encoder = encoder is not None
+        self._embedding = (
+            AdaptiveNormalizer(encoder.adaptation)
+            if encoder is not None and encoder.adaptation is not None
+            else None
+        )
 
     def push(self, stream: Hashable, analysis: Analysis) -> ModelInput:
+        """The utterance's model input; for an encoder bundle its embedding is adapted later, by
+        the classifier, through `adapt_embedding` (call `predict` in utterance order)."""
         features = analysis.vector
         if self._normalizer is not None:
             features = self._normalizer.push(stream, features)
         log_mel = analysis.log_mel if self._log_mel else None
         if log_mel is not None and self._centring is not None:
             log_mel = self._centring.push(stream, log_mel)
-        return ModelInput(features, log_mel)
+        if not self._encoder:
+            return ModelInput(features, log_mel)
+        if analysis.whisper_log_mel is None:
+            raise ValueError("this bundle has an encoder: its input needs Whisper's log-mel")
+        adapt = partial(self._embedding.push, stream) if self._embedding is not None else None
+        return ModelInput(features, log_mel, analysis.whisper_log_mel, adapt)
 
 
 class _Model:
@@ -98,6 +121,13 @@ class Classifier:
         self._frames = cnn.frames if cnn is not None else 0
         speech = bundle.speech
         self._speech = _Model(speech.tflite_path, 1, num_threads) if speech is not None else None
+        encoder = bundle.encoder
+        self._encoder: Encoder | None = None
+        self._head: _Model | None = None
+        self._layers: tuple[int, ...] = ()
+        if encoder is not None:
+            self._encoder, self._head = _open_encoder(encoder, n_labels, num_threads)
+            self._layers = encoder.layers
         if self._cnn is not None and self._cnn.input_shape[0] != self._frames:
             raise BundleError(
                 f"{bundle.path}: the CNN reads {self._cnn.input_shape[0]} frames but the "
@@ -124,17 +154,71 @@ class Classifier:
             return 1.0
         return float(self._speech.run(np.asarray(features, dtype=np.float32))[0])
 
+    @property
+    def needs_whisper_log_mel(self) -> bool:
+        """Whether model inputs must carry Whisper's log-mel (the bundle has an encoder)."""
+        return self._encoder is not None
+
     def predict(self, inputs: ModelInput) -> npt.NDArray[np.float32]:
         """Adapted inputs of one utterance (see `adapter`) -> (n_labels,) float32 calibrated
         probabilities summing to 1."""
+        result = self.predict_many([inputs])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def predict_many(
+        self, batch: Sequence[ModelInput]
+    ) -> list[npt.NDArray[np.float32] | Exception]:
+        """`predict` for several utterances, in order (per stream: utterance order). A failing
+        utterance yields its exception."""
+        embeddings: list[npt.NDArray[np.float32] | Exception | None] = [None] * len(batch)
+        if self._encoder is not None:
+            embeddings = self._embed_all(batch)
+        out: list[npt.NDArray[np.float32] | Exception] = []
+        for inputs, embedding in zip(batch, embeddings, strict=True):
+            try:
+                if isinstance(embedding, Exception):
+                    raise embedding
+                out.append(self._predict_one(inputs, embedding))
+            except Exception as exc:  # one bad utterance must not fail the others
+                out.append(exc)
+        return out
+
+    def _embed_all(
+        self, batch: Sequence[ModelInput]
+    ) -> list[npt.NDArray[np.float32] | Exception | None]:
+        assert self._encoder is not None
+        out: list[npt.NDArray[np.float32] | Exception | None] = [
+            ValueError("this bundle has an encoder: its input needs Whisper's log-mel")
+        ] * len(batch)
+        ok = [
+            (i, x.whisper_log_mel)
+            for i, x in enumerate(batch)
+            if x.whisper_log_mel is not None
+            and x.whisper_log_mel.ndim == 2
+            and len(x.whisper_log_mel)
+        ]
+        # one utterance per call: a padded batch of different lengths costs more on CPU than
+        # the calls it saves (BENCHMARKS.md, "Whisper-base encoder")
+        for i, mel in ok:
+            out[i] = self._encoder.embed([mel])[0, list(self._layers)].reshape(-1)
+        return out
+
+    def _predict_one(
+        self, inputs: ModelInput, embedding: npt.NDArray[np.float32] | None
+    ) -> npt.NDArray[np.float32]:
         x = np.asarray(inputs.features, dtype=np.float32)
-        probs = self._stats.run(x)
+        parts = [self._stats.run(x)]
         if self._cnn is not None:
             if inputs.log_mel is None:
                 raise ValueError("this bundle has a CNN: its input needs the log-mel sequence")
             windows = log_mel_windows(inputs.log_mel, self._frames)
-            cnn = np.mean([self._cnn.run(w) for w in windows], axis=0)
-            probs = ((probs + cnn) / 2).astype(np.float32)
+            parts.append(np.mean([self._cnn.run(w) for w in windows], axis=0))
+        if self._head is not None and embedding is not None:
+            adapted = inputs.adapt_embedding(embedding) if inputs.adapt_embedding else embedding
+            parts.append(self._head.run(np.asarray(adapted, dtype=np.float32)))
+        probs = np.mean(parts, axis=0).astype(np.float32) if len(parts) > 1 else parts[0]
         return apply_temperature(probs, self._temperature) if self._temperature != 1.0 else probs
 
     def probabilities(self, audio: npt.ArrayLike, sample_rate: int) -> dict[str, float]:
@@ -142,5 +226,33 @@ class Classifier:
         from streamer.features import analyse
 
         # a single utterance: no speaker history
-        probs = self.predict(self.adapter().push(0, analyse(audio, sample_rate)))
+        analysis = analyse(audio, sample_rate)
+        if self.needs_whisper_log_mel:
+            analysis = with_whisper_input(analysis, audio, sample_rate)
+        probs = self.predict(self.adapter().push(0, analysis))
         return dict(zip(self.bundle.labels, (float(p) for p in probs), strict=True))
+
+
+def _open_encoder(
+    section: EncoderSection, n_labels: int, num_threads: int
+) -> tuple[Encoder, _Model]:
+    """The bundle's encoder (its sha256 checked) and head, in their own interpreters."""
+    digest = hashlib.sha256()
+    with open(section.encoder_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != section.sha256:
+        raise BundleError(
+            f"{section.encoder_path} does not match the sha256 in the manifest (a damaged or "
+            "replaced file): reinstall ser or retrain the bundle"
+        )
+    try:
+        encoder = Encoder(section.encoder_path, num_threads=num_threads)
+    except ValueError as exc:
+        raise BundleError(str(exc)) from exc
+    if max(section.layers) >= encoder.n_layers:
+        raise BundleError(
+            f"{section.encoder_path} has {encoder.n_layers} pooled layers but the manifest's "
+            f"head reads layer {max(section.layers)}; retrain the bundle"
+        )
+    return encoder, _Model(section.head_path, n_labels, num_threads)

@@ -139,12 +139,15 @@ def _mel_to_hz(mel: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     )
 
 
-@lru_cache(maxsize=4)
-def _mel_filters(spec: FeatureSpec) -> npt.NDArray[np.float64]:
-    """(n_mels, 1 + n_fft // 2) Slaney-normalised triangular filters (as librosa.filters.mel)."""
-    fft_hz = np.linspace(0.0, spec.sample_rate / 2, 1 + spec.n_fft // 2)
+@lru_cache(maxsize=8)
+def mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, fmax_hz: float
+) -> npt.NDArray[np.float64]:
+    """(n_mels, 1 + n_fft // 2) Slaney-normalised triangular filters from 0 Hz to `fmax_hz`
+    (as librosa.filters.mel with its defaults)."""
+    fft_hz = np.linspace(0.0, sample_rate / 2, 1 + n_fft // 2)
     edges = _mel_to_hz(
-        np.linspace(_hz_to_mel(np.array(0.0)), _hz_to_mel(np.array(spec.fmax_hz)), spec.n_mels + 2)
+        np.linspace(_hz_to_mel(np.array(0.0)), _hz_to_mel(np.array(fmax_hz)), n_mels + 2)
     )
     widths = np.diff(edges)
     ramps = edges[:, None] - fft_hz[None, :]
@@ -152,6 +155,10 @@ def _mel_filters(spec: FeatureSpec) -> npt.NDArray[np.float64]:
     upper = ramps[2:] / widths[1:, None]
     weights = np.maximum(0.0, np.minimum(lower, upper))
     return weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+
+
+def _mel_filters(spec: FeatureSpec) -> npt.NDArray[np.float64]:
+    return mel_filterbank(spec.sample_rate, spec.n_fft, spec.n_mels, spec.fmax_hz)
 
 
 @lru_cache(maxsize=4)
@@ -297,6 +304,8 @@ class Analysis:
 
     vector: npt.NDArray[np.float32]  # (spec.dim,) utterance statistics, finite
     log_mel: npt.NDArray[np.float32]  # (n_frames, spec.n_mels) dB re the loud level, 10 ms rows
+    # (n_frames, 80) Whisper's input (streamer/encoder.py), for bundles with an encoder
+    whisper_log_mel: npt.NDArray[np.float32] | None = None
 
 
 def analyse(

@@ -41,13 +41,10 @@ class BatchedInference:
 
     def _predict_all(self, batch: list[ModelInput]) -> list[npt.NDArray[np.float32] | Exception]:
         """In the inference thread: every input of the batch, failures kept per input."""
-        out: list[npt.NDArray[np.float32] | Exception] = []
-        for inputs in batch:
-            try:
-                out.append(self.classifier.predict(inputs))
-            except Exception as exc:  # one bad utterance must not fail the others
-                out.append(exc)
-        return out
+        try:
+            return self.classifier.predict_many(batch)
+        except Exception as exc:  # the batch as a whole failed (e.g. the encoder itself)
+            return [exc] * len(batch)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

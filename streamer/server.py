@@ -396,7 +396,7 @@ class StreamServer:
         config = self.config
         n_workers = config.serve.feature_workers or os.cpu_count() or 1
         classifier = Classifier(self.bundle)
-        workers = FeatureWorkers(n_workers)
+        workers = FeatureWorkers(n_workers, whisper=classifier.needs_whisper_log_mel)
         inference = BatchedInference(classifier)
         self._shared = _Shared(config, self.bundle, workers, inference, classifier, self.mqtt)
         max_frame = config.serve.max_frame_bytes

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer import features
+from streamer.encoder import with_whisper_input
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,11 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch, name="ser-parent-watch", daemon=True).start()
 
 
+def _analyse(samples: npt.NDArray[np.int16], sample_rate: int, whisper: bool) -> features.Analysis:
+    analysis = features.analyse(samples, sample_rate)
+    return with_whisper_input(analysis, samples, sample_rate) if whisper else analysis
+
+
 def _init_worker() -> None:
     # Ctrl-C reaches the whole process group; the parent decides how to stop, not the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -47,10 +53,12 @@ def _init_worker() -> None:
 
 
 class FeatureWorkers:
-    """`n` processes running `streamer.features.analyse`, each warmed up at start."""
+    """`n` processes running `streamer.features.analyse` (and, with `whisper`, computing
+    Whisper's log-mel too, for bundles with an encoder), each warmed up at start."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, whisper: bool = False) -> None:
         self.n = n
+        self.whisper = whisper
         # Spawned workers inherit the environment: one BLAS thread each, or small numpy calls
         # slow down under load (8-16 ms instead of 1-2 ms).
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -67,10 +75,12 @@ class FeatureWorkers:
         logger.debug("feature workers ready: %s", sorted(set(pids)))
 
     async def analyse(self, samples: npt.NDArray[np.int16], sample_rate: int) -> features.Analysis:
-        """(n,) int16 -> the utterance's feature vector and log-mel sequence, computed in a
+        """(n,) int16 -> the utterance's feature vector and log-mel sequence(s), computed in a
         worker process."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, features.analyse, samples, sample_rate)
+        return await loop.run_in_executor(
+            self._executor, _analyse, samples, sample_rate, self.whisper
+        )
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -26,7 +26,7 @@ from streamer.labels import LABELS
 from streamer.native_log import NativeStderrFilter
 from train.cnn import CnnConfig
 from train.corpora import CORPORA, Clip, DataError, Scan
-from train.dataset import Dataset, load_dataset, parse_speakers
+from train.dataset import Dataset, EncoderChoice, load_dataset, parse_speakers
 from train.evaluate import (
     Setup,
     calibrate_protocols,
@@ -152,6 +152,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "as many unseen ones score it)",
     )
     p.add_argument(
+        "--encoder",
+        type=Path,
+        default=None,
+        help="also train a network over this pretrained encoder's embeddings (an encoder "
+        ".tflite made by `python -m train.encoder.convert`); the bundle carries both",
+    )
+    p.add_argument(
+        "--encoder-layers",
+        default="6",
+        help="the encoder's pooled layers the network reads, e.g. '6' or '3,6' (0: the "
+        "convolutional stem, 1-6: the transformer blocks; default 6)",
+    )
+    p.add_argument(
         "--speech-only",
         action="store_true",
         help="(re)train only the speech detector into the existing bundle at --out",
@@ -191,6 +204,12 @@ def _configs(args: argparse.Namespace) -> Setup:
     config = TrainConfig(**{k: v for k, v in flags.items() if v is not None})
     cnn_flags = {"seed": args.seed, "epochs": args.cnn_epochs or None}
     cnn = CnnConfig(**{k: v for k, v in cnn_flags.items() if v is not None}) if args.cnn else None
+    head = encoder = None
+    if args.encoder is not None:
+        from train.embed import file_digest
+
+        head = replace(config, hidden_units=args.hidden_units or 256)
+        encoder = {"sha256": file_digest(args.encoder), "layers": list(_layers(args))}
     return Setup(
         config,
         cnn,
@@ -198,7 +217,32 @@ def _configs(args: argparse.Namespace) -> Setup:
         augment=tuple(args.augment),
         mask_labels=not args.no_label_mask,
         balance_corpora=args.balance_corpora,
+        head=head,
+        encoder=encoder,
     )
+
+
+def _layers(args: argparse.Namespace) -> tuple[int, ...]:
+    """--encoder-layers as indices into the encoder's pooled layers; DataError if malformed or
+    beyond the encoder file's layers."""
+    from streamer.encoder import Encoder
+
+    try:
+        n_layers = Encoder(args.encoder).n_layers
+    except ValueError as exc:
+        raise DataError(
+            f"--encoder: {exc}; make one with `python -m train.encoder.convert`"
+        ) from exc
+    try:
+        layers = tuple(int(x) for x in str(args.encoder_layers).split(",") if x.strip())
+    except ValueError:
+        layers = ()
+    if not layers or any(not 0 <= n < n_layers for n in layers):
+        raise DataError(
+            f"--encoder-layers {args.encoder_layers!r}: {args.encoder} has pooled layers 0-"
+            f"{n_layers - 1}; give their numbers separated by commas, e.g. '3' or '3,4'"
+        )
+    return layers
 
 
 def _check_before_featurizing(
@@ -266,6 +310,7 @@ def _load(
             progress=bar,
             on_scan=report,
             check=check,
+            encoder=None if args.encoder is None else EncoderChoice(args.encoder, _layers(args)),
         )
     if data.unreadable:
         console.print(
@@ -442,6 +487,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         evaluations=evaluations,
         calibration=calibration,
         speech=speech_section,
+        encoder=args.encoder,
         seconds={
             "evaluation": round(evaluation_s, 1),
             **{f"protocol_{e['protocol']}": e["seconds"] for e in evaluations},
@@ -462,6 +508,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.eval_only and args.skip_eval:
         print("ser-train: error: --eval-only and --skip-eval exclude each other", file=sys.stderr)
+        return 2
+    if args.encoder is not None and not args.encoder.is_file():
+        print(
+            f"ser-train: error: --encoder {args.encoder}: no such file; make one with "
+            "`python -m train.encoder.convert --out FILE`",
+            file=sys.stderr,
+        )
         return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

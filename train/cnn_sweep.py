@@ -150,9 +150,10 @@ def run_setting(job: tuple[str, Path, int | None, tuple[int, ...]]) -> dict[str,
         )
         trained = FoldModels(stats, prior, cnn, cnn_config.frames)
         test_mels = [m for m, t in zip(mels["clean"], test, strict=True) if t]
-        p_stats, p_cnn = trained.parts(
+        parts = trained.parts(
             vectors["clean"][test], test_mels, actors[test], config.seed + 1000 + index
         )
+        p_stats, p_cnn = parts["stats"], parts["cnn"]
         probs = {"stats": p_stats, "cnn": p_cnn, "average": (p_stats + p_cnn) / 2}
         fold: dict[str, Any] = {"fold": index + 1}
         for key, p in probs.items():

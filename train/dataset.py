@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -17,13 +18,22 @@ import numpy.typing as npt
 from streamer.labels import LABELS
 from train.corpora import CORPORA, Clip, DataError, Scan, scan
 from train.corpora.base import fingerprint
+from train.embed import embed_all
 from train.featurize import Extracted, featurize_all
 
 logger = logging.getLogger(__name__)
 
 Mels = list[npt.NDArray[np.float32]]
 # (description, n) -> a callback advanced once per featurized clip
-ProgressFactory = Callable[[str, int], Callable[[Extracted], None]]
+ProgressFactory = Callable[[str, int], Callable[[Any], None]]
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    """Which encoder file embeds the clips, and which of its pooled layers the head reads."""
+
+    path: Path
+    layers: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,8 @@ class Dataset:
     features: dict[str, npt.NDArray[np.float32]]
     mels: dict[str, Mels] | None
     unreadable: tuple[str, ...] = ()  # why each skipped file was skipped
+    # embeddings[variant]: (n, len(layers) * 2 * width) pooled encoder statistics (train/embed.py)
+    embeddings: dict[str, npt.NDArray[np.float32]] | None = None
 
     @property
     def corpora(self) -> tuple[str, ...]:
@@ -94,10 +106,12 @@ def load_dataset(
     progress: ProgressFactory | None = None,
     on_scan: Callable[[Scan, int], None] | None = None,
     check: Callable[[Sequence[Clip]], None] | None = None,
+    encoder: EncoderChoice | None = None,
 ) -> Dataset:
     """Scan, filter and featurize. `variants`: audio variants besides "clean" to featurize;
     `on_scan(scan, n_kept)` reports each corpus; `check(clips)` runs before any featurizing
-    (to fail fast: it may raise DataError). Raises DataError when nothing is usable."""
+    (to fail fast: it may raise DataError); `encoder`: also embed every clip and variant with it.
+    Raises DataError when nothing is usable."""
     scans: list[Scan] = []
     clips: list[Clip] = []
     for text in data:
@@ -148,6 +162,13 @@ def load_dataset(
         features[variant] = np.stack([e.vector for e in done if e.vector is not None])
         if mels is not None:
             mels[variant] = [e.log_mel for e in done if e.log_mel is not None]
+    embeddings = (
+        None
+        if encoder is None
+        else _embed(
+            clips, variants, encoder, cache_dir=cache_dir, workers=workers, progress=progress
+        )
+    )
     return Dataset(
         scans=tuple(scans),
         clips=tuple(clips),
@@ -158,4 +179,42 @@ def load_dataset(
         features={k: v.astype(np.float32) for k, v in features.items()},
         mels=mels,
         unreadable=tuple(str(e.error) for e in bad),
+        embeddings=embeddings,
     )
+
+
+def _embed(
+    clips: Sequence[Clip],
+    variants: Sequence[str],
+    encoder: EncoderChoice,
+    *,
+    cache_dir: Path | None,
+    workers: int,
+    progress: ProgressFactory | None,
+) -> dict[str, npt.NDArray[np.float32]]:
+    """Each variant's (n, len(layers) * 2 * width) encoder statistics, rows aligned to clips."""
+    out = {}
+    for variant in dict.fromkeys(["clean", *variants]):
+        callback = progress(f"encoder on {variant} audio", len(clips)) if progress else None
+        done = embed_all(
+            [c.path for c in clips],
+            encoder.path,
+            cache_dir,
+            max(1, workers),
+            variant=variant,
+            on_done=callback,
+        )
+        failed = [e for e in done if e.embedding is None]
+        if failed:
+            raise DataError(
+                f"the encoder failed on {variant} audio of {len(failed)} clips, e.g. "
+                f"{failed[0].path}: {failed[0].error}"
+            )
+        stacked = np.stack([e.embedding for e in done if e.embedding is not None])
+        if max(encoder.layers) >= stacked.shape[1]:
+            raise DataError(
+                f"{encoder.path} has {stacked.shape[1]} pooled layers (0-{stacked.shape[1] - 1}); "
+                f"--encoder-layers asks for {max(encoder.layers)}"
+            )
+        out[variant] = stacked[:, list(encoder.layers)].reshape(len(clips), -1)
+    return out

@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -97,25 +98,43 @@ class FoldModels:
     prior: AdaptationPrior | None
     cnn: TrainedCnn | None = None
     frames: int = 0
+    head: Any = None  # the network over encoder embeddings, when the setup has one
+    head_prior: AdaptationPrior | None = None
 
     def parts(
-        self, features: np.ndarray, mels: Mels | None, streams: np.ndarray, order: int
-    ) -> list[np.ndarray]:
+        self,
+        features: np.ndarray,
+        mels: Mels | None,
+        streams: np.ndarray,
+        order: int,
+        embeddings: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
         """Each network's (n, n_labels) probabilities for test clips, adapted per stream in
-        the order rng(order) draws: [statistics] or [statistics, CNN]."""
+        the order rng(order) draws: "stats", and "cnn" and "encoder" where trained."""
         from train.cnn import predict_cnn
         from train.model import predict
 
-        parts = [predict(self.stats, adapted_test_set(features, streams, self.prior, order))]
+        parts = {
+            "stats": predict(self.stats, adapted_test_set(features, streams, self.prior, order))
+        }
         if self.cnn is not None and mels is not None:
-            parts.append(predict_cnn(self.cnn, mels, streams, order, self.frames))
+            parts["cnn"] = predict_cnn(self.cnn, mels, streams, order, self.frames)
+        if self.head is not None and embeddings is not None:
+            adapted = adapted_test_set(embeddings, streams, self.head_prior, order)
+            parts["encoder"] = predict(self.head, adapted)
         return parts
 
     def probs(
-        self, features: np.ndarray, mels: Mels | None, streams: np.ndarray, order: int
+        self,
+        features: np.ndarray,
+        mels: Mels | None,
+        streams: np.ndarray,
+        order: int,
+        embeddings: np.ndarray | None = None,
     ) -> np.ndarray:
         """The bundle's output before calibration: the mean of `parts`."""
-        return np.asarray(np.mean(self.parts(features, mels, streams, order), axis=0), np.float32)
+        parts = self.parts(features, mels, streams, order, embeddings)
+        return np.asarray(np.mean(list(parts.values()), axis=0), np.float32)
 
 
 @dataclass(frozen=True)
@@ -131,55 +150,42 @@ class Setup:
     # the statistics network weighs each corpus equally (rows of a corpus with fewer clips count
     # more), instead of each clip equally
     balance_corpora: bool = False
+    # the network over encoder embeddings (train.model.TrainConfig) and what it reads
+    head: Any = None
+    encoder: dict[str, Any] | None = None  # {"sha256": encoder file, "layers": [...]}
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "config": self.config.to_dict(),
             "cnn": self.cnn.to_dict() if self.cnn is not None else None,
             "adapt": self.adapt,
             "augment": list(self.augment),
             "mask_labels": self.mask_labels,
         } | ({"balance_corpora": True} if self.balance_corpora else {})
+        if self.head is not None:
+            out |= {"head": self.head.to_dict(), "encoder": self.encoder}
+        return out
 
     def label_mask(self, data: Dataset) -> np.ndarray | None:
         return data.label_mask if self.mask_labels else None
 
     def epochs_per_fold(self) -> int:
         stats = int(self.config.epochs) * int(self.config.ensemble)
-        return stats + (self.cnn.epochs if self.cnn else 0)
+        head = int(self.head.epochs) * int(self.head.ensemble) if self.head is not None else 0
+        return stats + head + (self.cnn.epochs if self.cnn else 0)
 
 
 def train_fold(
     data: Dataset, fold: Fold, setup: Setup, on_epoch: Callable[[int], None] | None
 ) -> FoldModels:
-    """Both networks trained on `fold.train` rows."""
+    """Every network of the setup trained on `fold.train` rows."""
     from train.cnn import fit_cnn
-    from train.model import fit
 
     train = fold.train
-    clean = data.features["clean"]
-    prior = AdaptationPrior.from_features(clean[train]) if setup.adapt else None
     full_mask = setup.label_mask(data)
     mask = None if full_mask is None else full_mask[train]
-    x_train, y_train, speakers, rows_mask = adapted_training_set(
-        {name: feats[train] for name, feats in data.features.items()},
-        data.y[train],
-        data.speakers[train],
-        prior,
-        setup.config.seed,
-        augment=setup.augment,
-        label_mask=mask,
-    )
-    model = fit(
-        x_train,
-        y_train,
-        len(LABELS),
-        setup.config,
-        on_epoch=on_epoch,
-        speakers=speakers,
-        label_mask=rows_mask,
-        sample_weight=corpus_weights(speakers) if setup.balance_corpora else None,
-    )
+    dense = partial(fit_dense, data=data, train=train, setup=setup, mask=mask, on_epoch=on_epoch)
+    model, prior = dense(data.features, config=setup.config)
     cnn = None
     if data.mels is not None and setup.cnn is not None:
         cnn = fit_cnn(
@@ -193,7 +199,48 @@ def train_fold(
             on_epoch=on_epoch,
             label_mask=mask,
         )
-    return FoldModels(model, prior, cnn, setup.cnn.frames if setup.cnn else 0)
+    head, head_prior = None, None
+    if data.embeddings is not None and setup.head is not None:
+        head, head_prior = dense(data.embeddings, config=setup.head)
+    return FoldModels(model, prior, cnn, setup.cnn.frames if setup.cnn else 0, head, head_prior)
+
+
+def fit_dense(
+    inputs: dict[str, np.ndarray],
+    *,
+    data: Dataset,
+    config: Any,
+    train: np.ndarray,
+    setup: Setup,
+    mask: np.ndarray | None,
+    on_epoch: Callable[[int], None] | None,
+) -> tuple[Any, AdaptationPrior | None]:
+    """A dense network (train.model, `config`) over per-variant (n, dim) `inputs` (the
+    statistics, or the encoder embeddings), trained on `train` rows: adapted per speaker as live,
+    augmented, loss masked to each corpus's labels, corpora weighted as the setup says."""
+    from train.model import fit
+
+    prior = AdaptationPrior.from_features(inputs["clean"][train]) if setup.adapt else None
+    x, y, speakers, rows_mask = adapted_training_set(
+        {name: rows[train] for name, rows in inputs.items()},
+        data.y[train],
+        data.speakers[train],
+        prior,
+        config.seed,
+        augment=setup.augment,
+        label_mask=mask,
+    )
+    model = fit(
+        x,
+        y,
+        len(LABELS),
+        config,
+        on_epoch=on_epoch,
+        speakers=speakers,
+        label_mask=rows_mask,
+        sample_weight=corpus_weights(speakers) if setup.balance_corpora else None,
+    )
+    return model, prior
 
 
 def corpus_weights(speakers: np.ndarray) -> np.ndarray:
@@ -209,22 +256,28 @@ def predict_fold(
     data: Dataset, fold: Fold, models: FoldModels, order_seed: int
 ) -> dict[str, np.ndarray]:
     """(n_test, len(LABELS)) probabilities: "clean", each network alone ("component:stats",
-    "component:cnn" when there are two), each test variant ("variant:snr10", ...) and
-    "variant:first_utterance" (each clip alone, no speaker history)."""
+    "component:cnn", "component:encoder" when there are several), each test variant
+    ("variant:snr10", ...) and "variant:first_utterance" (each clip alone, no speaker
+    history)."""
     test = fold.test
     speakers = data.speakers[test]
     mels = {v: _rows(ms, test) for v, ms in data.mels.items()} if data.mels is not None else {}
+    emb = {v: e[test] for v, e in data.embeddings.items()} if data.embeddings is not None else {}
     clean = data.features["clean"][test]
-    parts = models.parts(clean, mels.get("clean"), speakers, order_seed)
-    out = {"clean": np.asarray(np.mean(parts, axis=0), dtype=np.float32)}
+    parts = models.parts(clean, mels.get("clean"), speakers, order_seed, emb.get("clean"))
+    out = {"clean": np.asarray(np.mean(list(parts.values()), axis=0), dtype=np.float32)}
     if len(parts) > 1:
-        out |= {f"component:{n}": p for n, p in zip(("stats", "cnn"), parts, strict=True)}
+        out |= {f"component:{n}": np.asarray(p, np.float32) for n, p in parts.items()}
     for name, feats in data.features.items():
         if name in TEST_VARIANTS:
-            out[f"variant:{name}"] = models.probs(feats[test], mels.get(name), speakers, order_seed)
+            out[f"variant:{name}"] = models.probs(
+                feats[test], mels.get(name), speakers, order_seed, emb.get(name)
+            )
     if models.prior is not None:
         alone = np.arange(int(test.sum()))
-        out["variant:first_utterance"] = models.probs(clean, mels.get("clean"), alone, 0)
+        out["variant:first_utterance"] = models.probs(
+            clean, mels.get("clean"), alone, 0, emb.get("clean")
+        )
     return out
 
 
@@ -240,7 +293,7 @@ def fold_key(data: Dataset, protocol: Protocol, fold: Fold, setup: Setup) -> str
         "variants": sorted(data.features),
         "mels": data.mels is not None,
         "setup": setup.to_dict(),
-    }
+    } | ({"embeddings": sorted(data.embeddings)} if data.embeddings is not None else {})
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 

@@ -21,7 +21,10 @@ from streamer.adaptation import AdaptationPrior
 from streamer.bundle import (
     CNN_KERAS_FILE,
     CNN_TFLITE_FILE,
+    ENCODER_FILE,
     FORMAT_VERSION,
+    HEAD_KERAS_FILE,
+    HEAD_TFLITE_FILE,
     KERAS_FILE,
     MANIFEST,
     SPEECH_KERAS_FILE,
@@ -123,6 +126,8 @@ class FinalModels:
     prior: AdaptationPrior | None
     cnn: Any | None
     cnn_prior: AdaptationPrior | None
+    head: Any | None = None  # the network over encoder embeddings
+    head_prior: AdaptationPrior | None = None
 
 
 def train_final(data: Dataset, setup: Setup, on_epoch: Callable[[int], None]) -> FinalModels:
@@ -137,6 +142,8 @@ def train_final(data: Dataset, setup: Setup, on_epoch: Callable[[int], None]) ->
         trained.prior,
         for_export(cnn.model) if cnn is not None else None,
         cnn.prior if cnn is not None else None,
+        for_export(trained.head) if trained.head is not None else None,
+        trained.head_prior,
     )
 
 
@@ -161,13 +168,18 @@ def write_bundle(
     calibration: dict[str, Any] | None,
     speech: dict[str, Any] | None,
     seconds: dict[str, float],
+    encoder: Path | None = None,
 ) -> dict[str, Any]:
-    """Write the model files and `manifest.json` into `out`; returns the manifest."""
+    """Write the model files and `manifest.json` into `out`; returns the manifest. `encoder`:
+    the encoder file the head was trained on (copied in, with its convert record)."""
     from train.model import to_tflite
 
     config, cnn_config = setup.config, setup.cnn
-    for stale in (CNN_KERAS_FILE, CNN_TFLITE_FILE):
+    for stale in (CNN_KERAS_FILE, CNN_TFLITE_FILE, ENCODER_FILE, HEAD_KERAS_FILE, HEAD_TFLITE_FILE):
         (out / stale).unlink(missing_ok=True)
+    encoder_manifest = None
+    if final.head is not None and encoder is not None and setup.encoder is not None:
+        encoder_manifest = write_encoder(out, encoder, setup, final.head, final.head_prior)
     if speech is None:
         for stale in (SPEECH_KERAS_FILE, SPEECH_TFLITE_FILE):
             (out / stale).unlink(missing_ok=True)
@@ -228,6 +240,8 @@ def write_bundle(
         # with a CNN, the bundle's output is the mean of both networks' probabilities, then
         # the calibration's temperature
         "cnn": cnn_manifest,
+        # with an encoder, its head's probabilities join the mean
+        "encoder": encoder_manifest,
         "calibration": calibration or {"temperature": 1.0, "method": "none"},
         "speech": speech,
         "evaluation": evaluation_record(evaluations),
@@ -235,6 +249,40 @@ def write_bundle(
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def write_encoder(
+    out: Path, encoder: Path, setup: Setup, head: Any, prior: AdaptationPrior | None
+) -> dict[str, Any]:
+    """Copy the encoder into `out`, save the head; returns the manifest's "encoder" section
+    (the encoder's source, licence and checksums from `<encoder>.json` when it exists)."""
+    import shutil
+
+    from train.model import to_tflite
+
+    shutil.copyfile(encoder, out / ENCODER_FILE)
+    head.save(out / HEAD_KERAS_FILE)
+    (out / HEAD_TFLITE_FILE).write_bytes(to_tflite(head))
+    record_path = Path(f"{encoder}.json")
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    assert setup.encoder is not None and setup.head is not None
+    return {
+        "file": ENCODER_FILE,
+        "sha256": setup.encoder["sha256"],
+        "bytes": (out / ENCODER_FILE).stat().st_size,
+        "source": {k: v for k, v in record.items() if k not in ("sha256", "bytes")},
+        "layers": list(setup.encoder["layers"]),
+        "head_keras": HEAD_KERAS_FILE,
+        "head_tflite": HEAD_TFLITE_FILE,
+        "head": {
+            "architecture": f"average of {setup.head.ensemble} x (standardize -> dropout -> "
+            f"dense({setup.head.hidden_units}, relu) -> dropout -> softmax) over the mean and "
+            "std of the encoder layers named",
+            "config": setup.head.to_dict(),
+            "parameters": int(head.count_params()),
+        },
+        "adaptation": prior.to_dict() if prior is not None else None,
+    }
 
 
 def update_speech_section(out: Path, speech: dict[str, Any]) -> None:

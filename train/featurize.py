@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -113,10 +114,30 @@ def featurize_all(
     log_mel: bool = False,
 ) -> list[Extracted]:
     """Featurize `paths` in `workers` processes; results in the order of `paths`."""
-    results: list[Extracted] = []
+    n = len(paths)
+    return map_in_processes(
+        featurize_file,
+        (paths, [cache_dir] * n, [variant] * n, [log_mel] * n),
+        workers,
+        on_done,
+    )
+
+
+T = TypeVar("T")
+
+
+def map_in_processes(
+    fn: Callable[..., T],
+    columns: tuple[Sequence[Any], ...],
+    workers: int,
+    on_done: Callable[[T], None] | None,
+) -> list[T]:
+    """`fn(*row)` for each row of the argument `columns`, in `workers` spawned processes (each
+    exits with its parent; one BLAS thread each), results in order, `on_done` after each."""
+    results: list[T] = []
     if workers <= 1:
-        for path in paths:
-            item = featurize_file(path, cache_dir, variant, log_mel)
+        for args in zip(*columns, strict=True):
+            item = fn(*args)
             results.append(item)
             if on_done:
                 on_done(item)
@@ -130,10 +151,7 @@ def featurize_all(
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
     try:
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent) as pool:
-            n = len(paths)
-            for item in pool.map(
-                featurize_file, paths, [cache_dir] * n, [variant] * n, [log_mel] * n, chunksize=8
-            ):
+            for item in pool.map(fn, *columns, chunksize=8):
                 results.append(item)
                 if on_done:
                     on_done(item)

@@ -1,0 +1,206 @@
+"""A pretrained speech encoder as a feature view: Whisper-base's encoder, run by LiteRT.
+
+`whisper_log_mel(audio, sample_rate)` computes Whisper's input exactly as OpenAI's
+`whisper.audio.log_mel_spectrogram` does (periodic Hann STFT of 400 samples every 160 with
+reflect padding, its last frame dropped, 80 Slaney mel bands, log10 floored 8 decades below
+the maximum, then (x + 4) / 4), in plain numpy; tests/test_encoder.py checks it against librosa.
+
+`Encoder(path).embed([log_mel, ...])` runs the exported encoder (train/encoder/) on a batch of
+utterances of any lengths and returns, for each, the mean and standard deviation over time of
+every layer's hidden states: the conv stem plus positions (layer 0) and the outputs of the six
+transformer blocks (the last after the final layer norm). The encoder is run on the utterance's
+own frames, not padded to Whisper's 30 s window; longer utterances are cut into 30 s chunks
+whose statistics are pooled by frame count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.audio_io import resample
+from streamer.features import Analysis, mel_filterbank
+from streamer.native_log import NativeStderrFilter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Shape of Whisper's input and of the pooled embedding; bundles must match it."""
+
+    name: str = "whisper-encoder-pooled"
+    version: int = 1
+    sample_rate: int = 16_000
+    n_fft: int = 400
+    hop_length: int = 160  # 10 ms
+    n_mels: int = 80
+    max_frames: int = 3_000  # 30 s: the length of Whisper's positional table (x2 for the stem)
+    min_samples: int = 1_600  # shorter input is zero-padded to 100 ms
+    width: int = 512
+    n_blocks: int = 6
+
+    @property
+    def n_layers(self) -> int:
+        """Pooled layers: the stem and every block."""
+        return self.n_blocks + 1
+
+    @property
+    def dim(self) -> int:
+        """Pooled values per layer (mean and std of `width` channels)."""
+        return 2 * self.width
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "n_layers": self.n_layers, "dim": self.dim}
+
+    def digest(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+ENCODER_SPEC = EncoderSpec()
+
+
+def _periodic_hann(n: int) -> npt.NDArray[np.float64]:
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+
+
+def whisper_log_mel(
+    audio: npt.ArrayLike, sample_rate: int = 16_000, spec: EncoderSpec = ENCODER_SPEC
+) -> npt.NDArray[np.float32]:
+    """Whisper's log-mel input of one utterance.
+
+    Args:
+        audio: mono samples, shape (n,), float in [-1, 1] (int16 is scaled).
+        sample_rate: rate of `audio` in Hz; resampled to 16 kHz when different.
+
+    Returns:
+        float32 array (n // 160, 80) at 16 kHz: one row per 10 ms, values about in [-1.5, 2].
+    """
+    y = np.asarray(audio)
+    if y.ndim != 1:
+        raise ValueError(f"audio must be mono with shape (n,), got shape {y.shape}")
+    if y.dtype == np.int16:
+        y = y.astype(np.float32) / 32768.0
+    y = np.nan_to_num(y.astype(np.float32, copy=False))
+    if sample_rate != spec.sample_rate:
+        y = resample(y, sample_rate, spec.sample_rate)
+    if y.size < spec.min_samples:
+        y = np.pad(y, (0, spec.min_samples - y.size))
+    x = np.pad(y.astype(np.float64), spec.n_fft // 2, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(x, spec.n_fft)[:: spec.hop_length][:-1]
+    spectrum = np.fft.rfft(frames * _periodic_hann(spec.n_fft), axis=1)
+    power = spectrum.real**2 + spectrum.imag**2  # (n_frames, 1 + n_fft // 2)
+    mel = power @ mel_filterbank(spec.sample_rate, spec.n_fft, spec.n_mels, spec.sample_rate / 2).T
+    log_spec = np.log10(np.maximum(mel, 1e-10))
+    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
+    out: npt.NDArray[np.float32] = ((log_spec + 4.0) / 4.0).astype(np.float32)
+    return out
+
+
+def with_whisper_input(analysis: Analysis, audio: npt.ArrayLike, sample_rate: int) -> Analysis:
+    """`analysis` of `audio` with its `whisper_log_mel` filled in (for encoder bundles)."""
+    return replace(analysis, whisper_log_mel=whisper_log_mel(audio, sample_rate))
+
+
+def pool_chunks(
+    means: npt.NDArray[np.float32], stds: npt.NDArray[np.float32], frames: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float32]:
+    """Statistics of consecutive chunks -> those of their union.
+
+    Args:
+        means, stds: (k, n_layers, width) per-chunk mean and standard deviation over time.
+        frames: (k,) encoder frames per chunk (the weights).
+
+    Returns:
+        (n_layers, 2 * width) float32: the union's mean, then its standard deviation.
+    """
+    w = frames.astype(np.float64) / frames.sum()
+    mean = np.einsum("k,klc->lc", w, means.astype(np.float64))
+    second = np.einsum("k,klc->lc", w, stds.astype(np.float64) ** 2 + means.astype(np.float64) ** 2)
+    std = np.sqrt(np.maximum(second - mean**2, 0.0))
+    return np.concatenate([mean, std], axis=1).astype(np.float32)
+
+
+class Encoder:
+    """The exported encoder in one LiteRT interpreter. Not thread-safe: use it from one thread.
+
+    The model takes `log_mel` (B, T, 80) float32 and `frames` (B,) int32 (each row's valid
+    length; rows are zero-padded to T) and returns (B, n_layers, dim) pooled statistics (dim =
+    2 * width: the mean, then the standard deviation).
+    """
+
+    def __init__(self, path: Path, num_threads: int = 1, spec: EncoderSpec = ENCODER_SPEC) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.spec = spec
+        try:
+            with NativeStderrFilter():
+                self._interpreter: Any = Interpreter(model_path=str(path), num_threads=num_threads)
+        except (ValueError, RuntimeError) as exc:
+            raise ValueError(f"{path} is not a usable TFLite encoder ({exc})") from exc
+        inputs = {len(d["shape"]): d for d in self._interpreter.get_input_details()}
+        if set(inputs) != {1, 3}:
+            raise ValueError(f"{path}: expected inputs log_mel (B, T, 80) and frames (B,)")
+        self._mel_index = int(inputs[3]["index"])
+        self._frames_index = int(inputs[1]["index"])
+        output = self._interpreter.get_output_details()[0]
+        self._output_index = int(output["index"])
+        self.n_layers, self.dim = (int(d) for d in output["shape"][1:])
+        self._shape: tuple[int, int] | None = None
+
+    def _run(
+        self, batch: npt.NDArray[np.float32], frames: npt.NDArray[np.int32]
+    ) -> npt.NDArray[np.float32]:
+        shape = (batch.shape[0], batch.shape[1])
+        if shape != self._shape:
+            self._interpreter.resize_tensor_input(self._mel_index, list(batch.shape), strict=False)
+            self._interpreter.resize_tensor_input(self._frames_index, [shape[0]], strict=False)
+            self._interpreter.allocate_tensors()
+            self._shape = shape
+        self._interpreter.set_tensor(self._mel_index, batch)
+        self._interpreter.set_tensor(self._frames_index, frames)
+        self._interpreter.invoke()
+        return np.asarray(self._interpreter.get_tensor(self._output_index), np.float32)
+
+    def embed(self, log_mels: Sequence[npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
+        """[(n_i, 80) log-mel, ...] -> (len, n_layers, dim) float32 pooled statistics.
+
+        Utterances longer than 30 s are cut into 30 s chunks; all chunks of the batch run in one
+        call, zero-padded to the longest.
+        """
+        limit = self.spec.max_frames
+        chunks: list[npt.NDArray[np.float32]] = []
+        owner: list[int] = []
+        for i, mel in enumerate(log_mels):
+            if mel.ndim != 2 or mel.shape[1] != self.spec.n_mels or len(mel) == 0:
+                raise ValueError(f"log-mel must have shape (n > 0, {self.spec.n_mels})")
+            for start in range(0, len(mel), limit):
+                chunks.append(mel[start : start + limit])
+                owner.append(i)
+        longest = max(len(c) for c in chunks)
+        batch = np.zeros((len(chunks), longest, self.spec.n_mels), np.float32)
+        for row, chunk in enumerate(chunks):
+            batch[row, : len(chunk)] = chunk
+        lengths = np.array([len(c) for c in chunks], np.int32)
+        pooled = np.asarray(self._run(batch, lengths), np.float32)
+        owners = np.array(owner)
+        out = np.empty((len(log_mels), self.n_layers, self.dim), np.float32)
+        for i in range(len(log_mels)):
+            rows = np.flatnonzero(owners == i)
+            if len(rows) == 1:
+                out[i] = pooled[rows[0]]
+                continue
+            w = self.dim // 2
+            out[i] = pool_chunks(
+                pooled[rows, :, :w], pooled[rows, :, w:], (lengths[rows].astype(np.int64) + 1) // 2
+            )
+        return out

