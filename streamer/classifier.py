@@ -202,7 +202,10 @@ class Classifier:
         # one utterance per call: a padded batch of different lengths costs more on CPU than
         # the calls it saves (BENCHMARKS.md, "Whisper-base encoder")
         for i, mel in ok:
-            out[i] = self._encoder.embed([mel])[0, list(self._layers)].reshape(-1)
+            try:
+                out[i] = self._encoder.embed([mel])[0, list(self._layers)].reshape(-1)
+            except Exception as exc:  # this utterance fails, not the others of the batch
+                out[i] = exc
         return out
 
     def _predict_one(

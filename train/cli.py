@@ -208,7 +208,7 @@ def _configs(args: argparse.Namespace) -> Setup:
     if args.encoder is not None:
         from train.embed import file_digest
 
-        head = replace(config, hidden_units=args.hidden_units or 256)
+        head = config  # the statistics network's recipe, over the embeddings
         encoder = {"sha256": file_digest(args.encoder), "layers": list(_layers(args))}
     return Setup(
         config,

@@ -175,8 +175,10 @@ def write_bundle(
     from train.model import to_tflite
 
     config, cnn_config = setup.config, setup.cnn
+    in_place = encoder is not None and encoder.resolve() == (out / ENCODER_FILE).resolve()
     for stale in (CNN_KERAS_FILE, CNN_TFLITE_FILE, ENCODER_FILE, HEAD_KERAS_FILE, HEAD_TFLITE_FILE):
-        (out / stale).unlink(missing_ok=True)
+        if not (in_place and stale == ENCODER_FILE):
+            (out / stale).unlink(missing_ok=True)
     encoder_manifest = None
     if final.head is not None and encoder is not None and setup.encoder is not None:
         encoder_manifest = write_encoder(out, encoder, setup, final.head, final.head_prior)
@@ -260,7 +262,8 @@ def write_encoder(
 
     from train.model import to_tflite
 
-    shutil.copyfile(encoder, out / ENCODER_FILE)
+    if encoder.resolve() != (out / ENCODER_FILE).resolve():  # a retrain in place keeps it
+        shutil.copyfile(encoder, out / ENCODER_FILE)
     head.save(out / HEAD_KERAS_FILE)
     (out / HEAD_TFLITE_FILE).write_bytes(to_tflite(head))
     record_path = Path(f"{encoder}.json")
