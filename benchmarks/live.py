@@ -1,6 +1,7 @@
 """Benchmark `ser-live`: start-up, fast-mode throughput, real-time latency, peak memory.
 
 Usage: .venv/bin/python benchmarks/live.py [--data ../shared/data/ravdess] [--realtime-clips 16]
+    [--model small]
 
 Runs `ser-live --json --no-mqtt` as a subprocess (as a user would) on RAVDESS audio and prints
 Markdown tables; BENCHMARKS.md records the output.
@@ -93,7 +94,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data", type=Path, default=Path("../shared/data/ravdess"))
     p.add_argument("--realtime-clips", type=int, default=16)
+    p.add_argument("--model", default=None, help="bundle folder or shipped name (default: default)")
     args = p.parse_args()
+    if args.model:
+        CMD.extend(["--model", args.model])
 
     import soundfile as sf
 

@@ -1,7 +1,7 @@
 """Benchmark `ser-serve`: concurrent real-time streams, idle connection cost, thin client.
 
 Usage: .venv/bin/python benchmarks/serve.py [--data ../shared/data/ravdess] [--levels 10,50,100]
-       [--seconds 40] [--max] [--idle 1000] [--workers 2]
+       [--seconds 40] [--max] [--idle 1000] [--workers 2] [--model small]
 
 Starts `ser-serve --no-mqtt` as a subprocess and drives it from this process (asyncio websockets
 clients: load generator and server share the machine's cores). Prints Markdown; BENCHMARKS.md
@@ -133,6 +133,9 @@ async def _one_stream(url: str, name: str, audio: np.ndarray, delay_s: float, ou
     out[name] = (latencies, lag)
 
 
+MODEL_ARGS: list[str] = []  # ["--model", BUNDLE] from the command line
+
+
 def start_server(
     port: int, workers: int, extra: list[str] | None = None
 ) -> subprocess.Popen[bytes]:
@@ -147,6 +150,7 @@ def start_server(
             "--workers",
             str(workers),
             "-q",
+            *MODEL_ARGS,
             *(extra or []),
         ],
         stderr=subprocess.PIPE,
@@ -279,7 +283,10 @@ def main() -> None:
     p.add_argument("--max", action="store_true")
     p.add_argument("--idle", type=int, default=1000)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--model", default=None, help="bundle folder or shipped name (default: default)")
     args = p.parse_args()
+    if args.model:
+        MODEL_ARGS.extend(["--model", args.model])
     print(
         "| streams | utterances | latency p50 / p95 ms | worst send lag s | server CPU % | "
         "server RSS MB | sustained |\n|---|---|---|---|---|---|---|"

@@ -22,8 +22,12 @@ def to_mono(samples: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
 
 
 def float_to_int16(x: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
-    """float samples in [-1, 1] -> int16 (scaled by 32767, rounded, clipped)."""
-    return np.asarray(np.clip(np.rint(x * 32767.0), -32768, 32767), dtype=np.int16)
+    """float samples in [-1, 1] -> int16 (scaled by 32768, rounded, clipped to [-32768, 32767]).
+
+    The inverse of reading int16 as float (x / 32768, as libsndfile and ser's f32le clients do):
+    int16 audio that went through float comes back sample for sample.
+    """
+    return np.asarray(np.clip(np.rint(x * 32768.0), -32768, 32767), dtype=np.int16)
 
 
 def resample(

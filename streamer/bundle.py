@@ -20,6 +20,7 @@ from typing import Any
 
 from streamer.adaptation import AdaptationPrior
 from streamer.features import FEATURE_SPEC
+from streamer.scoring import COMBINE_RULES
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -139,6 +140,12 @@ class Bundle:
         return speech.threshold if speech is not None else 0.0
 
     @property
+    def combine(self) -> str:
+        """How the networks' probabilities become one before calibration
+        (streamer.scoring.COMBINE_RULES; bundles from before the choice: "mean")."""
+        return str(self.manifest.get("combine", "mean"))
+
+    @property
     def temperature(self) -> float:
         """Calibration temperature for the model's probabilities (1.0: none)."""
         calibration = self.manifest.get("calibration") or {}
@@ -234,6 +241,11 @@ def load_bundle(path: Path) -> Bundle:
         sample_rate=int(manifest.get("sample_rate", FEATURE_SPEC.sample_rate)),
         manifest=manifest,
     )
+    if bundle.combine not in COMBINE_RULES:
+        raise BundleError(
+            f"{manifest_path}: 'combine' is {bundle.combine!r}, this ser combines networks by "
+            f"{' or '.join(repr(r) for r in COMBINE_RULES)}: {TRAIN_HINT}"
+        )
     try:
         cnn = bundle.cnn
     except (KeyError, TypeError, ValueError) as exc:

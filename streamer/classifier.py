@@ -1,9 +1,10 @@
 """Run a bundle's `.tflite` models with LiteRT (no TensorFlow import).
 
 A bundle holds the statistics network and optionally a log-mel CNN and a pretrained encoder
-with a head over its pooled layers; the output is the mean of their probabilities, then the
-bundle's calibration temperature. The encoder (the costly part) runs on every utterance's own
-length, in the inference thread, for all utterances that are ready together (`predict_many`).
+with a head over its pooled layers; the output combines their probabilities as the manifest's
+"combine" says (mean or geometric mean), then applies the bundle's calibration temperature. The
+encoder (the costly part) runs on every utterance's own length, in the inference thread, for
+all utterances that are ready together (`predict_many`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from streamer.bundle import Bundle, BundleError, EncoderSection, load_bundle
 from streamer.encoder import Encoder, with_whisper_input
 from streamer.features import Analysis, log_mel_windows
 from streamer.native_log import NativeStderrFilter
-from streamer.scoring import apply_temperature
+from streamer.scoring import apply_temperature, combine
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class Classifier:
     def __init__(self, bundle: Bundle, num_threads: int = 1) -> None:
         self.bundle = bundle
         self._temperature = bundle.temperature
+        self._combine = bundle.combine
         n_labels = len(bundle.labels)
         self._stats = _Model(bundle.tflite_path, n_labels, num_threads)
         cnn = bundle.cnn
@@ -221,7 +223,7 @@ class Classifier:
         if self._head is not None and embedding is not None:
             adapted = inputs.adapt_embedding(embedding) if inputs.adapt_embedding else embedding
             parts.append(self._head.run(np.asarray(adapted, dtype=np.float32)))
-        probs = np.mean(parts, axis=0).astype(np.float32) if len(parts) > 1 else parts[0]
+        probs = combine(parts, self._combine)
         return apply_temperature(probs, self._temperature) if self._temperature != 1.0 else probs
 
     def probabilities(self, audio: npt.ArrayLike, sample_rate: int) -> dict[str, float]:

@@ -19,6 +19,7 @@ from streamer.bundle import (
     BundleError,
     load_bundle,
     resolve_bundle_path,
+    shipped_bundles,
 )
 from streamer.config import Config, ConfigError, load_config, replace
 from streamer.sources import (
@@ -60,7 +61,16 @@ def _model_epilog() -> str:
         if bundle.accuracy is not None
         else "accuracy not recorded"
     )
-    return f"model: {bundle.name} ({accuracy}), {bundle.path}; --model DIR for another bundle"
+    try:
+        others = sorted(
+            d.name
+            for d in shipped_bundles().iterdir()
+            if (d / "manifest.json").is_file() and d.name != bundle.name
+        )
+    except (ImportError, OSError):
+        others = []
+    shipped = f"--model {' or '.join(others)} for the other shipped bundle, " if others else ""
+    return f"model: {bundle.name} ({accuracy}), {bundle.path}; {shipped}--model DIR for your own"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""Label maths on class probabilities (pure): temperature calibration and arousal/valence.
+"""Label maths on class probabilities (pure): combining networks, temperature calibration and
+arousal/valence.
 
 Arousal and valence are read off the probabilities with fixed circumplex coordinates per label.
 The coordinates are estimates placed after Russell's circumplex model of affect (Russell 1980,
@@ -8,6 +9,8 @@ valence = sum_k p_k * v_k, each in [-1, 1].
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +26,35 @@ CIRCUMPLEX: dict[str, tuple[float, float]] = {
     "disgust": (-0.7, 0.3),
     "surprised": (0.3, 0.8),
 }
+
+
+# how a bundle's networks' probabilities become one: their mean (a linear pool) or their
+# normalised geometric mean (a log-linear pool)
+COMBINE_RULES = ("mean", "geometric")
+
+
+def combine(parts: Sequence[npt.ArrayLike], rule: str = "mean") -> npt.NDArray[np.float32]:
+    """Several networks' (..., n_labels) probabilities -> one (..., n_labels) float32 array whose
+    rows sum to 1.
+
+    "mean" averages them. "geometric" takes exp(mean(log p)) and renormalises: the average of
+    networks of different confidence is pulled towards the flatter one (a linear pool of
+    calibrated forecasts is under-confident; Ranjan & Gneiting 2010, J. R. Stat. Soc. B 72(1)),
+    the geometric mean much less. One part is returned as it is under either rule.
+    """
+    if rule not in COMBINE_RULES:
+        raise ValueError(f"combine rule {rule!r}: use one of {', '.join(COMBINE_RULES)}")
+    arrays = [np.asarray(p, dtype=np.float64) for p in parts]
+    if not arrays:
+        raise ValueError("combine: no probabilities given")
+    if len(arrays) == 1:
+        return np.asarray(arrays[0], dtype=np.float32)
+    if rule == "mean":
+        return np.asarray(np.mean(arrays, axis=0), dtype=np.float32)
+    log_mean = np.mean([np.log(np.clip(a, 1e-12, 1.0)) for a in arrays], axis=0)
+    log_mean -= log_mean.max(axis=-1, keepdims=True)
+    e = np.exp(log_mean)
+    return np.asarray(e / e.sum(axis=-1, keepdims=True), dtype=np.float32)
 
 
 def apply_temperature(

@@ -10,6 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 RAVDESS = REPO.parent / "shared" / "data" / "ravdess"
 NEMO = REPO.parent / "shared" / "data" / "nemo"
 DEFAULT_MODEL = REPO / "models" / "default"
+SMALL_MODEL = REPO / "models" / "small"
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,15 @@
-"""The shipped bundle: loads with LiteRT alone, agrees with Keras, carries honest scores."""
+"""The shipped bundles (default: statistics + Whisper encoder; small: statistics + CNN): load
+with LiteRT alone, agree with Keras, carry honest scores."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,9 +20,9 @@ from streamer.bundle import BundleError, load_bundle
 from streamer.classifier import Classifier
 from streamer.features import FEATURE_SPEC, extract, log_mel_frames, log_mel_windows
 from streamer.labels import LABELS
-from streamer.scoring import apply_temperature
+from streamer.scoring import apply_temperature, combine
 
-from .conftest import DEFAULT_MODEL
+from .conftest import DEFAULT_MODEL, SMALL_MODEL
 
 LITERT_ONLY = """
 import json, sys
@@ -28,13 +31,27 @@ from pathlib import Path
 from streamer.classifier import Classifier
 clf = Classifier.from_dir(Path(sys.argv[1]))
 probs = [clf.probabilities(*sf.read(path, dtype="float32")) for path in sys.argv[2:]]
-heavy = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)
+heavy = sorted(m for m in ("tensorflow", "keras", "ctranslate2", "torch") if m in sys.modules)
 print(json.dumps({"probs": probs, "heavy": heavy}))
 """
 
 
-def test_manifest_records_protocol_scores_and_spec():
-    bundle = load_bundle(DEFAULT_MODEL)
+def _litert_only(bundle: Path, *clips: Path) -> dict[str, Any]:
+    """The bundle's probabilities for `clips`, from a process that imported no heavy package."""
+    out = subprocess.run(
+        [sys.executable, "-c", LITERT_ONLY, str(bundle), *map(str, clips)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    reply: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert reply["heavy"] == []
+    return reply
+
+
+def test_small_manifest_records_protocol_scores_and_spec():
+    bundle = load_bundle(SMALL_MODEL)
     m = bundle.manifest
     assert bundle.labels == LABELS
     assert m["feature_spec"] == FEATURE_SPEC.to_dict()
@@ -43,7 +60,7 @@ def test_manifest_records_protocol_scores_and_spec():
     assert ev["folds_evaluated"] == 6 and len(ev["per_fold"]) == 6
     assert m["training"]["n_clips"] == 1440
     assert bundle.accuracy is not None and bundle.accuracy >= 0.50
-    assert (DEFAULT_MODEL / "model.tflite").stat().st_size < 5_000_000
+    assert (SMALL_MODEL / "model.tflite").stat().st_size < 5_000_000
     # speaker adaptation, calibration and robustness are recorded with the scores
     assert bundle.adaptation is not None and bundle.adaptation.mean.shape == (696,)
     calibration = m["calibration"]
@@ -58,7 +75,7 @@ def test_manifest_records_protocol_scores_and_spec():
     assert bundle.cnn.centring is not None and bundle.cnn.centring.mean.shape == (40,)
     assert set(ev["summary"]["component_accuracy"]) == {"stats", "cnn"}
     assert m["cnn"]["config"]["epochs"] == 80 and m["cnn"]["parameters"] > 50_000
-    shipped = sum(p.stat().st_size for p in DEFAULT_MODEL.iterdir())
+    shipped = sum(p.stat().st_size for p in SMALL_MODEL.iterdir())
     assert shipped < 10_000_000  # the issue's bundle budget
     # the speech detector, trained on both corpora, scored held out against the issue's goals
     assert bundle.speech is not None and bundle.speech.threshold == 0.5
@@ -68,29 +85,21 @@ def test_manifest_records_protocol_scores_and_spec():
         assert max(scores["speech_rejected"][corpus].values()) <= 0.02
 
 
-def test_shipped_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess, tmp_path):
+def test_small_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess, tmp_path):
     clip = ravdess / "Actor_03" / "03-01-05-02-01-01-03.flac"
     # a long utterance too (three sentences back to back): the CNN averages several windows
     long = tmp_path / "long.wav"
     parts = [sf.read(ravdess / "Actor_03" / f"03-01-0{e}-02-01-01-03.flac")[0] for e in (3, 4, 5)]
     sf.write(long, np.concatenate(parts), 16_000)
-    out = subprocess.run(
-        [sys.executable, "-c", LITERT_ONLY, str(DEFAULT_MODEL), str(clip), str(long)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    reply = json.loads(out.stdout.strip().splitlines()[-1])
-    assert reply["heavy"] == []
+    reply = _litert_only(SMALL_MODEL, clip, long)
 
     keras = pytest.importorskip("keras")
     from train.cnn import stats_pooling_class
 
     stats_pooling_class()  # the CNN's custom layer, registered for safe-mode loading
-    model = keras.models.load_model(DEFAULT_MODEL / "model.keras", safe_mode=True)
-    cnn_model = keras.models.load_model(DEFAULT_MODEL / "cnn.keras", safe_mode=True)
-    bundle = load_bundle(DEFAULT_MODEL)
+    model = keras.models.load_model(SMALL_MODEL / "model.keras", safe_mode=True)
+    cnn_model = keras.models.load_model(SMALL_MODEL / "cnn.keras", safe_mode=True)
+    bundle = load_bundle(SMALL_MODEL)
     assert bundle.cnn is not None and bundle.cnn.centring is not None
     n_windows = []
     for path, probs in zip((clip, long), reply["probs"], strict=True):
@@ -108,7 +117,7 @@ def test_shipped_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess, t
     assert n_windows[0] == 1 and n_windows[1] >= 3
 
     # the speech detector: LiteRT agrees with its Keras source
-    speech = keras.models.load_model(DEFAULT_MODEL / "speech.keras", safe_mode=True)
+    speech = keras.models.load_model(SMALL_MODEL / "speech.keras", safe_mode=True)
     clf = Classifier(bundle)
     noise = np.random.default_rng(0).normal(0, 0.05, 32_000).astype(np.float32)
     for audio in (sf.read(clip, dtype="float32")[0], noise):
@@ -117,10 +126,88 @@ def test_shipped_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess, t
         assert clf.speech_probability(vector) == pytest.approx(expected, abs=1e-4)
 
 
+# models/small scored on nEMO, a corpus it never heard (EXPERIMENTS.md row 18; `python -m
+# train.score_bundle --model small --data ../shared/data/nemo`): the cross-corpus bar
+SMALL_ON_NEMO = 0.365
+
+
+def test_default_manifest_records_encoder_source_protocols_and_scores():
+    bundle = load_bundle(DEFAULT_MODEL)
+    m = bundle.manifest
+    assert bundle.name == "default" and bundle.labels == LABELS
+    assert m["feature_spec"] == FEATURE_SPEC.to_dict()
+    # the encoder: its file, checksum, source, licence and the check against ctranslate2
+    section = m["encoder"]
+    assert bundle.encoder is not None and bundle.encoder.layers == (2, 3)
+    data = (DEFAULT_MODEL / section["file"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == section["sha256"] and len(data) == section["bytes"]
+    source = section["source"]
+    assert source["model"].startswith("openai/whisper-base") and source["licence"].startswith("MIT")
+    assert source["quantize"] == "int8" and source["check"]["min_cosine"] > 0.9999
+    assert section["adaptation"] is not None and len(section["adaptation"]["mean"]) == 2048
+    # trained on both corpora, scored on the speaker-independent protocols of both
+    assert [c["name"] for c in m["corpora"]] == ["ravdess", "nemo"]
+    assert m["training"]["n_clips"] == 1440 + 4225
+    ev = m["evaluation"]
+    assert ev["protocol"] == "ravdess"  # the headline: RAVDESS's EmoBox folds
+    protocols = ev["protocols"]
+    assert protocols["ravdess"]["title"] == "RAVDESS, EmoBox 6 actor folds"
+    assert ev["folds_evaluated"] == 6 and len(protocols["ravdess"]["per_fold"]) == 6
+    assert set(protocols) == {"ravdess", "nemo", "ravdess-to-nemo", "nemo-to-ravdess"}
+    assert protocols["nemo"]["folds_evaluated"] == 4
+    assert set(ev["summary"]["component_accuracy"]) == {"stats", "encoder"}
+    # the issue's bar: the 76 % goal, and 3 points above the small bundle on RAVDESS and across
+    # corpora
+    small = load_bundle(SMALL_MODEL).accuracy
+    assert bundle.accuracy is not None and small is not None
+    assert bundle.accuracy >= max(0.76, small + 0.03)
+    cross = protocols["ravdess-to-nemo"]["summary"]["accuracy"]["mean"]
+    assert cross >= SMALL_ON_NEMO + 0.03
+    # the networks' probabilities combine by their geometric mean, then the temperature: the
+    # calibration goal of the generalisation issue, on the pooled out-of-fold predictions
+    assert bundle.combine == "geometric"
+    assert 0.2 < bundle.temperature < 10
+    assert m["calibration"]["ece_after_pooled"] <= 0.05
+    shipped = sum(p.stat().st_size for p in DEFAULT_MODEL.iterdir())
+    assert shipped < 50_000_000  # the issue's bundle budget with an encoder
+    assert bundle.speech is not None and bundle.speech.threshold == 0.5
+    scores = m["speech"]["evaluation"]
+    assert scores["nonspeech_accepted"] <= 0.10
+    for corpus in ("ravdess", "nemo"):
+        assert max(scores["speech_rejected"][corpus].values()) <= 0.02
+
+
+def test_default_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess, tmp_path):
+    """LiteRT alone (no TensorFlow, Keras, ctranslate2 or torch) against the bundle's Keras
+    networks over the same encoder output."""
+    clip = ravdess / "Actor_03" / "03-01-05-02-01-01-03.flac"
+    reply = _litert_only(DEFAULT_MODEL, clip)
+
+    keras = pytest.importorskip("keras")
+    from streamer.encoder import Encoder, whisper_log_mel
+
+    bundle = load_bundle(DEFAULT_MODEL)
+    assert bundle.encoder is not None and bundle.encoder.adaptation is not None
+    stats = keras.models.load_model(DEFAULT_MODEL / "model.keras", safe_mode=True)
+    head = keras.models.load_model(DEFAULT_MODEL / "encoder_head.keras", safe_mode=True)
+    audio, rate = sf.read(clip, dtype="float32")
+    pooled = Encoder(bundle.encoder.encoder_path).embed([whisper_log_mel(audio, rate)])[0]
+    embedding = pooled[list(bundle.encoder.layers)].reshape(-1)
+    head_in = AdaptiveNormalizer(bundle.encoder.adaptation).push(0, embedding)
+    stats_in = AdaptiveNormalizer(bundle.adaptation).push(0, extract(audio, rate))
+    parts = [
+        stats.predict(stats_in[None, :], verbose=0)[0],
+        head.predict(head_in[None, :], verbose=0)[0],
+    ]
+    want = apply_temperature(combine(parts, bundle.combine), bundle.temperature)
+    lite = np.array([reply["probs"][0][label] for label in LABELS])
+    np.testing.assert_allclose(lite, want, atol=1e-4)
+
+
 def _copy_with(tmp_path, change) -> Path:
-    """A copy of the shipped bundle with `change(manifest)` applied to its manifest."""
+    """A copy of the small shipped bundle with `change(manifest)` applied to its manifest."""
     copy = tmp_path / "b"
-    shutil.copytree(DEFAULT_MODEL, copy)
+    shutil.copytree(SMALL_MODEL, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     change(manifest)
     (copy / "manifest.json").write_text(json.dumps(manifest))
@@ -162,7 +249,7 @@ def test_bundle_without_cnn_still_classifies(ravdess, tmp_path):
     copy = _copy_with(tmp_path, lambda m: m.update(cnn=None))
     audio, rate = sf.read(ravdess / "Actor_03" / "03-01-05-02-01-01-03.flac", dtype="float32")
     alone = Classifier.from_dir(copy)
-    both = Classifier.from_dir(DEFAULT_MODEL)
+    both = Classifier.from_dir(SMALL_MODEL)
     assert alone.bundle.cnn is None
     stats_only = alone.probabilities(audio, rate)
     assert sum(stats_only.values()) == pytest.approx(1.0, abs=1e-4)
@@ -180,3 +267,21 @@ def test_missing_speech_detector_file_is_a_clear_error(tmp_path):
     assert bundle.speech is None and bundle.resolve_min_speech("auto") == 0.0
     assert not Classifier(bundle).has_speech_detector
     assert Classifier(bundle).speech_probability(np.zeros(696, np.float32)) == 1.0
+
+
+def test_combine_rule_is_read_and_checked(ravdess, tmp_path):
+    """The manifest's "combine" decides how the networks' probabilities become one; an unknown
+    rule is refused by name."""
+    audio, rate = sf.read(ravdess / "Actor_03" / "03-01-05-02-01-01-03.flac", dtype="float32")
+    mean = Classifier.from_dir(SMALL_MODEL)
+    assert mean.bundle.combine == "mean"  # a manifest from before the choice
+    geometric = Classifier.from_dir(_copy_with(tmp_path, lambda m: m.update(combine="geometric")))
+    p_mean, p_geo = mean.probabilities(audio, rate), geometric.probabilities(audio, rate)
+    assert sum(p_geo.values()) == pytest.approx(1.0, abs=1e-4)
+    assert max(abs(p_mean[k] - p_geo[k]) for k in p_mean) > 1e-3
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "b", bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    (bad / "manifest.json").write_text(json.dumps(manifest | {"combine": "median"}))
+    with pytest.raises(BundleError, match=r"'combine' is 'median'.*'mean' or 'geometric'"):
+        load_bundle(bad)

@@ -220,8 +220,8 @@ def test_ser_train_writes_an_encoder_bundle_that_ser_live_runs(small_encoder, ra
     args = (
         *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(cache)),
         *("--actors", "1,2", "--epochs", "1", "--ensemble", "1", "--no-robustness"),
-        *("--no-speech-detector", "--augment", "telephone", "--encoder", str(path)),
-        *("--encoder-layers", "0,2"),
+        *("--no-speech-detector", "--augment", "telephone", "--combine", "geometric"),
+        *("--encoder", str(path), "--encoder-layers", "0,2"),
     )
     first = ser_train(*args)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -255,10 +255,13 @@ def test_ser_train_writes_an_encoder_bundle_that_ser_live_runs(small_encoder, ra
     head_in = inputs.adapt_embedding(pooled[[0, 2]].reshape(-1))
     head = keras.saving.load_model(out / "encoder_head.keras", compile=False)
     stats = keras.saving.load_model(out / "model.keras", compile=False)
-    want = (
+    # --combine geometric: the normalised geometric mean of the two networks, then the temperature
+    assert json.loads((out / "manifest.json").read_text())["combine"] == "geometric"
+    want = np.sqrt(
         head.predict(head_in[None], verbose=0)[0]
-        + stats.predict(inputs.features[None], verbose=0)[0]
-    ) / 2
+        * stats.predict(inputs.features[None], verbose=0)[0]
+    )
+    want /= want.sum()
     temperature = json.loads((out / "manifest.json").read_text())["calibration"]["temperature"]
     want = want ** (1 / temperature) / (want ** (1 / temperature)).sum()
     np.testing.assert_allclose(got, want, atol=2e-4)
@@ -301,10 +304,10 @@ def test_bundle_encoder_section_is_validated(tmp_path):
     import shutil
 
     from streamer.bundle import load_bundle
-    from tests.conftest import DEFAULT_MODEL
+    from tests.conftest import SMALL_MODEL
 
     bundle = tmp_path / "b"
-    shutil.copytree(DEFAULT_MODEL, bundle)
+    shutil.copytree(SMALL_MODEL, bundle)  # a bundle without an encoder
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["encoder"] = {"file": "encoder.tflite", "layers": [2, 3]}  # no sha256
     (bundle / "manifest.json").write_text(json.dumps(manifest))
@@ -314,4 +317,21 @@ def test_bundle_encoder_section_is_validated(tmp_path):
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"encoder\.tflite is missing"):
         load_bundle(bundle)
-    assert load_bundle(DEFAULT_MODEL).encoder is None
+    assert load_bundle(SMALL_MODEL).encoder is None
+
+
+def test_trimmed_vs_padded_check(small_encoder):
+    """`python -m train.encoder.trim_check`'s measure: a 30 s clip is its own padding (cosine 1
+    on every layer); a short one keeps the stem (no attention yet) and moves with the blocks."""
+    from train.encoder.trim_check import build_hidden, trimmed_vs_padded
+    from train.encoder.whisper import WhisperEncoderConfig
+
+    pooled, _, _, _ = small_encoder
+    hidden = build_hidden(WhisperEncoderConfig(**SMALL))
+    hidden.set_weights(pooled.get_weights())
+    cos = trimmed_vs_padded(hidden, [_speech_like(30.0, 3), _speech_like(1.7, 4)])
+    assert cos.shape == (2, SMALL["blocks"] + 1)
+    np.testing.assert_allclose(cos[0], 1.0, atol=1e-6)
+    assert cos[1, 0] > 0.99  # the convolutional stem sees the clip's frames either way
+    assert cos[1, -1] < 0.9999  # attention over 28 s of padding changes the last block
+    assert (cos <= 1.0 + 1e-9).all()

@@ -52,8 +52,11 @@ def test_no_microphone_plays_the_demo_and_says_why(tmp_path):
     assert proc.returncode == 0, proc.stderr.decode()
     results = parse_results(proc.stdout)
     assert [r["source"] for r in results] == ["demo"] * 5
-    # the shipped model was trained on these clips (demo README): it names each one's emotion
-    assert [r["emotion"] for r in results] == DEMO_EMOTIONS
+    # the shipped model was trained on these clips (demo README): it names each one's emotion,
+    # or says it is unsure (the first utterance has no speaker history to adapt to)
+    named = [r["emotion"] == want for r, want in zip(results, DEMO_EMOTIONS, strict=True)]
+    assert all(ok or r["uncertain"] for ok, r in zip(named, results, strict=True)), results
+    assert all(named[1:]), [r["emotion"] for r in results]
     assert elapsed > 17.0  # paced in real time: the recording is 17.9 s
     warning = [line for line in proc.stderr.decode().splitlines() if "no microphone" in line]
     assert len(warning) == 1, proc.stderr.decode()
@@ -111,7 +114,8 @@ def test_demo_dashboard_renders_in_a_terminal(tmp_path):
     assert "#1 happy" in text, text[-3000:]
     assert "model default" in text and "source demo" in text
     assert "over time" in text and "recent utterances" in text
-    assert re.search(r"emotions\s+NH", text), text[-3000:]
+    # one letter per utterance: the first neutral (small) or an uncertain happy (default)
+    assert re.search(r"emotions\s+[NH]H", text), text[-3000:]
 
 
 def test_file_run_does_not_wait_for_a_broker_it_never_reached(tmp_path):
@@ -155,6 +159,7 @@ def test_version_and_model_in_help():
     assert accuracy is not None
     flat = " ".join(help_text.split())
     assert f"model: default ({accuracy:.1%} speaker-independent accuracy" in flat
+    assert "--model small for the other shipped bundle" in flat
     assert "--demo" in flat and "--mqtt" in flat
 
 

@@ -9,19 +9,28 @@ import numpy as np
 import soundfile as sf
 
 from streamer.classifier import Classifier
-from streamer.features import analyse
+from streamer.encoder import with_whisper_input
+from streamer.features import Analysis, analyse
 from streamer.inference import BatchedInference
 
 from .conftest import DEFAULT_MODEL
 
 
+def _analysis(audio: np.ndarray, rate: int) -> Analysis:
+    """What the feature workers give the shipped bundle (its encoder reads Whisper's log-mel)."""
+    return with_whisper_input(analyse(audio, rate), audio, rate)
+
+
 def test_concurrent_utterances_are_batched_and_equal_single_predictions(ravdess):
     classifier = Classifier.from_dir(DEFAULT_MODEL)
-    inputs = []
+    analyses = []
     for path in sorted((ravdess / "Actor_04").glob("03-01-0[2-8]-02-01-01-04.flac")):
         audio, rate = sf.read(path, dtype="float32")
-        inputs.append(classifier.adapter().push("s", analyse(audio, rate)))
-    alone = [classifier.predict(x) for x in inputs]
+        analyses.append(_analysis(audio, rate))
+    # each utterance the first of its own stream; the encoder's input is adapted when it runs,
+    # so every prediction gets inputs of its own
+    alone = [classifier.predict(classifier.adapter().push("s", a)) for a in analyses]
+    inputs = [classifier.adapter().push("s", a) for a in analyses]
 
     async def run() -> tuple[list[np.ndarray], int, int]:
         inference = BatchedInference(classifier)
@@ -44,7 +53,7 @@ def test_a_failing_input_fails_alone(ravdess):
 
     classifier = Classifier.from_dir(DEFAULT_MODEL)
     audio, rate = sf.read(ravdess / "Actor_04" / "03-01-05-02-01-01-04.flac", dtype="float32")
-    good = classifier.adapter().push("s", analyse(audio, rate))
+    good = classifier.adapter().push("s", _analysis(audio, rate))
     bad = ModelInput(good.features, None)  # this bundle's CNN needs the log-mel sequence
 
     async def run() -> list[object]:

@@ -1,4 +1,4 @@
-"""Calibration and arousal/valence maths."""
+"""Combining networks, calibration and arousal/valence maths."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamer.labels import LABELS
-from streamer.scoring import CIRCUMPLEX, apply_temperature, arousal_valence
+from streamer.scoring import CIRCUMPLEX, apply_temperature, arousal_valence, combine
 from train.calibration import ece_sampling_floor, expected_calibration_error, fit_temperature
 
 
@@ -67,3 +67,30 @@ def test_arousal_valence_from_probabilities():
     assert valence == pytest.approx(np.mean([v for v, _ in CIRCUMPLEX.values()]))
     assert set(CIRCUMPLEX) == set(LABELS)
     assert all(-1 <= c <= 1 for pair in CIRCUMPLEX.values() for c in pair)
+
+
+def test_combine_mean_and_geometric():
+    rng = np.random.default_rng(1)
+    a, b = _softmax(rng.normal(size=(5, 8))), _softmax(3 * rng.normal(size=(5, 8)))
+    np.testing.assert_allclose(combine([a, b]), (a + b) / 2, rtol=1e-6)
+    geometric = combine([a, b], "geometric")
+    want = np.sqrt(a * b) / np.sqrt(a * b).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(geometric, want, rtol=1e-5)
+    assert geometric.dtype == np.float32
+    np.testing.assert_allclose(geometric.sum(axis=1), 1.0, rtol=1e-6)
+    # one network: itself under either rule; identical networks: themselves
+    for rule in ("mean", "geometric"):
+        np.testing.assert_allclose(combine([a], rule), a, rtol=1e-6)
+        np.testing.assert_allclose(combine([a, a], rule), a, rtol=1e-5)
+    # a sure network beside a flat one: the mean halves its confidence, the geometric mean
+    # keeps its ranking and more of its confidence
+    sure, flat = np.full(8, 0.01), np.full(8, 1 / 8)
+    sure[2] = 0.93
+    assert combine([sure, flat])[2] == pytest.approx((0.93 + 0.125) / 2)
+    assert combine([sure, flat], "geometric")[2] > combine([sure, flat])[2]
+    # a zero probability does not make the log-linear pool fail
+    zero = np.zeros(8)
+    zero[0] = 1.0
+    assert np.isfinite(combine([zero, flat], "geometric")).all()
+    with pytest.raises(ValueError, match="mean, geometric"):
+        combine([a, b], "median")

@@ -35,14 +35,20 @@ def test_wheel_in_a_fresh_venv_runs_from_any_folder(tmp_path):
     for needed in (
         "ser_models/default/manifest.json",
         "ser_models/default/model.tflite",
-        "ser_models/default/cnn.tflite",
+        "ser_models/default/encoder.tflite",
+        "ser_models/default/encoder_head.tflite",
+        "ser_models/default/speech.tflite",
+        "ser_models/small/manifest.json",
+        "ser_models/small/model.tflite",
+        "ser_models/small/cnn.tflite",
+        "ser_models/small/speech.tflite",
         "ser_models/README.md",
         "streamer/demo/ravdess-demo.flac",
         "streamer/demo/README.md",
     ):
         assert needed in names
     assert not [n for n in names if n.endswith((".keras", ".png"))]  # live use needs neither
-    assert wheel.stat().st_size < 5_000_000
+    assert wheel.stat().st_size < 45_000_000  # both bundles; the Whisper encoder is 23.5 MB
 
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", venv)
@@ -61,17 +67,24 @@ def test_wheel_in_a_fresh_venv_runs_from_any_folder(tmp_path):
     audio = elsewhere / "speech.wav"
     sf.write(audio, np.concatenate([silence(0.6), harmonic(0.9), silence(0.8)]), 16_000)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [venv / "bin" / "ser-live", "--input", "speech.wav", "--json"],
-        cwd=elsewhere,
-        check=False,
-        env={**env, "XDG_STATE_HOME": str(tmp_path / "state")},
-        capture_output=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr.decode()
+
+    def ser_live(*args: str) -> subprocess.CompletedProcess[bytes]:
+        proc = subprocess.run(
+            [venv / "bin" / "ser-live", "--input", "speech.wav", "--json", *args],
+            cwd=elsewhere,
+            check=False,
+            env={**env, "XDG_STATE_HOME": str(tmp_path / "state")},
+            capture_output=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr.decode()
+        return proc
+
+    proc = ser_live()
     (result,) = parse_results(proc.stdout)
     assert result["model"] == "default" and result["source"] == "speech.wav"
     assert b"XNNPACK" not in proc.stderr  # LiteRT's INFO line is filtered
+    small = ser_live("--model", "small")
+    assert [r["model"] for r in parse_results(small.stdout)] == ["small"]
     version = _run(venv / "bin" / "ser-live", "--version", cwd=elsewhere)
     assert version.startswith("ser-live 0.")

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from streamer.features import FEATURE_SPEC
 from streamer.labels import LABELS
 from streamer.native_log import NativeStderrFilter
+from streamer.scoring import COMBINE_RULES
 from train.cnn import CnnConfig
 from train.corpora import CORPORA, Clip, DataError, Scan
 from train.dataset import Dataset, EncoderChoice, load_dataset, parse_speakers
@@ -131,7 +132,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--cnn",
         action="store_true",
         help="also train the log-mel CNN and average it with the statistics model (the shipped "
-        "models/default; about 1.5 h more per RAVDESS evaluation on 2 CPU cores)",
+        "models/small; about 1.5 h more per RAVDESS evaluation on 2 CPU cores)",
     )
     p.add_argument("--cnn-epochs", type=int, default=None, help="CNN epochs (default 80)")
     p.add_argument(
@@ -163,6 +164,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="6",
         help="the encoder's pooled layers the network reads, e.g. '6' or '3,6' (0: the "
         "convolutional stem, 1-6: the transformer blocks; default 6)",
+    )
+    p.add_argument(
+        "--combine",
+        choices=COMBINE_RULES,
+        default="mean",
+        help="how the networks' probabilities become one: their mean (default), or their "
+        "normalised geometric mean (better calibrated when one network is much surer than "
+        "another; the shipped default bundle)",
     )
     p.add_argument(
         "--speech-only",
@@ -219,6 +228,7 @@ def _configs(args: argparse.Namespace) -> Setup:
         balance_corpora=args.balance_corpora,
         head=head,
         encoder=encoder,
+        combine=args.combine,
     )
 
 

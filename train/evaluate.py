@@ -26,7 +26,7 @@ import numpy as np
 from streamer.adaptation import AdaptationPrior, adapt_in_order
 from streamer.features import FEATURE_SPEC
 from streamer.labels import LABELS
-from streamer.scoring import apply_temperature
+from streamer.scoring import apply_temperature, combine
 from train.calibration import (
     ece_sampling_floor,
     expected_calibration_error,
@@ -100,6 +100,7 @@ class FoldModels:
     frames: int = 0
     head: Any = None  # the network over encoder embeddings, when the setup has one
     head_prior: AdaptationPrior | None = None
+    combine: str = "mean"  # how `parts` become one (streamer.scoring.COMBINE_RULES)
 
     def parts(
         self,
@@ -132,9 +133,9 @@ class FoldModels:
         order: int,
         embeddings: np.ndarray | None = None,
     ) -> np.ndarray:
-        """The bundle's output before calibration: the mean of `parts`."""
+        """The bundle's output before calibration: `parts` combined."""
         parts = self.parts(features, mels, streams, order, embeddings)
-        return np.asarray(np.mean(list(parts.values()), axis=0), np.float32)
+        return combine(list(parts.values()), self.combine)
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,8 @@ class Setup:
     # the network over encoder embeddings (train.model.TrainConfig) and what it reads
     head: Any = None
     encoder: dict[str, Any] | None = None  # {"sha256": encoder file, "layers": [...]}
+    # how the networks' probabilities become one (streamer.scoring.COMBINE_RULES)
+    combine: str = "mean"
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -162,6 +165,7 @@ class Setup:
             "augment": list(self.augment),
             "mask_labels": self.mask_labels,
         } | ({"balance_corpora": True} if self.balance_corpora else {})
+        out |= {"combine": self.combine} if self.combine != "mean" else {}
         if self.head is not None:
             out |= {"head": self.head.to_dict(), "encoder": self.encoder}
         return out
@@ -202,7 +206,8 @@ def train_fold(
     head, head_prior = None, None
     if data.embeddings is not None and setup.head is not None:
         head, head_prior = dense(data.embeddings, config=setup.head)
-    return FoldModels(model, prior, cnn, setup.cnn.frames if setup.cnn else 0, head, head_prior)
+    frames = setup.cnn.frames if setup.cnn else 0
+    return FoldModels(model, prior, cnn, frames, head, head_prior, setup.combine)
 
 
 def fit_dense(
@@ -265,7 +270,7 @@ def predict_fold(
     emb = {v: e[test] for v, e in data.embeddings.items()} if data.embeddings is not None else {}
     clean = data.features["clean"][test]
     parts = models.parts(clean, mels.get("clean"), speakers, order_seed, emb.get("clean"))
-    out = {"clean": np.asarray(np.mean(list(parts.values()), axis=0), dtype=np.float32)}
+    out = {"clean": combine(list(parts.values()), models.combine)}
     if len(parts) > 1:
         out |= {f"component:{n}": np.asarray(p, np.float32) for n, p in parts.items()}
     for name, feats in data.features.items():

@@ -239,11 +239,13 @@ def write_bundle(
             "seconds": seconds,
         },
         "adaptation": final.prior.to_dict() if final.prior is not None else None,
-        # with a CNN, the bundle's output is the mean of both networks' probabilities, then
-        # the calibration's temperature
+        # with a CNN, the bundle's output combines both networks' probabilities ("combine"),
+        # then the calibration's temperature
         "cnn": cnn_manifest,
-        # with an encoder, its head's probabilities join the mean
+        # with an encoder, its head's probabilities join them
         "encoder": encoder_manifest,
+        # how the networks' probabilities become one, before the temperature
+        "combine": setup.combine,
         "calibration": calibration or {"temperature": 1.0, "method": "none"},
         "speech": speech,
         "evaluation": evaluation_record(evaluations),
