@@ -177,7 +177,7 @@ def test_default_manifest_records_encoder_source_protocols_and_scores():
         assert max(scores["speech_rejected"][corpus].values()) <= 0.02
 
 
-def test_default_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess, tmp_path):
+def test_default_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess):
     """LiteRT alone (no TensorFlow, Keras, ctranslate2 or torch) against the bundle's Keras
     networks over the same encoder output."""
     clip = ravdess / "Actor_03" / "03-01-05-02-01-01-03.flac"
