@@ -3,17 +3,17 @@
 A bundle holds the statistics network and optionally a log-mel CNN and a pretrained encoder
 with a head over its pooled layers; the output combines their probabilities as the manifest's
 "combine" says (mean or geometric mean), then applies the bundle's calibration temperature. The
-encoder (the costly part) runs on every utterance's own length, in the inference thread, for
-all utterances that are ready together (`predict_many`).
+encoder itself (the costly part) is a feature view: it runs where the features are computed
+(`streamer.workers`, or `Classifier.analyse` in-process), and this class runs only the head
+over its adapted embedding.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from streamer.adaptation import AdaptiveCentering, AdaptiveNormalizer
 from streamer.bundle import Bundle, BundleError, EncoderSection, load_bundle
-from streamer.encoder import Encoder, with_whisper_input
+from streamer.encoder import Encoder, UtteranceEncoder
 from streamer.features import Analysis, log_mel_windows
 from streamer.native_log import NativeStderrFilter
 from streamer.scoring import apply_temperature, combine
@@ -36,10 +36,8 @@ class ModelInput:
 
     features: npt.NDArray[np.float32]  # (dim,) statistics
     log_mel: npt.NDArray[np.float32] | None  # (n_frames, n_mels); None: the bundle has no CNN
-    # (n_frames, 80) Whisper input and the stream's adaptation of the pooled embedding, for
-    # bundles with an encoder (the embedding exists only after the encoder ran)
-    whisper_log_mel: npt.NDArray[np.float32] | None = None
-    adapt_embedding: Callable[[npt.NDArray[np.floating]], npt.NDArray[np.float32]] | None = None
+    # (len(layers) * 1024,) the encoder's embedding; None: the bundle has no encoder
+    embedding: npt.NDArray[np.float32] | None = None
 
 
 class SpeakerAdapter:
@@ -62,8 +60,8 @@ class SpeakerAdapter:
         )
 
     def push(self, stream: Hashable, analysis: Analysis) -> ModelInput:
-        """The utterance's model input; for an encoder bundle its embedding is adapted later, by
-        the classifier, through `adapt_embedding` (call `predict` in utterance order)."""
+        """The utterance's model input, every view adapted with the stream's earlier
+        utterances."""
         features = analysis.vector
         if self._normalizer is not None:
             features = self._normalizer.push(stream, features)
@@ -72,10 +70,15 @@ class SpeakerAdapter:
             log_mel = self._centring.push(stream, log_mel)
         if not self._encoder:
             return ModelInput(features, log_mel)
-        if analysis.whisper_log_mel is None:
-            raise ValueError("this bundle has an encoder: its input needs Whisper's log-mel")
-        adapt = partial(self._embedding.push, stream) if self._embedding is not None else None
-        return ModelInput(features, log_mel, analysis.whisper_log_mel, adapt)
+        embedding = analysis.embedding
+        if embedding is None:
+            raise ValueError(
+                "this bundle has an encoder: its input needs the encoder's embedding "
+                "(FeatureWorkers(encoder=bundle.encoder) or Classifier.analyse)"
+            )
+        if self._embedding is not None:
+            embedding = self._embedding.push(stream, embedding)
+        return ModelInput(features, log_mel, embedding)
 
 
 class _Model:
@@ -124,12 +127,12 @@ class Classifier:
         speech = bundle.speech
         self._speech = _Model(speech.tflite_path, 1, num_threads) if speech is not None else None
         encoder = bundle.encoder
-        self._encoder: Encoder | None = None
+        self._num_threads = num_threads
+        self._embedder: UtteranceEncoder | None = None  # in-process, opened when first needed
         self._head: _Model | None = None
-        self._layers: tuple[int, ...] = ()
+        self._embedding_dim = 0
         if encoder is not None:
-            self._encoder, self._head = _open_encoder(encoder, n_labels, num_threads)
-            self._layers = encoder.layers
+            self._head, self._embedding_dim = _open_encoder(encoder, n_labels, num_threads)
         if self._cnn is not None and self._cnn.input_shape[0] != self._frames:
             raise BundleError(
                 f"{bundle.path}: the CNN reads {self._cnn.input_shape[0]} frames but the "
@@ -157,9 +160,31 @@ class Classifier:
         return float(self._speech.run(np.asarray(features, dtype=np.float32))[0])
 
     @property
-    def needs_whisper_log_mel(self) -> bool:
-        """Whether model inputs must carry Whisper's log-mel (the bundle has an encoder)."""
-        return self._encoder is not None
+    def has_encoder(self) -> bool:
+        """Whether analyses must carry the encoder's embedding (see `analyse`)."""
+        return self._head is not None
+
+    def analyse(self, audio: npt.ArrayLike, sample_rate: int) -> Analysis:
+        """One utterance (mono, shape (n,)) -> every feature view this bundle reads, computed
+        in this process, as the feature workers compute them."""
+        from streamer.features import analyse
+
+        analysis = analyse(audio, sample_rate)
+        if self.bundle.encoder is None:
+            return analysis
+        return replace(analysis, embedding=self.embed(audio, sample_rate))
+
+    def embed(self, audio: npt.ArrayLike, sample_rate: int) -> npt.NDArray[np.float32]:
+        """One utterance (mono, shape (n,)) -> the encoder's (dim,) unadapted embedding, in this
+        process (its encoder is opened at the first call). Only for bundles with an encoder."""
+        section = self.bundle.encoder
+        if section is None:
+            raise ValueError(f"{self.bundle.path}: this bundle has no encoder")
+        if self._embedder is None:
+            self._embedder = UtteranceEncoder(
+                section.encoder_path, section.layers, num_threads=self._num_threads
+            )
+        return self._embedder.embed(audio, sample_rate)
 
     def predict(self, inputs: ModelInput) -> npt.NDArray[np.float32]:
         """Adapted inputs of one utterance (see `adapter`) -> (n_labels,) float32 calibrated
@@ -174,45 +199,15 @@ class Classifier:
     ) -> list[npt.NDArray[np.float32] | Exception]:
         """`predict` for several utterances, in order (per stream: utterance order). A failing
         utterance yields its exception."""
-        embeddings: list[npt.NDArray[np.float32] | Exception | None] = [None] * len(batch)
-        if self._encoder is not None:
-            embeddings = self._embed_all(batch)
         out: list[npt.NDArray[np.float32] | Exception] = []
-        for inputs, embedding in zip(batch, embeddings, strict=True):
+        for inputs in batch:
             try:
-                if isinstance(embedding, Exception):
-                    raise embedding
-                out.append(self._predict_one(inputs, embedding))
+                out.append(self._predict_one(inputs))
             except Exception as exc:  # one bad utterance must not fail the others
                 out.append(exc)
         return out
 
-    def _embed_all(
-        self, batch: Sequence[ModelInput]
-    ) -> list[npt.NDArray[np.float32] | Exception | None]:
-        assert self._encoder is not None
-        out: list[npt.NDArray[np.float32] | Exception | None] = [
-            ValueError("this bundle has an encoder: its input needs Whisper's log-mel")
-        ] * len(batch)
-        ok = [
-            (i, x.whisper_log_mel)
-            for i, x in enumerate(batch)
-            if x.whisper_log_mel is not None
-            and x.whisper_log_mel.ndim == 2
-            and len(x.whisper_log_mel)
-        ]
-        # one utterance per call: a padded batch of different lengths costs more on CPU than
-        # the calls it saves (BENCHMARKS.md, "Whisper-base encoder")
-        for i, mel in ok:
-            try:
-                out[i] = self._encoder.embed([mel])[0, list(self._layers)].reshape(-1)
-            except Exception as exc:  # this utterance fails, not the others of the batch
-                out[i] = exc
-        return out
-
-    def _predict_one(
-        self, inputs: ModelInput, embedding: npt.NDArray[np.float32] | None
-    ) -> npt.NDArray[np.float32]:
+    def _predict_one(self, inputs: ModelInput) -> npt.NDArray[np.float32]:
         x = np.asarray(inputs.features, dtype=np.float32)
         parts = [self._stats.run(x)]
         if self._cnn is not None:
@@ -220,28 +215,26 @@ class Classifier:
                 raise ValueError("this bundle has a CNN: its input needs the log-mel sequence")
             windows = log_mel_windows(inputs.log_mel, self._frames)
             parts.append(np.mean([self._cnn.run(w) for w in windows], axis=0))
-        if self._head is not None and embedding is not None:
-            adapted = inputs.adapt_embedding(embedding) if inputs.adapt_embedding else embedding
-            parts.append(self._head.run(np.asarray(adapted, dtype=np.float32)))
+        if self._head is not None:
+            if inputs.embedding is None or inputs.embedding.shape != (self._embedding_dim,):
+                raise ValueError(
+                    f"this bundle has an encoder: its input needs a ({self._embedding_dim},) "
+                    "embedding"
+                )
+            parts.append(self._head.run(np.asarray(inputs.embedding, dtype=np.float32)))
         probs = combine(parts, self._combine)
         return apply_temperature(probs, self._temperature) if self._temperature != 1.0 else probs
 
     def probabilities(self, audio: npt.ArrayLike, sample_rate: int) -> dict[str, float]:
         """One utterance (mono, shape (n,)) -> {label: probability} in the bundle's label order."""
-        from streamer.features import analyse
-
         # a single utterance: no speaker history
-        analysis = analyse(audio, sample_rate)
-        if self.needs_whisper_log_mel:
-            analysis = with_whisper_input(analysis, audio, sample_rate)
-        probs = self.predict(self.adapter().push(0, analysis))
+        probs = self.predict(self.adapter().push(0, self.analyse(audio, sample_rate)))
         return dict(zip(self.bundle.labels, (float(p) for p in probs), strict=True))
 
 
-def _open_encoder(
-    section: EncoderSection, n_labels: int, num_threads: int
-) -> tuple[Encoder, _Model]:
-    """The bundle's encoder (its sha256 checked) and head, in their own interpreters."""
+def _open_encoder(section: EncoderSection, n_labels: int, num_threads: int) -> tuple[_Model, int]:
+    """The bundle's head and its input size, after checking the encoder file (sha256, layers)
+    that the feature workers will run."""
     digest = hashlib.sha256()
     with open(section.encoder_path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -260,4 +253,12 @@ def _open_encoder(
             f"{section.encoder_path} has {encoder.n_layers} pooled layers but the manifest's "
             f"head reads layer {max(section.layers)}; retrain the bundle"
         )
-    return encoder, _Model(section.head_path, n_labels, num_threads)
+    dim = len(section.layers) * encoder.dim
+    del encoder  # the workers run it; this process opens one only for `analyse`
+    head = _Model(section.head_path, n_labels, num_threads)
+    if head.input_shape != (dim,):
+        raise BundleError(
+            f"{section.head_path} reads {head.input_shape} but the encoder's layers "
+            f"{list(section.layers)} give ({dim},); retrain the bundle"
+        )
+    return head, dim

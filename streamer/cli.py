@@ -383,9 +383,7 @@ async def run_live(
             keep_unreached=config.mqtt.enabled is True or source.live,
         )
         sinks.append(mqtt)
-    workers = FeatureWorkers(
-        config.pipeline.feature_workers, whisper=classifier.needs_whisper_log_mel
-    )
+    workers = FeatureWorkers(config.pipeline.feature_workers, encoder=bundle.encoder)
     dashboard: asyncio.Task[None] | None = None
     loop = asyncio.get_running_loop()
     stop_count = 0

@@ -10,7 +10,9 @@ utterances of any lengths and returns, for each, the mean and standard deviation
 every layer's hidden states: the conv stem plus positions (layer 0) and the outputs of the six
 transformer blocks (the last after the final layer norm). The encoder is run on the utterance's
 own frames, not padded to Whisper's 30 s window; longer utterances are cut into 30 s chunks
-whose statistics are pooled by frame count.
+whose statistics are pooled by frame count. `UtteranceEncoder(path, layers).embed(audio, rate)`
+is the whole feature view a bundle's head reads: log-mel, encoder, the chosen layers' pooled
+statistics, flattened; the feature workers run it.
 """
 
 from __future__ import annotations
@@ -106,11 +108,6 @@ def whisper_log_mel(
     return out
 
 
-def with_whisper_input(analysis: Analysis, audio: npt.ArrayLike, sample_rate: int) -> Analysis:
-    """`analysis` of `audio` with its `whisper_log_mel` filled in (for encoder bundles)."""
-    return replace(analysis, whisper_log_mel=whisper_log_mel(audio, sample_rate))
-
-
 def pool_chunks(
     means: npt.NDArray[np.float32], stds: npt.NDArray[np.float32], frames: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.float32]:
@@ -204,3 +201,52 @@ class Encoder:
                 pooled[rows, :, :w], pooled[rows, :, w:], (lengths[rows].astype(np.int64) + 1) // 2
             )
         return out
+
+
+class UtteranceEncoder:
+    """An encoder bundle's third feature view of one utterance: Whisper's log-mel, the encoder
+    on the utterance's own length, the pooled statistics of the bundle's `layers`. Runs where
+    the other features are computed (the feature workers). Not thread-safe.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        layers: Sequence[int],
+        num_threads: int = 1,
+        spec: EncoderSpec = ENCODER_SPEC,
+    ) -> None:
+        self.encoder = Encoder(path, num_threads=num_threads, spec=spec)
+        self.layers = tuple(int(i) for i in layers)
+        if not self.layers or max(self.layers) >= self.encoder.n_layers or min(self.layers) < 0:
+            raise ValueError(
+                f"{path} has pooled layers 0-{self.encoder.n_layers - 1}, not {list(self.layers)}"
+            )
+        # the first run applies LiteRT's XNNPACK delegate, which says so on stderr: run it here,
+        # filtered, so the first utterance pays no set-up either
+        with NativeStderrFilter():
+            self.warm_up()
+
+    @property
+    def dim(self) -> int:
+        """Values per embedding: len(layers) * the encoder's pooled dim."""
+        return len(self.layers) * self.encoder.dim
+
+    def embed(self, audio: npt.ArrayLike, sample_rate: int) -> npt.NDArray[np.float32]:
+        """Mono audio (n,) at `sample_rate` (float in [-1, 1] or int16) -> (dim,) float32: the
+        chosen layers' means and standard deviations over time, layer after layer."""
+        mel = whisper_log_mel(audio, sample_rate, self.encoder.spec)
+        pooled = self.encoder.embed([mel])[0]
+        return np.ascontiguousarray(pooled[list(self.layers)].reshape(-1), dtype=np.float32)
+
+    def warm_up(self) -> None:
+        """One call on a second of silence: the first real call then pays no set-up."""
+        rate = self.encoder.spec.sample_rate
+        self.embed(np.zeros(rate, np.float32), rate)
+
+
+def with_embedding(
+    analysis: Analysis, audio: npt.ArrayLike, sample_rate: int, encoder: UtteranceEncoder
+) -> Analysis:
+    """`analysis` of `audio` with its `embedding` filled in (for encoder bundles)."""
+    return replace(analysis, embedding=encoder.embed(audio, sample_rate))

@@ -304,8 +304,9 @@ class Analysis:
 
     vector: npt.NDArray[np.float32]  # (spec.dim,) utterance statistics, finite
     log_mel: npt.NDArray[np.float32]  # (n_frames, spec.n_mels) dB re the loud level, 10 ms rows
-    # (n_frames, 80) Whisper's input (streamer/encoder.py), for bundles with an encoder
-    whisper_log_mel: npt.NDArray[np.float32] | None = None
+    # (len(layers) * 1024,) the encoder's pooled layers (streamer/encoder.py: UtteranceEncoder),
+    # for bundles with an encoder; unadapted
+    embedding: npt.NDArray[np.float32] | None = None
 
 
 def analyse(

@@ -231,6 +231,7 @@ class RemotePipeline:
                     additional_headers=self._headers(),
                     open_timeout=10.0,
                     max_size=2**20,
+                    compression=None,  # PCM hardly compresses; deflate would only cost CPU
                 ) as ws:
                     if connected_before:
                         logger.warning(

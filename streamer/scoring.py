@@ -51,19 +51,23 @@ def combine(parts: Sequence[npt.ArrayLike], rule: str = "mean") -> npt.NDArray[n
         return np.asarray(arrays[0], dtype=np.float32)
     if rule == "mean":
         return np.asarray(np.mean(arrays, axis=0), dtype=np.float32)
-    log_mean = np.mean([np.log(np.clip(a, 1e-12, 1.0)) for a in arrays], axis=0)
-    log_mean -= log_mean.max(axis=-1, keepdims=True)
-    e = np.exp(log_mean)
-    return np.asarray(e / e.sum(axis=-1, keepdims=True), dtype=np.float32)
+    return _softmax(np.mean([_log(a) for a in arrays], axis=0))
 
 
 def apply_temperature(
     probs: npt.NDArray[np.floating], temperature: float
 ) -> npt.NDArray[np.float32]:
     """softmax(log(p) / T) along the last axis; T > 1 softens, T < 1 sharpens, T = 1 is identity."""
-    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)) / temperature
-    logits -= logits.max(axis=-1, keepdims=True)
-    e = np.exp(logits)
+    return _softmax(_log(np.asarray(probs, dtype=np.float64)) / temperature)
+
+
+def _log(probs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.log(np.clip(probs, 1e-12, 1.0))
+
+
+def _softmax(logits: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
+    """Along the last axis, as float32 rows summing to 1."""
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return np.asarray(e / e.sum(axis=-1, keepdims=True), dtype=np.float32)
 
 

@@ -31,7 +31,6 @@ class _Frame:
     start_s: float
     end_wall_s: float
     speech: bool
-    level_db: float
 
 
 @dataclass
@@ -50,6 +49,14 @@ def frame_level_db(samples: npt.NDArray[np.int16]) -> float:
     x = samples.astype(np.float32) / 32768.0
     power = float(np.dot(x, x)) / x.size
     return 10.0 * math.log10(power) if power > 1e-12 else _SILENT_DB
+
+
+def frame_levels_db(frames: npt.NDArray[np.int16]) -> list[float]:
+    """`frame_level_db` of each row of (n_frames, frame_len) int16, in one pass (float64)."""
+    x = frames.astype(np.float64) / 32768.0
+    power = (x * x).sum(axis=1) / max(frames.shape[1], 1)
+    levels = 10.0 * np.log10(np.maximum(power, 1e-30))
+    return [float(v) if p > 1e-12 else _SILENT_DB for v, p in zip(levels, power, strict=True)]
 
 
 class UtteranceTracker:
@@ -84,7 +91,7 @@ class UtteranceTracker:
         speech: bool,
     ) -> list[Utterance]:
         """Add one VAD frame (int16, `frame_ms` long) and its decision; returns ended utterances."""
-        frame = _Frame(samples, start_s, end_wall_s, speech, frame_level_db(samples))
+        frame = _Frame(samples, start_s, end_wall_s, speech)
         if not self._in_speech:
             self._ring.append(frame)
             self._voiced_run = self._voiced_run + 1 if speech else 0
@@ -124,8 +131,10 @@ class UtteranceTracker:
         first, last = voiced[0], voiced[-1]
         # Reported boundaries: the first and last runs of `_EDGE_RUN` frames within boundary_db
         # of the loudest frame; leaves out breaths, background and isolated clicks at the edges.
-        loudest = max(f.level_db for f in frames[first : last + 1])
-        loud = [f.level_db >= loudest - self.config.boundary_db for f in frames]
+        # Levels are needed only here: one pass over the utterance's frames.
+        levels = frame_levels_db(np.stack([f.samples for f in frames]))
+        loudest = max(levels[first : last + 1])
+        loud = [level >= loudest - self.config.boundary_db for level in levels]
         runs = [
             i
             for i in range(first, last + 1)
@@ -180,8 +189,11 @@ class VadSegmenter:
             data = np.concatenate([self._pending, data])
         n_frames = data.size // self._frame_len
         out: list[Utterance] = []
-        for i in range(n_frames):
-            frame = data[i * self._frame_len : (i + 1) * self._frame_len]
+        if not n_frames:
+            self._pending = data.copy()
+            return out
+        frames = data[: n_frames * self._frame_len].reshape(n_frames, self._frame_len)
+        for frame in frames:
             start_s = self._consumed / self.sample_rate
             self._consumed += self._frame_len
             end_wall_s = block.wall_s - (block.end_s - self._consumed / self.sample_rate)

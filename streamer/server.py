@@ -396,7 +396,7 @@ class StreamServer:
         config = self.config
         n_workers = config.serve.feature_workers or os.cpu_count() or 1
         classifier = Classifier(self.bundle)
-        workers = FeatureWorkers(n_workers, whisper=classifier.needs_whisper_log_mel)
+        workers = FeatureWorkers(n_workers, encoder=self.bundle.encoder)
         inference = BatchedInference(classifier)
         self._shared = _Shared(config, self.bundle, workers, inference, classifier, self.mqtt)
         max_frame = config.serve.max_frame_bytes
@@ -412,6 +412,9 @@ class StreamServer:
                     # it, websockets closes with 1009 itself before buffering them
                     max_size=max_frame * 4 + 1024,
                     server_header=None,
+                    # PCM hardly compresses: per-message deflate would cost CPU on every frame
+                    # and a zlib context per stream (memory), for nothing
+                    compression=None,
                 )
             except OSError as exc:
                 raise ServeError(

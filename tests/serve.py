@@ -72,6 +72,7 @@ class StreamRun:
     end: dict[str, Any] | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
     close_code: int | None = None
+    extensions: str | None = None  # what the server accepted of the client's offer
 
 
 def encode(samples: np.ndarray, fmt: str, channels: int = 1) -> bytes:
@@ -102,6 +103,7 @@ def run_stream(
     if start is None:
         start = {"type": "start", "sample_rate": 16000, "format": "s16le", "channels": 1}
     with connect(url, additional_headers=headers, open_timeout=10, close_timeout=5) as ws:
+        run.extensions = ws.response.headers.get("Sec-WebSocket-Extensions")
         try:
             # a server that refuses the stream may close before the start message arrives
             with contextlib.suppress(ConnectionClosed):

@@ -25,14 +25,30 @@ from streamer.scoring import apply_temperature, combine
 from .conftest import DEFAULT_MODEL, SMALL_MODEL
 
 LITERT_ONLY = """
-import json, sys
+import asyncio, json, sys
 import soundfile as sf
 from pathlib import Path
 from streamer.classifier import Classifier
+from streamer.workers import FeatureWorkers
 clf = Classifier.from_dir(Path(sys.argv[1]))
-probs = [clf.probabilities(*sf.read(path, dtype="float32")) for path in sys.argv[2:]]
+clips = [sf.read(path, dtype="int16") for path in sys.argv[2:]]
+probs = [clf.probabilities(*clip) for clip in clips]
+
+async def in_workers():  # the live path: a feature worker process runs the encoder
+    workers = FeatureWorkers(1, encoder=clf.bundle.encoder)
+    try:
+        await workers.start()
+        out = []
+        for audio, rate in clips:
+            inputs = clf.adapter().push(0, await workers.analyse(audio, rate))
+            out.append(dict(zip(clf.bundle.labels, map(float, clf.predict(inputs)))))
+        return out
+    finally:
+        workers.close()
+
+workers = asyncio.run(in_workers())
 heavy = sorted(m for m in ("tensorflow", "keras", "ctranslate2", "torch") if m in sys.modules)
-print(json.dumps({"probs": probs, "heavy": heavy}))
+print(json.dumps({"probs": probs, "workers": workers, "heavy": heavy}))
 """
 
 
@@ -202,6 +218,9 @@ def test_default_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess):
     want = apply_temperature(combine(parts, bundle.combine), bundle.temperature)
     lite = np.array([reply["probs"][0][label] for label in LABELS])
     np.testing.assert_allclose(lite, want, atol=1e-4)
+    # the live path (the encoder in a feature worker process) gives the same
+    in_worker = np.array([reply["workers"][0][label] for label in LABELS])
+    np.testing.assert_allclose(in_worker, lite, atol=1e-6)
 
 
 def _copy_with(tmp_path, change) -> Path:

@@ -210,9 +210,7 @@ def test_ser_train_writes_an_encoder_bundle_that_ser_live_runs(small_encoder, ra
     Whisper's log-mel)."""
     import keras
 
-    from streamer.classifier import Classifier
-    from streamer.encoder import with_whisper_input
-    from streamer.features import analyse
+    from streamer.classifier import Classifier, ModelInput
     from tests.live import parse_results, run_live
 
     _, _, path, _ = small_encoder
@@ -244,15 +242,18 @@ def test_ser_train_writes_an_encoder_bundle_that_ser_live_runs(small_encoder, ra
 
     # LiteRT (the classifier) agrees with the saved Keras head and statistics network
     clf = Classifier.from_dir(out)
-    assert clf.needs_whisper_log_mel
+    assert clf.has_encoder
     audio, rate = sf.read(ravdess / "Actor_03" / "03-01-05-01-01-01-03.flac", dtype="float32")
-    analysis = with_whisper_input(analyse(audio, rate), audio, rate)
-    got = clf.predict(clf.adapter().push("s", analysis))
+    analysis = clf.analyse(audio, rate)
     inputs = clf.adapter().push("s", analysis)
+    got = clf.predict(inputs)
     pooled = Encoder(out / "encoder.tflite", spec=small_encoder[3]).embed(
-        [analysis.whisper_log_mel]
+        [whisper_log_mel(audio, rate)]
     )[0]
-    head_in = inputs.adapt_embedding(pooled[[0, 2]].reshape(-1))
+    assert analysis.embedding is not None
+    np.testing.assert_allclose(analysis.embedding, pooled[[0, 2]].reshape(-1), atol=1e-6)
+    head_in = inputs.embedding
+    assert head_in is not None
     head = keras.saving.load_model(out / "encoder_head.keras", compile=False)
     stats = keras.saving.load_model(out / "model.keras", compile=False)
     # --combine geometric: the normalised geometric mean of the two networks, then the temperature
@@ -266,13 +267,14 @@ def test_ser_train_writes_an_encoder_bundle_that_ser_live_runs(small_encoder, ra
     want = want ** (1 / temperature) / (want ** (1 / temperature)).sum()
     np.testing.assert_allclose(got, want, atol=2e-4)
     # a batch of utterances of different lengths; a bad one fails alone
-    short = with_whisper_input(analyse(audio[:12_000], rate), audio[:12_000], rate)
-    bad = clf.adapter().push("b", analysis)
-    bad = type(bad)(bad.features, bad.log_mel, np.zeros((0, 80), np.float32), bad.adapt_embedding)
+    short = clf.analyse(audio[:12_000], rate)
+    bad = ModelInput(inputs.features, None, inputs.features)  # not an embedding
     batch = clf.predict_many(
         [clf.adapter().push("x", analysis), bad, clf.adapter().push("y", short)]
     )
-    assert isinstance(batch[1], ValueError) and "Whisper" in str(batch[1])
+    assert isinstance(batch[1], ValueError) and "embedding" in str(batch[1])
+    with pytest.raises(ValueError, match="embedding"):  # features without the encoder's view
+        clf.adapter().push("c", type(analysis)(analysis.vector, analysis.log_mel))
     np.testing.assert_allclose(batch[0], got, atol=1e-4)
     np.testing.assert_allclose(batch[2], clf.predict(clf.adapter().push("z", short)), atol=1e-4)
     # a bundle whose encoder file was replaced is refused by name

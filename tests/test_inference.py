@@ -9,16 +9,15 @@ import numpy as np
 import soundfile as sf
 
 from streamer.classifier import Classifier
-from streamer.encoder import with_whisper_input
-from streamer.features import Analysis, analyse
+from streamer.features import Analysis
 from streamer.inference import BatchedInference
 
 from .conftest import DEFAULT_MODEL
 
 
-def _analysis(audio: np.ndarray, rate: int) -> Analysis:
-    """What the feature workers give the shipped bundle (its encoder reads Whisper's log-mel)."""
-    return with_whisper_input(analyse(audio, rate), audio, rate)
+def _analysis(classifier: Classifier, audio: np.ndarray, rate: int) -> Analysis:
+    """What the feature workers give the shipped bundle (its encoder's embedding included)."""
+    return classifier.analyse(audio, rate)
 
 
 def test_concurrent_utterances_are_batched_and_equal_single_predictions(ravdess):
@@ -26,11 +25,9 @@ def test_concurrent_utterances_are_batched_and_equal_single_predictions(ravdess)
     analyses = []
     for path in sorted((ravdess / "Actor_04").glob("03-01-0[2-8]-02-01-01-04.flac")):
         audio, rate = sf.read(path, dtype="float32")
-        analyses.append(_analysis(audio, rate))
-    # each utterance the first of its own stream; the encoder's input is adapted when it runs,
-    # so every prediction gets inputs of its own
-    alone = [classifier.predict(classifier.adapter().push("s", a)) for a in analyses]
-    inputs = [classifier.adapter().push("s", a) for a in analyses]
+        analyses.append(_analysis(classifier, audio, rate))
+    inputs = [classifier.adapter().push("s", a) for a in analyses]  # each its stream's first
+    alone = [classifier.predict(x) for x in inputs]
 
     async def run() -> tuple[list[np.ndarray], int, int]:
         inference = BatchedInference(classifier)
@@ -53,8 +50,8 @@ def test_a_failing_input_fails_alone(ravdess):
 
     classifier = Classifier.from_dir(DEFAULT_MODEL)
     audio, rate = sf.read(ravdess / "Actor_04" / "03-01-05-02-01-01-04.flac", dtype="float32")
-    good = classifier.adapter().push("s", _analysis(audio, rate))
-    bad = ModelInput(good.features, None)  # this bundle's CNN needs the log-mel sequence
+    good = classifier.adapter().push("s", _analysis(classifier, audio, rate))
+    bad = ModelInput(good.features, None)  # no embedding: this bundle's encoder head needs one
 
     async def run() -> list[object]:
         inference = BatchedInference(classifier)
@@ -67,4 +64,4 @@ def test_a_failing_input_fails_alone(ravdess):
 
     ok, failed = asyncio.run(run())
     assert isinstance(ok, np.ndarray) and ok.shape == (8,)
-    assert isinstance(failed, ValueError) and "log-mel" in str(failed)
+    assert isinstance(failed, ValueError) and "embedding" in str(failed)

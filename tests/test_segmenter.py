@@ -131,3 +131,34 @@ def test_burst_shorter_than_min_utterance_is_dropped():
     seg = VadSegmenter(VadConfig(min_utterance_ms=400), "syn")
     out = [u for b in _blocks(audio) for u in seg.push(b)] + seg.flush()
     assert out == [] and seg.tracker.stats.dropped_short == 1
+
+
+def test_block_size_does_not_change_the_utterances():
+    """ser-serve hands the segmenter whole client frames, ser-live 30 ms blocks: the same audio
+    gives the same utterances, samples and boundaries whatever the blocks."""
+    audio = silence(4.0)
+    audio[16_000:40_000] = harmonic(1.5)
+    audio[48_000:56_000] = 0.2 * harmonic(0.5)
+    runs = []
+    for block in (480, 1600, 3333, 64_000):
+        seg = VadSegmenter(VadConfig(), "syn")
+        runs.append([u for b in _blocks(audio, block) for u in seg.push(b)] + seg.flush())
+    first = runs[0]
+    assert len(first) >= 1
+    for run in runs[1:]:
+        assert [(u.start_s, u.end_s) for u in run] == [(u.start_s, u.end_s) for u in first]
+        for a, b in zip(run, first, strict=True):
+            np.testing.assert_array_equal(a.samples, b.samples)
+
+
+def test_frame_levels_in_one_pass_equal_the_single_frame_level():
+    from streamer.segmenter import frame_level_db, frame_levels_db
+
+    rng = np.random.default_rng(0)
+    frames = (rng.standard_normal((20, 480)) * 3000).astype(np.int16)
+    frames[3] = 0  # digital silence
+    frames[4] = 1
+    got = frame_levels_db(frames)
+    want = [frame_level_db(f) for f in frames]
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert got[3] == -120.0 and -25.0 < got[0] < -15.0  # 3000 / 32768 RMS: -20.7 dBFS

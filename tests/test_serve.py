@@ -60,6 +60,7 @@ def test_protocol_and_results_equal_the_json_output(server, stream_audio, expect
     start = {"type": "start", "stream": "call-17", "sample_rate": 16000, "format": "s16le"}
     run = run_stream(server.url, encode(stream_audio, "s16le"), start=start, frame_bytes=3333)
     assert run.first == {"type": "ready", "stream": "call-17", "model": "default"}
+    assert run.extensions is None  # the client offered per-message deflate; PCM is not worth it
     assert [r["seq"] for r in run.results] == list(range(len(expected)))
     for got, want in zip(run.results, expected, strict=True):
         assert got["type"] == "result" and got["source"] == "call-17"

@@ -31,13 +31,14 @@ from train.dataset import Dataset, EncoderChoice, load_dataset, parse_speakers
 from train.evaluate import (
     Setup,
     calibrate_protocols,
+    compare_combinations,
     default_fold_cache_dir,
     evaluate_protocol,
     public,
 )
 from train.featurize import Extracted, default_cache_dir
 from train.protocols import PROTOCOLS, select
-from train.report import plot_confusion, print_calibration, print_evaluation
+from train.report import combination_table, plot_confusion, print_calibration, print_evaluation
 from train.robustness import TEST_VARIANTS, check_variant
 
 logger = logging.getLogger("ser.train")
@@ -172,6 +173,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="how the networks' probabilities become one: their mean (default), or their "
         "normalised geometric mean (better calibrated when one network is much surer than "
         "another; the shipped default bundle)",
+    )
+    p.add_argument(
+        "--combine-report",
+        action="store_true",
+        help="also print how each network alone, the mean, weighted means and the geometric "
+        "mean would score and calibrate on the in-corpus protocols' out-of-fold predictions "
+        "(cached folds make it quick; chosen on test folds, so for study only)",
     )
     p.add_argument(
         "--speech-only",
@@ -441,6 +449,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 on_fold=fold_done,
             )
         print_evaluation(console, evaluation)
+        if args.combine_report and (rows := compare_combinations(evaluation)):
+            console.print(combination_table(evaluation["protocol"], rows))
         evaluations.append(evaluation)
     calibration = calibrate_protocols(evaluations)
     if calibration is not None:

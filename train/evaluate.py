@@ -340,6 +340,7 @@ def evaluate_protocol(
     if not folds:
         raise ValueError(f"protocol {protocol.name}: no fold has both training and test speakers")
     oof = np.zeros((len(data.y), len(LABELS)), dtype=np.float32)
+    components: dict[str, np.ndarray] = {}  # each network alone, out of fold
     fold_of = np.full(len(data.y), -1)
     results: list[dict[str, Any]] = []
     n_cached = 0
@@ -358,6 +359,10 @@ def evaluate_protocol(
         n_cached += cached
         y = data.y[fold.test]
         oof[fold.test] = predictions["clean"]
+        for k, v in predictions.items():
+            if k.startswith("component:"):
+                name = k.split(":", 1)[1]
+                components.setdefault(name, np.zeros_like(oof))[fold.test] = v
         fold_of[fold.test] = fold.number
 
         def scores(probs: np.ndarray, y: np.ndarray = y) -> dict[str, Any]:
@@ -412,6 +417,7 @@ def evaluate_protocol(
         "pooled": scores_of_probabilities(labels, scored, protocol.scored_labels),
         "seconds": round(time.perf_counter() - started, 1),
         "_oof": oof[evaluated],
+        "_components": {name: p[evaluated] for name, p in components.items()},
         "_y": data.y[evaluated],
         "_fold": fold_of[evaluated],
     }
@@ -461,6 +467,50 @@ def calibrate_protocols(evaluations: Sequence[dict[str, Any]]) -> dict[str, Any]
     result = calibrate(probs, y, fold_of)
     result["protocols"] = [e["protocol"] for e in pooled]
     return result
+
+
+# weights of the second network in the weighted means `compare_combinations` also tries
+COMPARED_WEIGHTS = (0.67, 0.75)
+
+
+def compare_combinations(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """How else the networks' out-of-fold predictions of an in-corpus protocol (8 labels) could
+    have been combined: each network alone, the mean, weighted means (`COMPARED_WEIGHTS` on the
+    second network) and the geometric mean; for each, the accuracy (mean over folds) and
+    `calibrate`'s temperature and pooled ECE before / after. Offline, from the same folds: a
+    choice made on these rows is made on the test folds (say so where it is reported). Empty
+    when the protocol is cross-corpus or the bundle has one network."""
+    parts = evaluation.get("_components", {})
+    if evaluation["labels"] != list(LABELS) or len(parts) < 2:
+        return []
+    y, fold_of = evaluation["_y"], evaluation["_fold"]
+    names = list(parts)
+    candidates: list[tuple[str, np.ndarray]] = [(f"{n} alone", parts[n]) for n in names]
+    candidates.append(("mean", combine([parts[n] for n in names], "mean")))
+    if len(names) == 2:
+        first, second = parts[names[0]], parts[names[1]]
+        for w in COMPARED_WEIGHTS:
+            candidates.append((f"weighted mean, {w:.2f} {names[1]}", (1 - w) * first + w * second))
+    candidates.append(("geometric mean", combine([parts[n] for n in names], "geometric")))
+    rows = []
+    for name, probs in candidates:
+        accuracy = mean_std(
+            [
+                float((probs[fold_of == f].argmax(1) == y[fold_of == f]).mean())
+                for f in np.unique(fold_of)
+            ]
+        )
+        cal = calibrate(probs, y, fold_of)
+        rows.append(
+            {
+                "combination": name,
+                "accuracy": accuracy["mean"],
+                "temperature": cal["temperature"],
+                "ece_before_pooled": cal["ece_before_pooled"],
+                "ece_after_pooled": cal["ece_after_pooled"],
+            }
+        )
+    return rows
 
 
 def public(evaluation: dict[str, Any]) -> dict[str, Any]:

@@ -101,6 +101,26 @@ def print_evaluation(console: Console, evaluation: dict[str, Any]) -> None:
         )
 
 
+def combination_table(protocol: str, rows: list[dict[str, Any]]) -> Table:
+    """`train.evaluate.compare_combinations` as a table."""
+    table = Table(
+        title=f"Combining the networks ({protocol}, the same out-of-fold predictions; ECE pooled, "
+        "each fold calibrated with the other folds' temperature)"
+    )
+    for column in ("combination", "accuracy", "T", "ECE before", "ECE after"):
+        table.add_column(column, justify="left" if column == "combination" else "right")
+    for row in rows:
+        after = row["ece_after_pooled"]
+        table.add_row(
+            row["combination"],
+            f"{row['accuracy']:.1%}",
+            f"{row['temperature']:.2f}",
+            f"{row['ece_before_pooled']:.3f}",
+            f"{after:.3f}" if after is not None else "-",
+        )
+    return table
+
+
 def print_calibration(console: Console, cal: dict[str, Any]) -> None:
     after = cal["ece_after"]
     console.print(

@@ -24,7 +24,7 @@ from streamer.adaptation import stream_orders
 from streamer.audio_io import read_audio
 from streamer.bundle import load_bundle, resolve_bundle_path
 from streamer.classifier import Classifier
-from streamer.encoder import ENCODER_SPEC, whisper_log_mel
+from streamer.encoder import ENCODER_SPEC
 from streamer.features import Analysis
 from streamer.labels import LABELS
 from train.corpora import CORPORA, DataError
@@ -36,8 +36,8 @@ from train.protocols import MERGED, SHARED_LABELS, to_label_space
 
 def predict_corpus(clf: Classifier, data: Dataset, alone: bool, seed: int) -> np.ndarray:
     """(n, len(LABELS)) probabilities, each speaker's clips in one random order (or alone).
-    For a bundle with an encoder, Whisper's log-mel is computed from the audio and the
-    classifier runs the encoder, as live."""
+    For a bundle with an encoder, the encoder runs on the audio as the live feature workers
+    run it."""
     out = np.zeros((len(data.y), len(LABELS)), dtype=np.float32)
     mels = data.mels["clean"] if data.mels is not None else None
     streams = np.arange(len(data.y)) if alone else data.speakers
@@ -45,11 +45,11 @@ def predict_corpus(clf: Classifier, data: Dataset, alone: bool, seed: int) -> np
         adapter = clf.adapter()
         for i in rows:
             mel = mels[i] if mels is not None else np.zeros((1, 40), np.float32)
-            whisper = None
-            if clf.needs_whisper_log_mel:
+            embedding = None
+            if clf.has_encoder:
                 audio = read_audio(data.clips[i].path, ENCODER_SPEC.sample_rate)
-                whisper = whisper_log_mel(audio, ENCODER_SPEC.sample_rate)
-            inputs = adapter.push(stream, Analysis(data.features["clean"][i], mel, whisper))
+                embedding = clf.embed(audio, ENCODER_SPEC.sample_rate)
+            inputs = adapter.push(stream, Analysis(data.features["clean"][i], mel, embedding))
             out[i] = clf.predict(inputs)
     return out
 

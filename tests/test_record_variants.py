@@ -1,0 +1,81 @@
+"""`python -m train.record_variants`: variant scores enter a bundle's manifest only from a run
+that evaluated the bundle's own folds."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+
+import pytest
+
+from train.record_variants import main
+
+from .conftest import DEFAULT_MODEL
+
+
+def _run_of(manifest: dict) -> dict:
+    """An evaluation.json as `ser-train --eval-only` writes it, for the bundle's own folds."""
+    protocols = {}
+    for name, p in manifest["evaluation"]["protocols"].items():
+        folds = [
+            {
+                "fold": f["fold"],
+                "scores": {k: f[k] for k in ("accuracy", "unweighted_accuracy", "macro_f1")},
+                "variant_accuracy": {"snr10": 0.5, "telephone": 0.4},
+            }
+            for f in p["per_fold"]
+        ]
+        summary = copy.deepcopy(p["summary"])
+        summary["variant_accuracy"] = {"snr10": {"mean": 0.5, "std": 0.0}}
+        protocols[name] = {"folds": folds, "summary": summary}
+    training = {
+        "config": manifest["training"]["config"],
+        "augment": manifest["training"]["augment"],
+        "combine": manifest["combine"],
+        "encoder": {k: manifest["encoder"][k] for k in ("sha256", "layers")},
+    }
+    return {"protocols": protocols, "training": training}
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    out = tmp_path / "bundle"
+    out.mkdir()
+    shutil.copy(DEFAULT_MODEL / "manifest.json", out / "manifest.json")
+    return out
+
+
+def test_variants_of_the_same_folds_are_recorded(bundle, tmp_path, capsys):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    run = tmp_path / "evaluation.json"
+    run.write_text(json.dumps(_run_of(manifest)))
+    assert main([str(run), str(bundle)]) == 0
+    got = json.loads((bundle / "manifest.json").read_text())["evaluation"]
+    for name, p in got["protocols"].items():
+        assert p["summary"]["variant_accuracy"] == {"snr10": {"mean": 0.5, "std": 0.0}}
+        assert all(f["variant_accuracy"]["telephone"] == 0.4 for f in p["per_fold"])
+        clean = manifest["evaluation"]["protocols"][name]["summary"]["accuracy"]
+        assert p["summary"]["accuracy"] == clean  # the clean scores stay as measured
+    assert got["summary"]["variant_accuracy"] == {"snr10": {"mean": 0.5, "std": 0.0}}
+    assert "same folds" in got["variants_recorded_from"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r["protocols"]["nemo"]["folds"][2]["scores"].update(accuracy=0.5), "nemo"),
+        (lambda r: r["training"].update(combine="mean"), "combine rule"),
+        (lambda r: r["training"]["encoder"].update(layers=[3]), "encoder layers"),
+    ],
+)
+def test_another_run_is_refused_and_nothing_written(bundle, tmp_path, capsys, change, message):
+    before = (bundle / "manifest.json").read_text()
+    run = _run_of(json.loads(before))
+    change(run)
+    path = tmp_path / "evaluation.json"
+    path.write_text(json.dumps(run))
+    assert main([str(path), str(bundle)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert (bundle / "manifest.json").read_text() == before

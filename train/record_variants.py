@@ -1,0 +1,112 @@
+"""Record test-audio variant scores in a bundle trained without them.
+
+A bundle trained with `--no-robustness` (as `make train` trains `default`: the variants cost
+eight more passes of the encoder over every clip) carries clean scores only. An `--eval-only`
+run with robustness on the same data and setup retrains the same folds and adds the variants
+(noise, room, channel, VAD-cut, first utterance). This copies those into the bundle's manifest,
+but only when the run provably evaluated the same fold models: the same training setup and,
+for every protocol, the same clean per-fold scores to the last digit. Otherwise nothing is
+written and the one-line error says which protocol or key differs.
+
+    python -m train.record_variants EVALUATION_JSON BUNDLE_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+HEADLINE = ("accuracy", "unweighted_accuracy", "macro_f1")
+
+
+class RecordError(Exception):
+    """The evaluation cannot be recorded in the bundle; the message says why."""
+
+
+def _same_setup(manifest: dict[str, Any], training: dict[str, Any]) -> None:
+    """Raise unless the evaluation's setup is the one the bundle was trained with."""
+    checks = {
+        "training config": (manifest["training"].get("config"), training.get("config")),
+        "augmentation": (manifest["training"].get("augment"), training.get("augment")),
+        "combine rule": (manifest.get("combine", "mean"), training.get("combine", "mean")),
+    }
+    encoder = manifest.get("encoder")
+    if encoder is not None or training.get("encoder") is not None:
+        got = training.get("encoder") or {}
+        checks["encoder file"] = ((encoder or {}).get("sha256"), got.get("sha256"))
+        checks["encoder layers"] = ((encoder or {}).get("layers"), got.get("layers"))
+    for name, (want, got) in checks.items():
+        if want != got:
+            raise RecordError(
+                f"the evaluation's {name} ({got!r}) is not the bundle's ({want!r}): rerun "
+                "ser-train --eval-only with the bundle's settings"
+            )
+
+
+def merge(manifest: dict[str, Any], evaluation: dict[str, Any]) -> list[str]:
+    """Copy `evaluation`'s (evaluation.json) variant scores into `manifest` in place; returns
+    the protocols updated. Raises RecordError when the runs differ."""
+    _same_setup(manifest, evaluation.get("training", {}))
+    recorded = manifest.get("evaluation") or {}
+    protocols = recorded.get("protocols", {})
+    updated = []
+    for name, run in evaluation.get("protocols", {}).items():
+        if name not in protocols:
+            continue
+        mine = protocols[name]["per_fold"]
+        theirs = [
+            {"fold": f["fold"], **{k: f["scores"][k] for k in HEADLINE}} for f in run["folds"]
+        ]
+        if [{k: f[k] for k in ("fold", *HEADLINE)} for f in mine] != theirs:
+            raise RecordError(
+                f"protocol {name}: the evaluation's clean per-fold scores differ from the "
+                "bundle's, so its folds are not the bundle's: nothing recorded"
+            )
+        variants = run["summary"].get("variant_accuracy", {})
+        protocols[name]["summary"]["variant_accuracy"] = variants
+        for fold, theirs_fold in zip(mine, run["folds"], strict=True):
+            fold["variant_accuracy"] = theirs_fold.get("variant_accuracy", {})
+        updated.append(name)
+    if not updated:
+        raise RecordError("the evaluation shares no protocol with the bundle: nothing recorded")
+    if recorded.get("protocol") in updated:
+        recorded["summary"] = protocols[recorded["protocol"]]["summary"]
+    recorded["variants_recorded_from"] = (
+        "an --eval-only run with robustness on the same folds (same setup, identical clean "
+        "per-fold scores): " + ", ".join(updated)
+    )
+    return updated
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.record_variants", description=__doc__)
+    p.add_argument("evaluation", type=Path, help="evaluation.json of a ser-train --eval-only run")
+    p.add_argument("bundle", type=Path, help="the bundle folder whose manifest gets the scores")
+    args = p.parse_args(argv)
+    manifest_path = args.bundle / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        evaluation = json.loads(args.evaluation.read_text())
+        updated = merge(manifest, evaluation)
+    except OSError as exc:
+        print(
+            f"record_variants: error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr
+        )
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"record_variants: error: not JSON ({exc}): pass evaluation.json", file=sys.stderr)
+        return 2
+    except (RecordError, KeyError) as exc:
+        print(f"record_variants: error: {exc}", file=sys.stderr)
+        return 2
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"recorded variant scores of {', '.join(updated)} in {manifest_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
