@@ -179,6 +179,15 @@ def test_default_manifest_records_encoder_source_protocols_and_scores():
     assert bundle.accuracy >= max(0.76, small + 0.03)
     cross = protocols["ravdess-to-nemo"]["summary"]["accuracy"]["mean"]
     assert cross >= SMALL_ON_NEMO + 0.03
+    # every protocol's test-audio variants, from a rerun of the recipe (its own clean scores)
+    variants = {"vad", "snr20", "snr10", "reverb500", "telephone", "cheapmic", "clipped", "quiet"}
+    for name, protocol in protocols.items():
+        rerun = protocol["rerun"]
+        assert set(rerun["summary"]["variant_accuracy"]) == variants | {"first_utterance"}, name
+        assert len(rerun["per_fold"]) == protocol["folds_evaluated"]
+        clean = rerun["summary"]["accuracy"]["mean"]
+        assert abs(clean - protocol["summary"]["accuracy"]["mean"]) < 0.03, name
+    assert protocols["ravdess"]["rerun"]["summary"]["accuracy"]["mean"] >= 0.76
     # the networks' probabilities combine by their geometric mean, then the temperature: the
     # calibration goal of the generalisation issue, on the pooled out-of-fold predictions
     assert bundle.combine == "geometric"

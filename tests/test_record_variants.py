@@ -79,3 +79,25 @@ def test_another_run_is_refused_and_nothing_written(bundle, tmp_path, capsys, ch
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert (bundle / "manifest.json").read_text() == before
+
+
+def test_a_rerun_elsewhere_is_recorded_beside_the_bundles_scores(bundle, tmp_path):
+    before = json.loads((bundle / "manifest.json").read_text())
+    run = _run_of(before)
+    run["protocols"]["ravdess"]["folds"][0]["scores"]["accuracy"] = 0.5  # other fold models
+    path = tmp_path / "evaluation.json"
+    path.write_text(json.dumps(run))
+    assert main([str(path), str(bundle), "--rerun", "machine C, 2026-12-02"]) == 0
+    after = json.loads((bundle / "manifest.json").read_text())["evaluation"]
+    ravdess = after["protocols"]["ravdess"]
+    # the bundle's own scores are untouched; the rerun carries its own clean scores
+    assert ravdess["summary"] == before["evaluation"]["protocols"]["ravdess"]["summary"]
+    assert ravdess["per_fold"] == before["evaluation"]["protocols"]["ravdess"]["per_fold"]
+    assert ravdess["rerun"]["note"] == "machine C, 2026-12-02"
+    assert ravdess["rerun"]["per_fold"][0]["accuracy"] == 0.5
+    assert ravdess["rerun"]["per_fold"][0]["variant_accuracy"]["telephone"] == 0.4
+    assert ravdess["rerun"]["summary"]["variant_accuracy"]["snr10"]["mean"] == 0.5
+    # another setup is refused even as a rerun
+    run["training"]["combine"] = "mean"
+    path.write_text(json.dumps(run))
+    assert main([str(path), str(bundle), "--rerun", "x"]) == 2

@@ -8,7 +8,12 @@ but only when the run provably evaluated the same fold models: the same training
 for every protocol, the same clean per-fold scores to the last digit. Otherwise nothing is
 written and the one-line error says which protocol or key differs.
 
-    python -m train.record_variants EVALUATION_JSON BUNDLE_DIR
+Folds retrained on another machine need not be the same models (TensorFlow's CPU kernels are
+not bit-identical across CPUs): with `--rerun NOTE` such a run (same setup) is recorded beside
+the bundle's own scores, under each protocol's "rerun", with its own clean scores, so every
+variant reads against the clean score of the same folds, and NOTE saying where it ran.
+
+    python -m train.record_variants EVALUATION_JSON BUNDLE_DIR [--rerun NOTE]
 """
 
 from __future__ import annotations
@@ -47,9 +52,12 @@ def _same_setup(manifest: dict[str, Any], training: dict[str, Any]) -> None:
             )
 
 
-def merge(manifest: dict[str, Any], evaluation: dict[str, Any]) -> list[str]:
+def merge(
+    manifest: dict[str, Any], evaluation: dict[str, Any], rerun: str | None = None
+) -> list[str]:
     """Copy `evaluation`'s (evaluation.json) variant scores into `manifest` in place; returns
-    the protocols updated. Raises RecordError when the runs differ."""
+    the protocols updated. Raises RecordError when the runs differ (with `rerun`: only when
+    their setups differ; the run is then recorded as a rerun, see the module docstring)."""
     _same_setup(manifest, evaluation.get("training", {}))
     recorded = manifest.get("evaluation") or {}
     protocols = recorded.get("protocols", {})
@@ -61,10 +69,22 @@ def merge(manifest: dict[str, Any], evaluation: dict[str, Any]) -> list[str]:
         theirs = [
             {"fold": f["fold"], **{k: f["scores"][k] for k in HEADLINE}} for f in run["folds"]
         ]
+        if rerun is not None:
+            protocols[name]["rerun"] = {
+                "note": rerun,
+                "summary": run["summary"],
+                "per_fold": [
+                    {**t, "variant_accuracy": f.get("variant_accuracy", {})}
+                    for t, f in zip(theirs, run["folds"], strict=True)
+                ],
+            }
+            updated.append(name)
+            continue
         if [{k: f[k] for k in ("fold", *HEADLINE)} for f in mine] != theirs:
             raise RecordError(
                 f"protocol {name}: the evaluation's clean per-fold scores differ from the "
-                "bundle's, so its folds are not the bundle's: nothing recorded"
+                "bundle's, so its folds are not the bundle's: nothing recorded (--rerun NOTE "
+                "records it beside them)"
             )
         variants = run["summary"].get("variant_accuracy", {})
         protocols[name]["summary"]["variant_accuracy"] = variants
@@ -73,6 +93,8 @@ def merge(manifest: dict[str, Any], evaluation: dict[str, Any]) -> list[str]:
         updated.append(name)
     if not updated:
         raise RecordError("the evaluation shares no protocol with the bundle: nothing recorded")
+    if rerun is not None:
+        return updated
     if recorded.get("protocol") in updated:
         recorded["summary"] = protocols[recorded["protocol"]]["summary"]
     recorded["variants_recorded_from"] = (
@@ -86,12 +108,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.record_variants", description=__doc__)
     p.add_argument("evaluation", type=Path, help="evaluation.json of a ser-train --eval-only run")
     p.add_argument("bundle", type=Path, help="the bundle folder whose manifest gets the scores")
+    p.add_argument(
+        "--rerun",
+        metavar="NOTE",
+        help="the run retrained the folds elsewhere: record it beside the bundle's scores, "
+        "with NOTE (e.g. the machine and date)",
+    )
     args = p.parse_args(argv)
     manifest_path = args.bundle / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
         evaluation = json.loads(args.evaluation.read_text())
-        updated = merge(manifest, evaluation)
+        updated = merge(manifest, evaluation, args.rerun)
     except OSError as exc:
         print(
             f"record_variants: error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr
@@ -104,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"record_variants: error: {exc}", file=sys.stderr)
         return 2
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"recorded variant scores of {', '.join(updated)} in {manifest_path}")
+    kind = "a rerun's scores" if args.rerun else "variant scores"
+    print(f"recorded {kind} of {', '.join(updated)} in {manifest_path}")
     return 0
 
 
