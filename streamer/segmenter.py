@@ -46,13 +46,12 @@ def frame_level_db(samples: npt.NDArray[np.int16]) -> float:
     """RMS level of int16 samples in dBFS (-120 for digital silence)."""
     if samples.size == 0:
         return _SILENT_DB
-    x = samples.astype(np.float32) / 32768.0
-    power = float(np.dot(x, x)) / x.size
-    return 10.0 * math.log10(power) if power > 1e-12 else _SILENT_DB
+    return frame_levels_db(samples.reshape(1, -1))[0]
 
 
 def frame_levels_db(frames: npt.NDArray[np.int16]) -> list[float]:
-    """`frame_level_db` of each row of (n_frames, frame_len) int16, in one pass (float64)."""
+    """RMS level in dBFS of each row of (n_frames, frame_len) int16, in one pass (float64);
+    -120 for digital silence."""
     x = frames.astype(np.float64) / 32768.0
     power = (x * x).sum(axis=1) / max(frames.shape[1], 1)
     levels = 10.0 * np.log10(np.maximum(power, 1e-30))
