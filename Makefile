@@ -20,7 +20,8 @@ train: setup
 	.venv/bin/python -m train.encoder.convert --out $(ENCODER) --quantize int8 \
 		--check $(RAVDESS)/Actor_01/03-01-05-01-01-01-01.flac
 	.venv/bin/ser-train --data $(RAVDESS) --data $(NEMO) --encoder $(ENCODER) --encoder-layers 2,3 \
-		--combine geometric --no-robustness --no-speech-detector --out models/default
+		--combine geometric --adaptation-inputs raw+z+history --session-mix 0.3 \
+		--no-robustness --no-speech-detector --out models/default
 	.venv/bin/ser-train --data $(RAVDESS) --data $(NEMO) --speech-only --out models/default
 # small (Pi-class devices): statistics network + log-mel CNN on RAVDESS (--cnn), then the speech
 # detector on both corpora (about 1 h 40 min on 2 CPU cores)

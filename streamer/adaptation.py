@@ -15,6 +15,16 @@ estimate sharpens as the speaker talks. After `max_history` utterances older one
 (the sums are scaled down), so a change of speaker is followed within a minute or two.
 Training simulates exactly this (train/cli.py), so the model sees what it will see live.
 
+What the networks read (`AdaptationPrior.inputs`):
+
+- "z": the normalised features alone (bundles trained before session kinds; `models/small`).
+  They assume the stream's average is a mix of all emotions: a session held in one mood is
+  normalised towards "average" and its emotion erased.
+- "raw+z+history": the unnormalised features, the normalised ones and how much history is
+  behind them (n / (n + w), 1/(1 + w) for a first utterance), trained on sessions whose emotion
+  mix is drawn at random (train/sessions.py) so the network learns when the speaker-relative
+  view can be trusted and when the utterance must stand on its own.
+
 `AdaptiveCentering` does the same for the log-mel CNN: it subtracts the stream's running mean
 band energy (a per-speaker spectral offset) from each utterance's log-mel frames.
 """
@@ -41,18 +51,32 @@ class AdaptationPrior:
     std: F64  # (dim,)
     prior_weight: float = 2.0
     max_history: int = 60
+    inputs: str = "z"  # one of INPUTS: what the network reads (module docstring)
+
+    def __post_init__(self) -> None:
+        if self.inputs not in INPUTS:
+            raise ValueError(f"adaptation inputs {self.inputs!r}: expected one of {INPUTS}")
 
     @classmethod
     def from_features(
-        cls, x: npt.NDArray[np.floating], prior_weight: float = 2.0, max_history: int = 60
+        cls,
+        x: npt.NDArray[np.floating],
+        prior_weight: float = 2.0,
+        max_history: int = 60,
+        inputs: str = "z",
     ) -> AdaptationPrior:
         """Prior from training features of shape (n, dim)."""
         x64 = np.asarray(x, dtype=np.float64)
-        return cls(x64.mean(axis=0), x64.std(axis=0), prior_weight, max_history)
+        return cls(x64.mean(axis=0), x64.std(axis=0), prior_weight, max_history, inputs)
+
+    def output_dim(self, dim: int) -> int:
+        """Size of the network input made from (dim,) features."""
+        return dim if self.inputs == "z" else 2 * dim + 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": "causal per-stream normalisation with a population prior",
+            "inputs": self.inputs,
             "prior_weight": self.prior_weight,
             "max_history": self.max_history,
             "mean": [float(v) for v in self.mean],
@@ -66,7 +90,11 @@ class AdaptationPrior:
             np.asarray(data["std"], dtype=np.float64),
             float(data["prior_weight"]),
             int(data["max_history"]),
+            str(data.get("inputs", "z")),
         )
+
+
+INPUTS = ("z", "raw+z+history")
 
 
 @dataclass
@@ -98,7 +126,9 @@ class AdaptiveNormalizer:
     _streams: dict[Hashable, _Sums] = field(default_factory=dict)
 
     def push(self, stream: Hashable, x: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
-        """Add utterance features x (dim,) to `stream`'s history; return them normalised."""
+        """Add utterance features x (dim,) to `stream`'s history; return the network input,
+        float32 (`prior.output_dim(dim)`,): the normalised features, or for "raw+z+history"
+        x, the normalised features and the history weight n / (n + w)."""
         p = self.prior
         x64 = np.asarray(x, dtype=np.float64)
         sums = self._streams.setdefault(stream, _Sums())
@@ -107,7 +137,10 @@ class AdaptiveNormalizer:
         mean = (s1 + w * p.mean) / (sums.n + w)
         spread = s2 - 2.0 * mean * s1 + sums.n * mean * mean
         var = (np.maximum(spread, 0.0) + w * p.std**2) / (sums.n + w)
-        return ((x64 - mean) / np.sqrt(var + 1e-12)).astype(np.float32)
+        z = (x64 - mean) / np.sqrt(var + 1e-12)
+        if p.inputs == "z":
+            return z.astype(np.float32)
+        return np.concatenate([x64, z, [sums.n / (sums.n + w)]]).astype(np.float32)
 
     def reset(self, stream: Hashable | None = None) -> None:
         if stream is None:
@@ -143,6 +176,26 @@ class AdaptiveCentering:
         offset = self.offset(stream, np.mean(log_mel, axis=0))
         return (np.asarray(log_mel, dtype=np.float64) - offset).astype(np.float32)
 
+    def reset(self, stream: Hashable | None = None) -> None:
+        if stream is None:
+            self._streams.clear()
+        else:
+            self._streams.pop(stream, None)
+
+
+def adapt_sessions(
+    x: npt.NDArray[np.floating], sessions: Sequence[npt.NDArray[np.intp]], prior: AdaptationPrior
+) -> npt.NDArray[np.float32]:
+    """Live adaptation simulated over sessions: each session (row indices of x (n, dim), in
+    utterance order) is one stream with a fresh history. Returns one row per session row,
+    sessions concatenated: (sum of session lengths, `prior.output_dim(dim)`) float32."""
+    dim = prior.output_dim(np.shape(x)[1])
+    out = []
+    for stream, rows in enumerate(sessions):
+        normalizer = AdaptiveNormalizer(prior)
+        out += [normalizer.push(stream, x[i]) for i in rows]
+    return np.stack(out) if out else np.empty((0, dim), dtype=np.float32)
+
 
 def adapt_in_order(
     x: npt.NDArray[np.floating],
@@ -156,7 +209,7 @@ def adapt_in_order(
     row i normalised with the statistics of its stream's rows seen up to and including it.
     """
     if len(x) == 0:
-        return np.empty(np.shape(x), dtype=np.float32)
+        return np.empty((0, prior.output_dim(np.shape(x)[1])), dtype=np.float32)
     return np.stack(push_in_order(list(x), streams, AdaptiveNormalizer(prior).push, rng))
 
 

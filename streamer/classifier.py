@@ -44,7 +44,10 @@ class SpeakerAdapter:
     """Per-stream adaptation state for a bundle's networks. Call `push` once per utterance, in
     utterance order: it uses that stream's earlier utterances (see streamer/adaptation.py)."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, *, history: bool = True) -> None:
+        """`history` False: every utterance is adapted as a stream's first (no memory kept;
+        `pipeline.adaptation = "off"`)."""
+        self._history = history
         prior, cnn = bundle.adaptation, bundle.cnn
         self._normalizer = AdaptiveNormalizer(prior) if prior is not None else None
         self._centring = (
@@ -59,9 +62,21 @@ class SpeakerAdapter:
             else None
         )
 
+    def reset(self, stream: Hashable | None = None) -> None:
+        """Forget `stream`'s history (None: every stream's): a new speaker starts."""
+        for state in (self._normalizer, self._centring, self._embedding):
+            if state is not None:
+                state.reset(stream)
+
     def push(self, stream: Hashable, analysis: Analysis) -> ModelInput:
         """The utterance's model input, every view adapted with the stream's earlier
-        utterances."""
+        utterances (none when the adapter keeps no history)."""
+        inputs = self._push(stream, analysis)
+        if not self._history:
+            self.reset(stream)
+        return inputs
+
+    def _push(self, stream: Hashable, analysis: Analysis) -> ModelInput:
         features = analysis.vector
         if self._normalizer is not None:
             features = self._normalizer.push(stream, features)
@@ -133,6 +148,14 @@ class Classifier:
         self._embedding_dim = 0
         if encoder is not None:
             self._head, self._embedding_dim = _open_encoder(encoder, n_labels, num_threads)
+        prior = bundle.adaptation
+        stats_dim = prior.output_dim(len(prior.mean)) if prior is not None else None
+        if stats_dim is not None and self._stats.input_shape != (stats_dim,):
+            raise BundleError(
+                f"{bundle.tflite_path} reads {self._stats.input_shape} but the manifest's "
+                f"adaptation ({prior.inputs if prior else ''}) gives ({stats_dim},); retrain "
+                "the bundle"
+            )
         if self._cnn is not None and self._cnn.input_shape[0] != self._frames:
             raise BundleError(
                 f"{bundle.path}: the CNN reads {self._cnn.input_shape[0]} frames but the "
@@ -143,9 +166,9 @@ class Classifier:
     def from_dir(cls, path: Path) -> Classifier:
         return cls(load_bundle(path))
 
-    def adapter(self) -> SpeakerAdapter:
-        """A fresh per-stream adapter for this bundle's inputs."""
-        return SpeakerAdapter(self.bundle)
+    def adapter(self, *, history: bool = True) -> SpeakerAdapter:
+        """A fresh per-stream adapter for this bundle's inputs (`history` False: none kept)."""
+        return SpeakerAdapter(self.bundle, history=history)
 
     @property
     def has_speech_detector(self) -> bool:
@@ -256,9 +279,10 @@ def _open_encoder(section: EncoderSection, n_labels: int, num_threads: int) -> t
     dim = len(section.layers) * encoder.dim
     del encoder  # the workers run it; this process opens one only for `analyse`
     head = _Model(section.head_path, n_labels, num_threads)
-    if head.input_shape != (dim,):
+    adapted = section.adaptation.output_dim(dim) if section.adaptation is not None else dim
+    if head.input_shape != (adapted,):
         raise BundleError(
             f"{section.head_path} reads {head.input_shape} but the encoder's layers "
-            f"{list(section.layers)} give ({dim},); retrain the bundle"
+            f"{list(section.layers)} give ({adapted},) as adapted; retrain the bundle"
         )
-    return head, dim
+    return head, adapted

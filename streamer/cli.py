@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from streamer.bundle import (
     DEFAULT_BUNDLE,
@@ -22,6 +23,7 @@ from streamer.bundle import (
     shipped_bundles,
 )
 from streamer.config import Config, ConfigError, load_config, replace
+from streamer.keys import key_commands
 from streamer.sources import (
     FileSource,
     MicrophoneSource,
@@ -128,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(mqtt.enabled = true)",
     )
     mq.add_argument("--no-mqtt", action="store_true", help="do not publish to MQTT")
+    p.add_argument(
+        "--no-adaptation",
+        action="store_true",
+        help="read every utterance on its own, without the speaker's earlier ones "
+        '(pipeline.adaptation = "off"; on the dashboard, r says a new speaker starts)',
+    )
     p.add_argument("--config", type=Path, help="config file (default: ./config.toml if present)")
     p.add_argument("--model", help="model bundle folder (default: the shipped 'default')")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
@@ -174,7 +182,9 @@ async def cancel_quietly(task: asyncio.Task[None] | None) -> None:
 
 def resolve_config(args: argparse.Namespace) -> Config:
     config = config_file(args)
-    pipeline = {"model": args.model} if args.model else {}
+    pipeline: dict[str, object] = {"model": args.model} if args.model else {}
+    if getattr(args, "no_adaptation", False):
+        pipeline["adaptation"] = "off"
     audio = {"device": args.device} if args.device is not None else {}
     mqtt = mqtt_overrides(args)
     if ("host" in mqtt or "port" in mqtt) and config.mqtt.enabled == "auto":
@@ -320,12 +330,15 @@ async def run_remote(
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, request_stop)
     dashboard = None
+    keys = contextlib.ExitStack()
     try:
         logger.info("listening on %s, sending to %s", source.name, args.connect)
         if not use_json:
             dashboard = asyncio.create_task(
                 run_dashboard(state, config.dashboard.refresh_hz, Console()), name="ser-dashboard"
             )
+            if source.live:  # a file has no speaker to change mid-way; stdin is its data
+                keys.enter_context(key_commands({"r": lambda: _reset(remote)}))
         try:
             await run_task
         except asyncio.CancelledError:
@@ -333,6 +346,7 @@ async def run_remote(
                 raise
             logger.warning("stopped before the server's last results arrived")
     finally:
+        keys.close()
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
         await cancel_quietly(dashboard)
@@ -340,6 +354,23 @@ async def run_remote(
             "%d results from the server, %d reconnections", state.utterances, remote.reconnects
         )
     return 0
+
+
+class _Resettable(Protocol):
+    def reset_speaker(self) -> object: ...
+
+
+def _reset(target: _Resettable) -> None:
+    """The dashboard's r key: a new speaker starts (the pipeline's or the server's history)."""
+    logger.info("r pressed: a new speaker starts")
+    outcome = target.reset_speaker()
+    if asyncio.iscoroutine(outcome):
+        task = asyncio.ensure_future(outcome)
+        _KEY_TASKS.add(task)
+        task.add_done_callback(_KEY_TASKS.discard)
+
+
+_KEY_TASKS: set[asyncio.Future[object]] = set()
 
 
 async def run_live(
@@ -388,6 +419,7 @@ async def run_live(
     loop = asyncio.get_running_loop()
     stop_count = 0
     run_task: asyncio.Task[None] | None = None
+    keys = contextlib.ExitStack()
 
     def request_stop() -> None:
         nonlocal stop_count
@@ -414,6 +446,8 @@ async def run_live(
             dashboard = asyncio.create_task(
                 run_dashboard(state, config.dashboard.refresh_hz, Console()), name="ser-dashboard"
             )
+            if source.live:
+                keys.enter_context(key_commands({"r": lambda: _reset(pipeline)}))
         run_task = asyncio.create_task(pipeline.run(source), name="ser-pipeline")
         try:
             await run_task
@@ -421,6 +455,7 @@ async def run_live(
             if not run_task.cancelled():
                 raise
     finally:
+        keys.close()
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
         await cancel_quietly(dashboard)

@@ -64,6 +64,10 @@ class PipelineConfig:
     min_speech: float | str = "auto"
     """Utterances whose speech probability (the bundle's speech detector) is below this are
     reported as "not_speech" and get no emotion (0 disables); "auto": the bundle's threshold."""
+    adaptation: str = "speaker"
+    """"speaker": each utterance is read beside the same speaker's earlier ones (the bundle's
+    adaptation; a new speaker: `reset` on ser-serve, the r key on the dashboard); "off": every
+    utterance stands on its own (no history), as the bundle's "first" session scores."""
     adaptation_scope: str = "source"
     """Speaker adaptation history: "source" (each file / stream / microphone session) or "run"
     (all inputs of this run are one speaker)."""
@@ -253,6 +257,12 @@ def validate(config: Config) -> Config:
         "pipeline.min_speech",
         '"auto" or 0.0-1.0',
         p.min_speech,
+    )
+    _require(
+        p.adaptation in ("speaker", "off"),
+        "pipeline.adaptation",
+        '"speaker" or "off"',
+        p.adaptation,
     )
     _require(
         p.adaptation_scope in ("source", "run"),

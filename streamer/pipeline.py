@@ -21,7 +21,7 @@ from streamer.inference import BatchedInference
 from streamer.messages import NOT_SPEECH, AudioBlock, Result, Utterance
 from streamer.scoring import arousal_valence
 from streamer.segmenter import VadSegmenter, frame_level_db
-from streamer.sources import EndOfStream, Source, SourceError
+from streamer.sources import EndOfStream, Source, SourceError, SpeakerReset
 from streamer.state import LiveState
 from streamer.trend import Trend, TrendTracker
 from streamer.workers import FeatureWorkers
@@ -29,6 +29,13 @@ from streamer.workers import FeatureWorkers
 logger = logging.getLogger(__name__)
 
 _Featurized = tuple[Utterance, Analysis]
+
+
+class _Reset:
+    """Queued between utterances: the speaker history is forgotten at this point."""
+
+
+_RESET = _Reset()
 
 
 class Sink(Protocol):
@@ -73,18 +80,35 @@ class Pipeline:
         self.inference = inference if inference is not None else BatchedInference(classifier)
         self._seq = 0
         self._short_in_finished_streams = 0
+        self._pending: asyncio.Queue[asyncio.Task[_Featurized] | _Reset | None] | None = None
+        self._resets_before_run = 0
+
+    async def reset_speaker(self) -> None:
+        """A new speaker starts now: utterances already segmented keep the old history, later
+        ones start afresh (speaker adaptation and trend)."""
+        if self._pending is None:
+            self._resets_before_run += 1
+            return
+        await self._pending.put(_RESET)
 
     async def run(self, source: Source) -> None:
         """Process `source` to its end; a SourceError is raised after what was in flight is out."""
-        pending: asyncio.Queue[asyncio.Task[_Featurized] | None] = asyncio.Queue(
+        pending: asyncio.Queue[asyncio.Task[_Featurized] | _Reset | None] = asyncio.Queue(
             self.config.pipeline.max_pending
         )
+        self._pending = pending
+        for _ in range(self._resets_before_run):
+            await pending.put(_RESET)
+        self._resets_before_run = 0
         emitter = asyncio.create_task(self._emit_in_order(pending), name="ser-emit")
         segmenter: VadSegmenter | None = None
         failure: SourceError | None = None
         self.state.source = source.name
         try:
             async for item in source.blocks():
+                if isinstance(item, SpeakerReset):
+                    await pending.put(_RESET)  # after the utterances already segmented
+                    continue
                 if isinstance(item, EndOfStream):
                     if segmenter is not None:
                         await self._submit_all(segmenter.flush(), pending, source.live)
@@ -131,7 +155,7 @@ class Pipeline:
     async def _submit_all(
         self,
         utterances: list[Utterance],
-        pending: asyncio.Queue[asyncio.Task[_Featurized] | None],
+        pending: asyncio.Queue[asyncio.Task[_Featurized] | _Reset | None],
         live: bool,
     ) -> None:
         for utterance in utterances:
@@ -151,7 +175,7 @@ class Pipeline:
         return utterance, analysis
 
     async def _emit_in_order(
-        self, pending: asyncio.Queue[asyncio.Task[_Featurized] | None]
+        self, pending: asyncio.Queue[asyncio.Task[_Featurized] | _Reset | None]
     ) -> None:
         labels = self.classifier.bundle.labels
         model = self.classifier.bundle.name
@@ -160,9 +184,15 @@ class Pipeline:
         )
         min_speech = self.classifier.bundle.resolve_min_speech(self.config.pipeline.min_speech)
         per_source = self.config.pipeline.adaptation_scope == "source"
-        adapter = self.classifier.adapter()
+        adapter = self.classifier.adapter(history=self.config.pipeline.adaptation == "speaker")
         trends = TrendTracker(labels, self.config.trend)
         while (task := await pending.get()) is not None:
+            if isinstance(task, _Reset):
+                adapter.reset()
+                trends.reset()
+                self.state.resets += 1
+                logger.info("speaker reset: history forgotten from here on")
+                continue
             try:
                 utterance, analysis = await task
                 speaker = utterance.source if per_source else ""

@@ -5,6 +5,8 @@
     server -> {"type": "ready", "stream": "call-17", "model": "default"}
     client -> binary frames of PCM (any size up to max_frame_bytes)
     server -> {"type": "result", ...the --json result..., "source": stream, "seq": 0, 1, ...}
+    client -> {"type": "reset"}                    (a new speaker starts: speaker history and
+                                                    trend forgotten from here on; any time)
     client -> {"type": "stop"}
     server -> its last results, {"type": "end", "utterances": N}, close 1000
 
@@ -93,10 +95,22 @@ def parse_start(message: str | bytes) -> Start:
     return Start(stream, PcmFormat(fmt, rate, channels))
 
 
+CONTROL_TYPES = ("stop", "reset")
+
+
 def parse_control(message: str) -> str:
-    """A text message after start -> its type ("stop"); ProtocolError otherwise."""
-    _json_object(message, "a text message after start", "stop")
-    return "stop"
+    """A text message after start -> its type (one of CONTROL_TYPES); ProtocolError
+    otherwise."""
+    try:
+        data = json.loads(message)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"a text message after start is not JSON ({exc.msg})") from None
+    kind = data.get("type") if isinstance(data, dict) else None
+    if kind not in CONTROL_TYPES:
+        raise ProtocolError(
+            'a text message after start must be {"type": "stop"} or {"type": "reset"}'
+        )
+    return str(kind)
 
 
 def _dumps(data: dict[str, Any]) -> str:
@@ -132,3 +146,4 @@ def error_message(message: str) -> str:
 
 
 STOP_MESSAGE = _dumps({"type": "stop"})
+RESET_MESSAGE = _dumps({"type": "reset"})

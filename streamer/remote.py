@@ -32,7 +32,7 @@ from streamer.messages import Result
 from streamer.pcm import PcmFormat
 from streamer.pipeline import Sink, emit_all
 from streamer.segmenter import frame_level_db
-from streamer.sources import EndOfStream, Source, SourceError
+from streamer.sources import EndOfStream, Source, SourceError, SpeakerReset
 from streamer.state import BrokerStatus, LiveState
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,8 @@ class RemotePipeline:
         self.give_up_s = give_up_s
         self.dropped_s = 0.0
         self.reconnects = 0
-        self._buffer: deque[npt.NDArray[np.int16]] = deque()
+        # audio to send; None: a speaker reset, sent in its place among the audio
+        self._buffer: deque[npt.NDArray[np.int16] | None] = deque()
         self._buffered = 0  # samples in _buffer
         self._more = asyncio.Event()  # audio (or the end of input) arrived
         self._room = asyncio.Event()  # the buffer has room again
@@ -99,6 +100,9 @@ class RemotePipeline:
         limit = int(self.buffer_s * self.sample_rate)
         warned = False
         async for item in source.blocks():
+            if isinstance(item, SpeakerReset):
+                self.reset_speaker()
+                continue
             if isinstance(item, EndOfStream):
                 continue
             self.state.level_db = frame_level_db(item.samples)
@@ -110,6 +114,8 @@ class RemotePipeline:
                     await self._room.wait()  # a file waits for the server
                     continue
                 old = self._buffer.popleft()  # a microphone keeps the newest audio
+                if old is None:  # a reset marker: the audio after it is what is kept
+                    continue
                 self._buffered -= old.size
                 self._sent += old.size  # never sent, but it keeps the source's clock
                 self.dropped_s += old.size / self.sample_rate
@@ -123,6 +129,13 @@ class RemotePipeline:
             self._more.set()
         self._input_done = True
         self._more.set()
+
+    def reset_speaker(self) -> None:
+        """A new speaker starts now: the server forgets the stream's speaker history after the
+        audio read so far (a `reset` message, sent in order with the audio)."""
+        self._buffer.append(None)
+        self._more.set()
+        self.state.resets += 1
 
     # ---- network side ----
 
@@ -150,6 +163,10 @@ class RemotePipeline:
             while True:
                 while self._buffer:
                     chunk = self._buffer[0]
+                    if chunk is None:  # reset_speaker(): in order with the audio
+                        await ws.send(protocol.RESET_MESSAGE)
+                        self._buffer.popleft()
+                        continue
                     await ws.send(chunk.astype("<i2").tobytes())
                     self._buffer.popleft()  # sent: the server has it
                     self._buffered -= chunk.size

@@ -42,7 +42,7 @@ from streamer.inference import BatchedInference
 from streamer.messages import AudioBlock, Result
 from streamer.pcm import PcmDecoder
 from streamer.pipeline import Pipeline, Sink
-from streamer.sources import EndOfStream, SourceItem
+from streamer.sources import EndOfStream, SourceItem, SpeakerReset
 from streamer.state import LiveState
 from streamer.workers import FeatureWorkers
 
@@ -144,10 +144,13 @@ class StreamSource:
         while (message := await self._next_message()) is not None:
             if isinstance(message, str):
                 try:
-                    protocol.parse_control(message)
+                    kind = protocol.parse_control(message)
                 except protocol.ProtocolError as exc:
                     self.error, self.end_reason = exc, "error"
                     break
+                if kind == "reset":  # after the audio before it, as the client sent them
+                    yield SpeakerReset(self.name)
+                    continue
                 self.end_reason = "stop"
                 break
             if len(message) > self._max_frame_bytes:

@@ -46,7 +46,14 @@ class EndOfStream:
     source: str
 
 
-SourceItem = AudioBlock | EndOfStream
+@dataclass(frozen=True)
+class SpeakerReset:
+    """A new speaker starts here (ser-serve's `reset` message): forget the speaker history."""
+
+    source: str
+
+
+SourceItem = AudioBlock | EndOfStream | SpeakerReset
 
 
 class Source(Protocol):

@@ -42,6 +42,8 @@ class LiveState:
     failed: int = 0
     overflows: int = 0
     dropped_blocks: int = 0
+    resets: int = 0
+    """Speaker resets asked for (`reset` message, dashboard key)."""
     last: Result | None = None
     history: deque[Result] = field(init=False)
     timeline: deque[Result] = field(init=False)

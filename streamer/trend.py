@@ -74,6 +74,10 @@ class TrendTracker:
         self.reset_after_s = config.reset_after_s
         self._states: dict[Hashable, _State] = {}
 
+    def reset(self) -> None:
+        """Forget every source's trend (a new speaker starts)."""
+        self._states.clear()
+
     def current(self, source: Hashable) -> Trend | None:
         """The source's trend as it stands (None before its first utterance)."""
         state = self._states.get(source)

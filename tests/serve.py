@@ -89,7 +89,7 @@ def encode(samples: np.ndarray, fmt: str, channels: int = 1) -> bytes:
 
 def run_stream(
     url: str,
-    pcm: bytes,
+    pcm: bytes | list[bytes | dict[str, Any]],
     *,
     start: dict[str, Any] | str | None = None,
     frame_bytes: int = 3200,
@@ -98,7 +98,8 @@ def run_stream(
     read: bool = True,
     timeout: float = 120,
 ) -> StreamRun:
-    """Send `start`, then `pcm` in frames, then stop; collect everything until the close."""
+    """Send `start`, then `pcm` in frames, then stop; collect everything until the close.
+    `pcm` as a list: PCM pieces (each in frames) and control messages (sent as JSON) in order."""
     run = StreamRun()
     if start is None:
         start = {"type": "start", "sample_rate": 16000, "format": "s16le", "channels": 1}
@@ -110,8 +111,12 @@ def run_stream(
                 ws.send(start if isinstance(start, str) else json.dumps(start))
             run.first = json.loads(ws.recv(timeout=timeout))
             if run.first["type"] == "ready":
-                for i in range(0, len(pcm), frame_bytes):
-                    ws.send(pcm[i : i + frame_bytes])
+                for piece in pcm if isinstance(pcm, list) else [pcm]:
+                    if isinstance(piece, dict):
+                        ws.send(json.dumps(piece))
+                        continue
+                    for i in range(0, len(piece), frame_bytes):
+                        ws.send(piece[i : i + frame_bytes])
                 if not stop:
                     return run
                 ws.send(json.dumps({"type": "stop"}))

@@ -10,6 +10,7 @@ from streamer.adaptation import (
     AdaptiveCentering,
     AdaptiveNormalizer,
     adapt_in_order,
+    adapt_sessions,
 )
 
 DIM = 5
@@ -101,3 +102,48 @@ def test_centring_history_fades_like_the_normaliser():
         offset = centring.offset("a", np.full(2, -30.0))
     # a 10-utterance memory (beside the prior's 2) keeps 0.9**30 ~ 4 % of the old speaker
     assert offset == pytest.approx(np.full(2, 10 * -30.0 / 12), abs=0.6)
+
+
+DUAL = AdaptationPrior(np.zeros(DIM), np.ones(DIM), 2.0, 60, inputs="raw+z+history")
+
+
+def test_dual_inputs_are_raw_normalised_and_history():
+    x = np.array([3.0, -3.0, 0.0, 1.0, 10.0])
+    dual, plain = AdaptiveNormalizer(DUAL), AdaptiveNormalizer(PRIOR)
+    first = dual.push("a", x)
+    assert first.shape == (DUAL.output_dim(DIM),) == (2 * DIM + 1,)
+    np.testing.assert_allclose(first[:DIM], x, rtol=1e-6)  # the utterance on its own
+    np.testing.assert_allclose(first[DIM:-1], plain.push("a", x), rtol=1e-6)
+    assert first[-1] == pytest.approx(1 / 3)  # one utterance beside a prior worth two
+    for _ in range(7):
+        later = dual.push("a", x)
+    assert later[-1] == pytest.approx(8 / 10)
+    # the raw part never depends on history; the normalised part does
+    np.testing.assert_allclose(later[:DIM], x, rtol=1e-6)
+    assert not np.allclose(later[DIM:-1], first[DIM:-1])
+
+
+def test_inputs_round_trip_and_old_manifests_read_as_z():
+    again = AdaptationPrior.from_dict(DUAL.to_dict())
+    assert again.inputs == "raw+z+history"
+    old = DUAL.to_dict()
+    del old["inputs"]  # a bundle written before session kinds
+    assert AdaptationPrior.from_dict(old).inputs == "z"
+    with pytest.raises(ValueError, match="inputs"):
+        AdaptationPrior(np.zeros(2), np.ones(2), inputs="raw")
+
+
+def test_adapt_sessions_gives_each_session_a_fresh_history():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(10, DIM))
+    sessions = [np.array([3, 1, 4]), np.array([1, 5]), np.array([9])]
+    out = adapt_sessions(x, sessions, DUAL)
+    assert out.shape == (6, 2 * DIM + 1)
+    expected = []
+    for rows in sessions:
+        norm = AdaptiveNormalizer(DUAL)
+        expected += [norm.push("s", x[i]) for i in rows]
+    np.testing.assert_allclose(out, np.stack(expected), rtol=1e-6)
+    # row 1 appears twice: second in one session, first in the other -> different inputs
+    assert not np.allclose(out[1], out[3])
+    assert adapt_sessions(x, [], DUAL).shape == (0, 2 * DIM + 1)

@@ -217,6 +217,28 @@ def test_adaptation_history_is_per_source_unless_configured_per_run(ravdess, tmp
     assert per_run[1]["probabilities"] != per_run[0]["probabilities"]  # history of one utterance
 
 
+def test_no_adaptation_reads_every_utterance_on_its_own(ravdess, tmp_path):
+    clip = ravdess / "Actor_07" / "03-01-03-02-01-01-07.flac"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a.flac", "b.flac", "c.flac"):
+        (inputs / name).symlink_to(clip)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('[pipeline]\nadaptation_scope = "run"\n')
+    args = ("--input", str(inputs), "--json", "--config", str(cfg))
+    off = parse_results(run_live(*args, "--no-adaptation").stdout)
+    assert len(off) == 3
+    # one speaker's history for the whole run, but none is used: identical audio, results
+    assert off[0]["probabilities"] == off[1]["probabilities"] == off[2]["probabilities"]
+    cfg.write_text('[pipeline]\nadaptation_scope = "run"\nadaptation = "off"\n')
+    by_config = parse_results(run_live(*args).stdout)
+    assert [r["probabilities"] for r in by_config] == [r["probabilities"] for r in off]
+    cfg.write_text('[pipeline]\nadaptation = "none"\n')
+    proc = run_live(*args)
+    assert proc.returncode == 2
+    assert "pipeline.adaptation" in error_line(proc) and '"speaker" or "off"' in error_line(proc)
+
+
 def test_min_confidence_marks_uncertain_results(ravdess, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()

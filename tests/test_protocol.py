@@ -51,8 +51,10 @@ def test_bad_start_messages_are_1008_with_the_reason(message, needle):
 
 def test_control_messages():
     assert parse_control('{"type": "stop"}') == "stop"
-    with pytest.raises(ProtocolError):
-        parse_control('{"type": "pause"}')
+    assert parse_control('{"type": "reset"}') == "reset"
+    for bad in ('{"type": "pause"}', "[1]", "not json", '"reset"'):
+        with pytest.raises(ProtocolError):
+            parse_control(bad)
 
 
 def test_decoder_keeps_partial_frames_between_pieces():

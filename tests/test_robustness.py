@@ -134,3 +134,59 @@ def test_channels_are_test_variants_and_augmentations():
         assert check_variant(name) == name
         out = make_variant(tone(440.0), name, seed=3)
         assert out.dtype == np.float32 and out.size == RATE
+
+
+def _voice(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
+    """A speech-like test signal: a 120-220 Hz harmonic glide, syllable-modulated."""
+    t = np.arange(int(seconds * 16000)) / 16000
+    f0 = 120 + 100 * t / seconds
+    phase = 2 * np.pi * np.cumsum(f0) / 16000
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 20))
+    syllables = np.clip(np.sin(2 * np.pi * 4 * t), 0, None)
+    noise = np.random.default_rng(seed).normal(0, 0.01, t.size)
+    return (0.2 * voiced * syllables / 2 + noise).astype(np.float32)
+
+
+def test_natural_conditions_are_seeded_variants_of_the_same_length():
+    from train.robustness import NATURAL_VARIANTS, check_variant, make_variant, speech_power
+
+    voice = _voice()
+    for name in NATURAL_VARIANTS:
+        assert check_variant(name) == name
+        out = make_variant(voice, name, seed=7)
+        assert out.dtype == np.float32 and out.shape == voice.shape, name
+        assert np.isfinite(out).all() and np.abs(out).max() <= 1.0, name
+        assert not np.allclose(out, voice, atol=1e-3), name
+        np.testing.assert_array_equal(out, make_variant(voice, name, seed=7))
+        assert speech_power(out) > 0, name
+
+
+def test_mixtures_are_at_their_stated_level():
+    from train.robustness import mix_at, speech_power, with_music
+
+    voice = _voice()
+    other = np.random.default_rng(1).normal(size=voice.size)
+    for snr in (0.0, 5.0, 15.0):
+        added = mix_at(voice, other, snr).astype(np.float64) - voice
+        ratio = speech_power(voice) / float(np.mean(added**2))
+        assert 10 * np.log10(ratio) == pytest.approx(snr, abs=0.1)
+    music = with_music(voice, 3).astype(np.float64) - voice
+    assert 10 * np.log10(speech_power(voice) / np.mean(music**2)) == pytest.approx(5.0, abs=0.2)
+
+
+def test_shout_clips_and_broadcast_compresses_the_dynamics():
+    from train.robustness import compress, make_variant
+
+    voice = _voice()
+    shouted = make_variant(voice, "shout", 0)
+    assert (np.abs(shouted) >= 0.999).mean() > 0.05  # much of it at full scale
+    quiet_then_loud = np.concatenate([0.01 * voice, 0.5 * voice])
+    squeezed = compress(quiet_then_loud)
+    half = voice.size
+
+    def rms(x: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+
+    before = 20 * np.log10(rms(quiet_then_loud[half:]) / rms(quiet_then_loud[:half]))
+    after = 20 * np.log10(rms(squeezed[half:]) / rms(squeezed[:half]))
+    assert before == pytest.approx(34.0, abs=0.1) and after < before - 10

@@ -70,6 +70,91 @@ def test_protocol_and_results_equal_the_json_output(server, stream_audio, expect
     assert run.close_code == 1000
 
 
+def test_reset_message_starts_a_new_speaker(server, ravdess):
+    def aligned(names: list[str]) -> np.ndarray:  # whole 30 ms VAD frames: same cut anywhere
+        audio = speech(ravdess, names)
+        return np.pad(audio, (0, -audio.size % 480))
+
+    first, second = aligned(CLIPS[:1]), aligned(CLIPS[1:2])
+    fresh = run_stream(server.url, encode(first, "s16le")).results
+    pieces: list[bytes | dict] = [encode(first, "s16le"), encode(second, "s16le")]
+    kept = run_stream(server.url, [*pieces, encode(first, "s16le")]).results
+    reset = run_stream(server.url, [*pieces, {"type": "reset"}, encode(first, "s16le")])
+    assert len(fresh) == 1 and len(kept) == len(reset.results) == 3
+    assert reset.end is not None and reset.end["utterances"] == 3 and reset.close_code == 1000
+    after = reset.results[2]
+    # after the reset the clip is read with no history, exactly as in a fresh stream
+    assert after["probabilities"] == fresh[0]["probabilities"]
+    assert after["trend"]["utterances"] == 1
+    # without it, the same clip is read beside the two before it
+    assert kept[2]["probabilities"] != fresh[0]["probabilities"]
+    assert kept[2]["trend"]["utterances"] == 3
+    assert [r["seq"] for r in reset.results] == [0, 1, 2]  # one stream throughout
+
+
+class _ListSource:
+    """A Source playing int16 pieces and speaker resets (`None`) in order, as fast as taken."""
+
+    live = False
+    overflows = 0
+    dropped_blocks = 0
+
+    def __init__(self, pieces: list[np.ndarray | None]) -> None:
+        self.name = "list"
+        self.pieces = pieces
+
+    async def blocks(self):  # type: ignore[no-untyped-def]
+        from streamer.messages import AudioBlock
+        from streamer.sources import EndOfStream, SpeakerReset
+
+        at = 0
+        for piece in self.pieces:
+            if piece is None:
+                yield SpeakerReset(self.name)
+                continue
+            for i in range(0, piece.size, 1600):
+                block = piece[i : i + 1600]
+                yield AudioBlock(self.name, block, 16000, at / 16000, time.monotonic())
+                at += block.size
+        yield EndOfStream(self.name)
+
+    def stop(self) -> None:
+        pass
+
+
+def test_thin_client_sends_a_speaker_reset_in_order(server, ravdess):
+    import asyncio
+
+    from streamer.labels import LABELS
+    from streamer.remote import RemotePipeline
+    from streamer.state import LiveState
+
+    def aligned(names: list[str]) -> np.ndarray:
+        audio = speech(ravdess, names)
+        return np.pad(audio, (0, -audio.size % 480))
+
+    first, second = aligned(CLIPS[:1]), aligned(CLIPS[1:2])
+
+    class Collect:
+        def __init__(self) -> None:
+            self.results: list = []
+
+        def emit(self, result) -> None:  # type: ignore[no-untyped-def]
+            self.results.append(result)
+
+    def run(pieces: list[np.ndarray | None]) -> tuple[list, LiveState]:
+        sink, state = Collect(), LiveState("remote", None, LABELS)
+        remote = RemotePipeline(server.url, "reset-test", [sink], state)
+        asyncio.run(remote.run(_ListSource(pieces)))
+        return sink.results, state
+
+    fresh, _ = run([first])
+    reset, state = run([first, second, None, first])
+    assert len(fresh) == 1 and len(reset) == 3 and state.resets == 1
+    assert reset[2].probabilities == fresh[0].probabilities
+    assert reset[2].trend is not None and reset[2].trend.utterances == 1
+
+
 def test_unnamed_stream_is_named_by_the_server(server, stream_audio):
     run = run_stream(server.url, encode(stream_audio[: 16000 * 4], "s16le"))
     assert run.first is not None and run.first["type"] == "ready"

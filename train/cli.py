@@ -21,6 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from streamer.adaptation import INPUTS
 from streamer.features import FEATURE_SPEC
 from streamer.labels import LABELS
 from streamer.native_log import NativeStderrFilter
@@ -39,7 +40,7 @@ from train.evaluate import (
 from train.featurize import Extracted, default_cache_dir
 from train.protocols import PROTOCOLS, select
 from train.report import combination_table, plot_confusion, print_calibration, print_evaluation
-from train.robustness import TEST_VARIANTS, check_variant
+from train.robustness import NATURAL_VARIANTS, TEST_VARIANTS, check_variant
 
 logger = logging.getLogger("ser.train")
 
@@ -94,6 +95,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--no-adaptation",
         action="store_true",
         help="no per-speaker feature adaptation (see streamer/adaptation.py)",
+    )
+    p.add_argument(
+        "--adaptation-inputs",
+        choices=INPUTS,
+        default="raw+z+history",
+        help="what the networks read (streamer/adaptation.py): the speaker-normalised features "
+        "alone ('z', bundles before session kinds), or the raw features beside them with the "
+        "amount of history (default)",
+    )
+    p.add_argument(
+        "--session-mix",
+        type=float,
+        default=0.3,
+        metavar="ALPHA",
+        help="training sessions' emotion mix: two copies in three are cut into sessions whose "
+        "label weights come from a Dirichlet(ALPHA) (default 0.3: held and skewed sessions are "
+        "common); 0: every copy is one balanced session per speaker",
     )
     p.add_argument(
         "--augment",
@@ -237,6 +255,8 @@ def _configs(args: argparse.Namespace) -> Setup:
         head=head,
         encoder=encoder,
         combine=args.combine,
+        inputs=args.adaptation_inputs,
+        concentration=max(0.0, args.session_mix),
     )
 
 
@@ -405,7 +425,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
         if not (args.out / "manifest.json").is_file():
             raise DataError(f"--speech-only: no bundle at {args.out}; pass --out BUNDLE_FOLDER")
-        data = _load(args, console, [*TEST_VARIANTS, *args.augment])
+        # natural conditions (music, babble, laughter, ...) teach the detector that speech
+        # under them is still speech, and are scored on held-out speakers
+        data = _load(args, console, [*TEST_VARIANTS, *args.augment, *NATURAL_VARIANTS])
         model, record = _speech_detector(args, console, data, evaluate)
         update_speech_section(args.out, write_speech_detector(args.out, model, record))
         console.print(f"wrote the speech detector into {args.out}")

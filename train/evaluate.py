@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.adaptation import AdaptationPrior, adapt_in_order
+from streamer.adaptation import AdaptationPrior, adapt_in_order, adapt_sessions
 from streamer.features import FEATURE_SPEC
 from streamer.labels import LABELS
 from streamer.scoring import apply_temperature, combine
@@ -38,11 +38,12 @@ from train.dataset import Dataset
 from train.metrics import mean_std, scores_of_probabilities
 from train.protocols import Fold, Protocol
 from train.robustness import TEST_VARIANTS
+from train.sessions import DRAW, SESSION_KINDS, Session, draw_sessions, training_sessions
 
 logger = logging.getLogger(__name__)
 
 N_ORDERS = 3  # random utterance orders per training speaker when simulating adaptation
-FOLD_CACHE_VERSION = 1  # bump when the training or prediction code changes what a fold yields
+FOLD_CACHE_VERSION = 2  # bump when the training or prediction code changes what a fold yields
 
 
 def default_fold_cache_dir() -> Path:
@@ -59,21 +60,33 @@ def adapted_training_set(
     *,
     augment: tuple[str, ...] = (),
     label_mask: np.ndarray | None = None,
+    concentration: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Training features as the model will meet them live: adapted causally per speaker, the
     clean clips in N_ORDERS random orders, each `augment` variant (noisy, reverberant, channel
     or speed-changed copies of the training audio) in one more (prior None: unadapted, once
-    each). Returns features, labels, the speaker of each row and its label mask (if given)."""
+    each). `concentration` > 0: every copy but each third is cut into sessions whose emotion
+    mix is drawn from a Dirichlet(concentration) (train/sessions.py `training_sessions`), so
+    held and skewed sessions are common; 0: every copy is one balanced session per speaker.
+    Returns features, labels, the speaker of each row and its label mask (if given)."""
     sets = [("clean", r) for r in range(N_ORDERS if prior is not None else 1)]
     sets += [(variant, N_ORDERS + k) for k, variant in enumerate(augment)]
-    copies = [
-        features[variant]
-        if prior is None
-        else adapt_in_order(features[variant], speakers, prior, np.random.default_rng(seed + r))
-        for variant, r in sets
-    ]
-    mask = None if label_mask is None else np.tile(label_mask, (len(sets), 1))
-    return np.concatenate(copies), np.tile(y, len(sets)), np.tile(speakers, len(sets)), mask
+    xs, order = [], []
+    for variant, r in sets:
+        rng = np.random.default_rng(seed + r)
+        if prior is None:
+            xs.append(features[variant])
+            order.append(np.arange(len(y)))
+        elif concentration > 0 and r % 3:
+            sessions = training_sessions(y, speakers, rng, concentration)
+            xs.append(adapt_sessions(features[variant], sessions, prior))
+            order.append(np.concatenate(sessions))
+        else:
+            xs.append(adapt_in_order(features[variant], speakers, prior, rng))
+            order.append(np.arange(len(y)))
+    rows = np.concatenate(order)
+    mask = None if label_mask is None else label_mask[rows]
+    return np.concatenate(xs), y[rows], speakers[rows], mask
 
 
 def adapted_test_set(
@@ -125,6 +138,22 @@ class FoldModels:
             parts["encoder"] = predict(self.head, adapted)
         return parts
 
+    def session_probs(
+        self, data: Dataset, sessions: list[Session], variant: str = "clean"
+    ) -> np.ndarray:
+        """(sum of session lengths, n_labels) probabilities of the sessions' utterances, each
+        session one live stream with a fresh history (train/sessions.py); networks over
+        statistics and embeddings only (a CNN's sessions are not simulated)."""
+        from train.model import predict
+
+        rows = [s.rows for s in sessions]
+        x = data.features[variant]
+        parts = [predict(self.stats, _adapt_or_take(x, rows, self.prior))]
+        if self.head is not None and data.embeddings is not None:
+            e = data.embeddings[variant]
+            parts.append(predict(self.head, _adapt_or_take(e, rows, self.head_prior)))
+        return combine(parts, self.combine)
+
     def probs(
         self,
         features: np.ndarray,
@@ -136,6 +165,15 @@ class FoldModels:
         """The bundle's output before calibration: `parts` combined."""
         parts = self.parts(features, mels, streams, order, embeddings)
         return combine(list(parts.values()), self.combine)
+
+
+def _adapt_or_take(
+    x: np.ndarray, sessions: list[np.ndarray], prior: AdaptationPrior | None
+) -> np.ndarray:
+    """The sessions' network inputs: adapted as live, or the rows as they are (no prior)."""
+    if prior is None:
+        return x[np.concatenate(sessions)] if sessions else x[:0]
+    return adapt_sessions(x, sessions, prior)
 
 
 @dataclass(frozen=True)
@@ -156,6 +194,10 @@ class Setup:
     encoder: dict[str, Any] | None = None  # {"sha256": encoder file, "layers": [...]}
     # how the networks' probabilities become one (streamer.scoring.COMBINE_RULES)
     combine: str = "mean"
+    # what the networks read (streamer.adaptation.INPUTS) and the Dirichlet concentration of
+    # the training sessions' emotion mix (0: balanced sessions only)
+    inputs: str = "z"
+    concentration: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -166,6 +208,8 @@ class Setup:
             "mask_labels": self.mask_labels,
         } | ({"balance_corpora": True} if self.balance_corpora else {})
         out |= {"combine": self.combine} if self.combine != "mean" else {}
+        out |= {"inputs": self.inputs} if self.inputs != "z" else {}
+        out |= {"concentration": self.concentration} if self.concentration else {}
         if self.head is not None:
             out |= {"head": self.head.to_dict(), "encoder": self.encoder}
         return out
@@ -225,7 +269,11 @@ def fit_dense(
     augmented, loss masked to each corpus's labels, corpora weighted as the setup says."""
     from train.model import fit
 
-    prior = AdaptationPrior.from_features(inputs["clean"][train]) if setup.adapt else None
+    prior = (
+        AdaptationPrior.from_features(inputs["clean"][train], inputs=setup.inputs)
+        if setup.adapt
+        else None
+    )
     x, y, speakers, rows_mask = adapted_training_set(
         {name: rows[train] for name, rows in inputs.items()},
         data.y[train],
@@ -234,6 +282,7 @@ def fit_dense(
         config.seed,
         augment=setup.augment,
         label_mask=mask,
+        concentration=setup.concentration,
     )
     model = fit(
         x,
@@ -283,6 +332,12 @@ def predict_fold(
         out["variant:first_utterance"] = models.probs(
             clean, mels.get("clean"), alone, 0, emb.get("clean")
         )
+    if models.cnn is None:
+        for kind in SESSION_KINDS:
+            sessions = draw_sessions(kind, test, data.y, data.speakers, order_seed)
+            if sessions:
+                out[f"session:{kind}"] = models.session_probs(data, sessions)
+                out[f"rows:{kind}"] = np.concatenate([s.rows for s in sessions])
     return out
 
 
@@ -302,16 +357,56 @@ def fold_key(data: Dataset, protocol: Protocol, fold: Fold, setup: Setup) -> str
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
+# per session kind: accuracy and unweighted accuracy of its utterances, the accuracy of the
+# same utterances each alone (no history), and the change history makes (accuracy - alone)
+SESSION_SCORES = ("accuracy", "unweighted_accuracy", "alone", "change")
+
+
+def session_scores(
+    predictions: dict[str, np.ndarray], y: np.ndarray, protocol: Protocol
+) -> dict[str, dict[str, float]]:
+    """`SESSION_SCORES` of each session kind a fold's predictions hold ("session:KIND"
+    probabilities of the rows "rows:KIND"), in the protocol's label space; {} without them."""
+    if "session:first" not in predictions:
+        return {}
+    alone = dict(zip(predictions["rows:first"].tolist(), predictions["session:first"], strict=True))
+    out = {}
+    for kind in SESSION_KINDS:
+        if f"session:{kind}" not in predictions:
+            continue
+        rows = predictions[f"rows:{kind}"]
+        labels, probs = protocol.scored(y[rows], predictions[f"session:{kind}"])
+        _, probs_alone = protocol.scored(y[rows], np.stack([alone[int(r)] for r in rows]))
+        got = scores_of_probabilities(labels, probs, protocol.scored_labels)
+        hit_alone = float((probs_alone.argmax(1) == labels).mean())
+        out[kind] = {
+            "accuracy": got["accuracy"],
+            "unweighted_accuracy": got["unweighted_accuracy"],
+            "alone": hit_alone,
+            "change": got["accuracy"] - hit_alone,
+            "utterances": len(rows),
+        }
+    return out
+
+
+def _dtype_of(key: str) -> type:
+    """What a fold cache entry's array holds: row indices ("rows:KIND") or probabilities."""
+    return np.intp if key.startswith("rows:") else np.float32
+
+
 def _load_cached(path: Path, n_test: int) -> dict[str, np.ndarray] | None:
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as stored:
-            out = {key: np.asarray(stored[key], dtype=np.float32) for key in stored.files}
+            out: dict[str, np.ndarray] = {
+                key: np.asarray(stored[key], dtype=_dtype_of(key)) for key in stored.files
+            }
     except (OSError, ValueError, KeyError):
         logger.warning("ignoring unreadable fold cache entry %s", path)
         return None
-    if "clean" not in out or any(v.shape != (n_test, len(LABELS)) for v in out.values()):
+    per_clip = [v for k, v in out.items() if not k.startswith(("rows:", "session:"))]
+    if "clean" not in out or any(v.shape != (n_test, len(LABELS)) for v in per_clip):
         return None
     return out
 
@@ -385,6 +480,7 @@ def evaluate_protocol(
                     for k, v in predictions.items()
                     if k.startswith("component:")
                 },
+                "sessions": session_scores(predictions, data.y, protocol),
             }
         )
         if on_fold is not None:
@@ -401,12 +497,30 @@ def evaluate_protocol(
         summary[group] = {
             name: mean_std([r[group][name] for r in results]) for name in results[0][group]
         }
+    summary["sessions"] = {
+        kind: {
+            key: mean_std([r["sessions"][kind][key] for r in results if kind in r["sessions"]])
+            for key in SESSION_SCORES
+        }
+        for kind in SESSION_KINDS
+        if any(kind in r["sessions"] for r in results)
+    }
     evaluated = fold_of >= 0
     labels, scored = protocol.scored(data.y[evaluated], oof[evaluated])
     return {
         "protocol": protocol.name,
         "title": protocol.title,
-        "adaptation": "causal per-speaker, random utterance order" if setup.adapt else "none",
+        "adaptation": (
+            f"causal per-speaker (network inputs: {setup.inputs}; training sessions: "
+            + (
+                f"Dirichlet({setup.concentration:g}) emotion mixes in two copies of three)"
+                if setup.concentration
+                else "balanced)"
+            )
+            if setup.adapt
+            else "none"
+        ),
+        "sessions_drawn": DRAW,
         "train_corpora": list(protocol.train_corpora or data.corpora),
         "folds_evaluated": len(results),
         "folds_total": len(folds),

@@ -80,6 +80,36 @@ def variant_table(evaluation: dict[str, Any]) -> Table:
     return table
 
 
+SESSION_TITLES = {
+    "balanced": "balanced: every clip of a speaker, random order",
+    "held": "held: one emotion per session",
+    "neutral-dominant": "neutral-dominant: ~70 % neutral/calm",
+    "switch": "switch: two speakers take turns, no reset",
+    "first": "first: each clip alone (no history)",
+    "short": "short: sessions of 3 utterances",
+}
+
+
+def session_table(evaluation: dict[str, Any]) -> Table:
+    """Accuracy and UA per session kind (train/sessions.py), and the change history makes
+    against the same utterances each alone."""
+    table = Table(title=f"Session kinds ({evaluation['protocol']}, same folds, same models)")
+    for column in ("session kind", "utterances", "accuracy", "UA", "alone", "history"):
+        table.add_column(column, justify="left" if column == "session kind" else "right")
+    per_fold = evaluation["folds"]
+    for kind, value in evaluation["summary"]["sessions"].items():
+        n = sum(f["sessions"][kind]["utterances"] for f in per_fold if kind in f["sessions"])
+        table.add_row(
+            SESSION_TITLES.get(kind, kind),
+            str(n),
+            f"{value['accuracy']['mean']:.1%}",
+            f"{value['unweighted_accuracy']['mean']:.1%}",
+            f"{value['alone']['mean']:.1%}",
+            f"{value['change']['mean']:+.1%}",
+        )
+    return table
+
+
 def print_evaluation(console: Console, evaluation: dict[str, Any]) -> None:
     console.print(fold_table(evaluation))
     console.print(
@@ -90,6 +120,8 @@ def print_evaluation(console: Console, evaluation: dict[str, Any]) -> None:
     console.print(recall_table(evaluation))
     if evaluation["summary"]["variant_accuracy"]:
         console.print(variant_table(evaluation))
+    if evaluation["summary"].get("sessions"):
+        console.print(session_table(evaluation))
     components = evaluation["summary"].get("component_accuracy")
     if components:
         console.print(

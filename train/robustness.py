@@ -14,6 +14,18 @@
   "clipped" (input gain 12 dB too high: peak at 4x full scale, hard-clipped at full scale) and
   "quiet" (peak at -40 dBFS, quantised to 16 bits: a far or badly set microphone).
 
+- natural conditions (NATURAL_VARIANTS: what users' speech goes through and the speech
+  detector must still call speech): "music" (generated music, train/nonspeech.py, at 5 dB below
+  the speech), "babble" (four other voices at 3 dB below: the clip's own voice speed-changed by
+  80-125 %, half of them time-reversed, shifted in time; a stand-in for a room of other
+  talkers, no second speaker's recording needed), "laughter" (bursts of synthetic laughing,
+  voiced 4-6 Hz pulses at 180-320 Hz, at the speech's level over a third of the clip),
+  "applause" (dense bursts of filtered clap noise at the speech's level), "shout" (20 dB too
+  much gain, hard-clipped), "broadcast" (a fast 8:1 compressor with make-up gain, then a
+  low-bitrate codec: 7 kHz band, a quarter of the STFT bins kept per frame), "far" (RT60
+  900 ms at -6 dB direct-to-reverberant ratio plus pink noise 15 dB down) and "phone" (the
+  telephone channel).
+
 All of them can be training augmentation (`ser-train --augment`); TEST_VARIANTS are evaluated.
 """
 
@@ -34,6 +46,17 @@ CHANNELS = ("telephone", "cheapmic", "clipped", "quiet")
 
 TEST_VARIANTS = ("vad", "snr20", "snr10", "reverb500", *CHANNELS)
 
+NATURAL_VARIANTS = (
+    "music",
+    "babble",
+    "laughter",
+    "applause",
+    "shout",
+    "broadcast",
+    "far",
+    "phone",
+)
+
 
 _PREFIXES = ("snr", "reverb", "speed")
 
@@ -41,7 +64,7 @@ _PREFIXES = ("snr", "reverb", "speed")
 def check_variant(name: str) -> str:
     """'vad', 'snrNN', 'reverbNNN' or 'speedNNN'; raises ValueError otherwise (argparse shows
     it)."""
-    if name in ("clean", "vad", *CHANNELS):
+    if name in ("clean", "vad", *CHANNELS, *NATURAL_VARIANTS):
         return name
     for prefix in _PREFIXES:
         number = name[len(prefix) :]
@@ -51,7 +74,8 @@ def check_variant(name: str) -> str:
             return name
     raise ValueError(
         f"unknown audio variant {name!r}: use vad, snrNN (dB), reverbNNN (RT60 in ms), "
-        f"speedNNN (percent) or a channel ({', '.join(CHANNELS)}), e.g. snr15, reverb500"
+        f"speedNNN (percent), a channel ({', '.join(CHANNELS)}) or a natural condition "
+        f"({', '.join(NATURAL_VARIANTS)}), e.g. snr15, reverb500"
     )
 
 
@@ -137,7 +161,7 @@ def make_variant(
         return add_reverb(audio, float(name[6:]), seed)
     if name.startswith("speed"):
         return change_speed(audio, float(name[5:]))
-    return _CHANNEL_FUNCTIONS[name](audio, seed)
+    return {**_CHANNEL_FUNCTIONS, **_NATURAL_FUNCTIONS}[name](audio, seed)
 
 
 def telephone(audio: npt.NDArray[np.float32], sample_rate: int = 16_000) -> npt.NDArray[np.float32]:
@@ -218,4 +242,185 @@ _CHANNEL_FUNCTIONS: dict[str, Callable[[npt.NDArray[np.float32], int], npt.NDArr
     "cheapmic": cheap_microphone,
     "clipped": _clipped,
     "quiet": _quiet,
+}
+
+
+def speech_power(audio: npt.NDArray[np.float32]) -> float:
+    """Mean power of the 10 ms frames within 30 dB of the loudest (the speech, not pauses)."""
+    n = audio.size // 160 * 160
+    if n == 0:
+        return float(np.mean(audio.astype(np.float64) ** 2)) if audio.size else 0.0
+    power = (audio[:n].astype(np.float64).reshape(-1, 160) ** 2).mean(axis=1)
+    speech = power[power >= power.max() * 1e-3]
+    return float(speech.mean()) if speech.size else 0.0
+
+
+def mix_at(
+    audio: npt.NDArray[np.float32], other: npt.NDArray[np.float64], snr_db: float
+) -> npt.NDArray[np.float32]:
+    """`audio` plus `other` (same length) scaled to `snr_db` below the speech power; the sum
+    is scaled down only if it would clip."""
+    p_speech, p_other = speech_power(audio), float(np.mean(other**2)) if other.size else 0.0
+    if p_other <= 0.0 or p_speech <= 0.0:
+        return audio
+    mixed = audio + other * np.sqrt(p_speech / p_other / 10 ** (snr_db / 10))
+    peak = float(np.abs(mixed).max())
+    return np.asarray(mixed / peak * 0.99 if peak > 0.99 else mixed, dtype=np.float32)
+
+
+def _fit(x: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]:
+    """`x` tiled or cut to length n."""
+    if x.size == 0:
+        return np.zeros(n)
+    return np.tile(x, n // x.size + 1)[:n]
+
+
+def with_music(audio: npt.NDArray[np.float32], seed: int) -> npt.NDArray[np.float32]:
+    from train.nonspeech import _music
+
+    rng = np.random.default_rng([seed, 1])
+    return mix_at(audio, _music(audio.size, rng), 5.0)
+
+
+def with_babble(audio: npt.NDArray[np.float32], seed: int) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng([seed, 2])
+    voices = np.zeros(audio.size)
+    for k in range(4):
+        voice = change_speed(audio, rng.uniform(80.0, 125.0)).astype(np.float64)
+        if k % 2:
+            voice = voice[::-1]
+        voice = np.roll(_fit(voice, audio.size), int(rng.integers(0, max(1, audio.size))))
+        voices += voice / np.sqrt(max(float(np.mean(voice**2)), 1e-12))
+    return mix_at(audio, voices, 3.0)
+
+
+def _laugh(n: int, rng: np.random.Generator, sample_rate: int = 16_000) -> npt.NDArray[np.float64]:
+    """Synthetic laughing: voiced pulses ("ha") at 4-6 Hz, f0 180-320 Hz with a few
+    harmonics and breath noise, n samples."""
+    t = np.arange(n) / sample_rate
+    f0 = rng.uniform(180.0, 320.0) * (1.0 + 0.1 * np.sin(2 * np.pi * rng.uniform(0.5, 2.0) * t))
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 6))
+    breath = 0.3 * rng.normal(size=n)
+    rate = rng.uniform(4.0, 6.0)
+    pulses = np.clip(np.sin(2 * np.pi * rate * t), 0.0, None) ** 2
+    return np.asarray((voiced + breath) * pulses, dtype=np.float64)
+
+
+def _applause(
+    n: int, rng: np.random.Generator, sample_rate: int = 16_000
+) -> npt.NDArray[np.float64]:
+    """Applause: many overlapping claps (5 ms noise bursts, high-passed at 500 Hz)."""
+    out = np.zeros(n)
+    clap = rng.normal(size=80) * np.exp(-np.arange(80) / 15.0)
+    for at in rng.integers(0, max(1, n - 80), size=int(n / sample_rate * rng.uniform(40, 120))):
+        out[at : at + 80] += rng.uniform(0.3, 1.0) * clap[: n - at]
+    sos = butter(2, 500.0, btype="highpass", fs=sample_rate, output="sos")
+    return np.asarray(sosfiltfilt(sos, out), dtype=np.float64)
+
+
+def _bursts(
+    audio: npt.NDArray[np.float32], sound: npt.NDArray[np.float64], rng: np.random.Generator
+) -> npt.NDArray[np.float32]:
+    """`sound` in one or two bursts over about a third of the clip, at the speech's level."""
+    n = audio.size
+    gate = np.zeros(n)
+    for _ in range(int(rng.integers(1, 3))):
+        length = int(n * rng.uniform(0.15, 0.25))
+        start = int(rng.integers(0, max(1, n - length)))
+        ramp = np.minimum(1.0, np.minimum(np.arange(length), np.arange(length)[::-1]) / 800.0)
+        gate[start : start + length] = np.maximum(gate[start : start + length], ramp)
+    return mix_at(audio, sound * gate, 0.0)
+
+
+def with_laughter(audio: npt.NDArray[np.float32], seed: int) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng([seed, 3])
+    return _bursts(audio, _laugh(audio.size, rng), rng)
+
+
+def with_applause(audio: npt.NDArray[np.float32], seed: int) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng([seed, 4])
+    return _bursts(audio, _applause(audio.size, rng), rng)
+
+
+def shout(audio: npt.NDArray[np.float32], _seed: int) -> npt.NDArray[np.float32]:
+    return clip(audio, gain_db=20.0)
+
+
+def compress(
+    audio: npt.NDArray[np.float32], ratio: float = 8.0, threshold_db: float = -30.0
+) -> npt.NDArray[np.float32]:
+    """A fast feed-forward compressor (5 ms attack, 50 ms release on the 1 ms envelope) on the
+    input brought to a 0 dBFS peak, with make-up gain to a -1 dBFS peak."""
+    x = audio.astype(np.float64)
+    hop = 16
+    n = x.size // hop * hop
+    peak_in = float(np.abs(x).max()) if x.size else 0.0
+    if n == 0 or peak_in == 0.0:
+        return audio
+    x /= peak_in
+    env = np.sqrt((x[:n].reshape(-1, hop) ** 2).mean(axis=1) + 1e-12)
+    smooth = np.empty_like(env)
+    level = env[0]
+    attack, release = np.exp(-1.0 / 5.0), np.exp(-1.0 / 50.0)
+    for i, e in enumerate(env):
+        coeff = attack if e > level else release
+        level = coeff * level + (1 - coeff) * e
+        smooth[i] = level
+    level_db = 20 * np.log10(smooth + 1e-12)
+    gain_db = np.where(level_db > threshold_db, (threshold_db - level_db) * (1 - 1 / ratio), 0.0)
+    gain = np.repeat(10 ** (gain_db / 20), hop)
+    y = x.copy()
+    y[:n] *= gain
+    peak = float(np.abs(y).max())
+    return (y / peak * 10 ** (-1 / 20) if peak > 0 else y).astype(np.float32)
+
+
+def low_bitrate(
+    audio: npt.NDArray[np.float32], keep: float = 0.25, band_hz: float = 7000.0
+) -> npt.NDArray[np.float32]:
+    """A crude perceptual codec: STFT (512, hop 128), bins above `band_hz` dropped, only the
+    loudest `keep` share of the rest kept per frame; same length."""
+    from scipy.signal import istft, stft
+
+    if audio.size < 512:
+        return audio
+    f, _, spec = stft(audio.astype(np.float64), fs=16_000, nperseg=512, noverlap=384)
+    spec[f > band_hz] = 0.0
+    magnitude = np.abs(spec)
+    cut = np.quantile(magnitude, 1.0 - keep, axis=0, keepdims=True)
+    spec[magnitude < cut] = 0.0
+    _, out = istft(spec, fs=16_000, nperseg=512, noverlap=384)
+    y = np.zeros(audio.size)
+    y[: min(audio.size, out.size)] = out[: audio.size]
+    return y.astype(np.float32)
+
+
+def broadcast(audio: npt.NDArray[np.float32], _seed: int) -> npt.NDArray[np.float32]:
+    return low_bitrate(compress(audio))
+
+
+def far_field(audio: npt.NDArray[np.float32], seed: int) -> npt.NDArray[np.float32]:
+    """RT60 900 ms with the reverberant tail 6 dB above the direct sound, pink noise 15 dB
+    below the speech."""
+    from train.nonspeech import _coloured
+
+    rir = room_impulse_response(900.0, seed)
+    rir[1:] *= 10 ** (6.0 / 20.0)
+    wet = np.asarray(fftconvolve(audio.astype(np.float64), rir), dtype=np.float64)[: audio.size]
+    peak_in, peak_out = float(np.abs(audio).max()), float(np.abs(wet).max())
+    room = np.asarray(wet * (peak_in / peak_out if peak_out > 0 else 1.0), dtype=np.float32)
+    noise = _coloured(audio.size, 1.0, np.random.default_rng([seed, 5]))
+    return mix_at(room, noise, 15.0)
+
+
+_NATURAL_FUNCTIONS: dict[str, Callable[[npt.NDArray[np.float32], int], npt.NDArray[np.float32]]] = {
+    "music": with_music,
+    "babble": with_babble,
+    "laughter": with_laughter,
+    "applause": with_applause,
+    "shout": shout,
+    "broadcast": broadcast,
+    "far": far_field,
+    "phone": _telephone,
 }

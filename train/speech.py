@@ -28,6 +28,7 @@ from train import nonspeech
 from train.corpora import CORPORA
 from train.dataset import Dataset
 from train.featurize import save_array
+from train.robustness import NATURAL_VARIANTS
 
 logger = logging.getLogger(__name__)
 
@@ -210,4 +211,10 @@ def describe(evaluation: dict[str, Any]) -> Sequence[str]:
             f"  held-out {corpus} utterances rejected: clean {by_variant['clean']:.1%}, worst "
             + "{}: {:.1%}".format(*max(by_variant.items(), key=lambda kv: kv[1]))
         )
+        natural = [v for v in NATURAL_VARIANTS if v in by_variant]
+        if natural:
+            lines.append(
+                "    in natural conditions: "
+                + ", ".join(f"{v} {by_variant[v]:.1%}" for v in natural)
+            )
     return lines

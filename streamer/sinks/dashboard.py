@@ -183,7 +183,8 @@ def render(state: LiveState, now_s: float | None = None) -> RenderableType:
     counters = Text.assemble(
         f"utterances {state.utterances}  dropped: short {state.dropped_short}, "
         f"backlog {state.dropped_backlog}  failed {state.failed}  overflows {state.overflows}  "
-        f"lost blocks {state.dropped_blocks}  latency p50/p95 {latency}\n",
+        f"lost blocks {state.dropped_blocks}  latency p50/p95 {latency}  "
+        f"speaker resets {state.resets} (r: a new speaker starts)\n",
         *(
             ("server ", _broker_line(state.remote, now_s, unit=" x 0.1 s audio"))
             if state.remote is not None
