@@ -17,13 +17,14 @@ Training simulates exactly this (train/cli.py), so the model sees what it will s
 
 What the networks read (`AdaptationPrior.inputs`):
 
-- "z": the normalised features alone (bundles trained before session kinds; `models/small`).
+- "z": the normalised features alone (both shipped bundles; `ser-train`'s default).
   They assume the stream's average is a mix of all emotions: a session held in one mood is
   normalised towards "average" and its emotion erased.
 - "raw+z+history": the unnormalised features, the normalised ones and how much history is
   behind them (n / (n + w), 1/(1 + w) for a first utterance), trained on sessions whose emotion
   mix is drawn at random (train/sessions.py) so the network learns when the speaker-relative
-  view can be trusted and when the utterance must stand on its own.
+  view can be trusted and when the utterance must stand on its own. Measured better on held
+  sessions but worse across corpora (EXPERIMENTS.md, "Sessions as people talk"): an option.
 
 `AdaptiveCentering` does the same for the log-mel CNN: it subtracts the stream's running mean
 band energy (a per-speaker spectral offset) from each utterance's log-mel frames.

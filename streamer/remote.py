@@ -114,8 +114,8 @@ class RemotePipeline:
                     await self._room.wait()  # a file waits for the server
                     continue
                 old = self._buffer.popleft()  # a microphone keeps the newest audio
-                if old is None:  # a reset marker: the audio after it is what is kept
-                    continue
+                if old is None:  # a reset marker: harmless to drop, as the server is away and
+                    continue  # the next connection is a new stream with a fresh history
                 self._buffered -= old.size
                 self._sent += old.size  # never sent, but it keeps the source's clock
                 self.dropped_s += old.size / self.sample_rate

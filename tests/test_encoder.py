@@ -265,7 +265,7 @@ def test_ser_train_writes_an_encoder_bundle_that_ser_live_runs(small_encoder, ra
     want /= want.sum()
     temperature = json.loads((out / "manifest.json").read_text())["calibration"]["temperature"]
     want = want ** (1 / temperature) / (want ** (1 / temperature)).sum()
-    np.testing.assert_allclose(got, want, atol=2e-3)  # the head's tflite has float16 weights
+    np.testing.assert_allclose(got, want, atol=2e-4)
     # a batch of utterances of different lengths; a bad one fails alone
     short = clf.analyse(audio[:12_000], rate)
     bad = ModelInput(inputs.features, None, inputs.features)  # not an embedding

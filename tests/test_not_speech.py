@@ -77,6 +77,45 @@ def test_shipped_bundle_says_not_speech_for_generated_signals_and_not_for_speech
             assert r["speech"] < bundle.speech.threshold
 
 
+def test_speech_in_natural_conditions_is_speech(ravdess, nemo, tmp_path):
+    """Speech over music, babble, laughter or applause, shouted, broadcast-compressed, far or on
+    the phone (train/robustness.py NATURAL_VARIANTS) is not refused, through ser-live; and the
+    bundle's held-out evaluation says at most 1 % refused in every such condition."""
+    from train.robustness import NATURAL_VARIANTS, make_variant
+
+    bundle = load_bundle(resolve_bundle_path("default"))
+    assert bundle.speech is not None
+    held_out = bundle.manifest["speech"]["evaluation"]["speech_rejected"]
+    for corpus in ("ravdess", "nemo"):
+        for variant in NATURAL_VARIANTS:
+            assert held_out[corpus][variant] <= 0.01, (corpus, variant)
+    clips = [
+        ravdess / "Actor_09" / "03-01-08-02-02-01-09.flac",  # surprised
+        ravdess / "Actor_16" / "03-01-04-01-01-01-16.flac",  # sad
+        nemo / "samples" / "KD0_happiness_12.flac",
+    ]
+    folder = tmp_path / "natural"
+    folder.mkdir()
+    for path in clips:
+        audio, rate = sf.read(path, dtype="float32")
+        for variant in NATURAL_VARIANTS:
+            out = make_variant(audio, variant, seed=11)
+            sf.write(folder / f"{path.stem}-{variant}.wav", out, rate, subtype="PCM_16")
+    proc = run_live("--input", str(folder), "--json")
+    assert proc.returncode == 0, proc.stderr.decode()
+    results = parse_results(proc.stdout)
+    longest: dict[str, dict] = {}
+    for r in results:  # a burst in a pause may be an utterance of its own (and not speech)
+        best = longest.get(r["source"])
+        if best is None or r["end_s"] - r["start_s"] > best["end_s"] - best["start_s"]:
+            longest[r["source"]] = r
+    # the VAD found speech in (nearly) every file; it cut nothing from the telephone-band copy
+    # of the surprised clip (a VAD miss, not a refusal: noted in EXPERIMENTS.md)
+    assert len(longest) >= len(clips) * len(NATURAL_VARIANTS) - 1
+    refused = [s for s, r in longest.items() if r["emotion"] == NOT_SPEECH]
+    assert not refused, refused
+
+
 def test_min_speech_zero_turns_the_detector_off(tmp_path):
     tone = _at(nonspeech.clip("music", 5_000_001), -12.0)
     gap = np.zeros(RATE, np.float32)

@@ -28,11 +28,14 @@ def _run_of(manifest: dict) -> dict:
         ]
         summary = copy.deepcopy(p["summary"])
         summary["variant_accuracy"] = {"snr10": {"mean": 0.5, "std": 0.0}}
-        protocols[name] = {"folds": folds, "summary": summary}
+        summary["sessions"] = {"held": {"accuracy": {"mean": 0.25, "std": 0.0}}}
+        protocols[name] = {"folds": folds, "summary": summary, "sessions_drawn": "per fold"}
     training = {
         "config": manifest["training"]["config"],
         "augment": manifest["training"]["augment"],
         "combine": manifest["combine"],
+        "inputs": manifest["adaptation"].get("inputs", "z"),
+        "concentration": manifest["training"].get("session_mix", 0.0),
         "encoder": {k: manifest["encoder"][k] for k in ("sha256", "layers")},
     }
     return {"protocols": protocols, "training": training}
@@ -54,6 +57,8 @@ def test_variants_of_the_same_folds_are_recorded(bundle, tmp_path, capsys):
     got = json.loads((bundle / "manifest.json").read_text())["evaluation"]
     for name, p in got["protocols"].items():
         assert p["summary"]["variant_accuracy"] == {"snr10": {"mean": 0.5, "std": 0.0}}
+        assert p["summary"]["sessions"]["held"]["accuracy"]["mean"] == 0.25
+        assert p["sessions_drawn"] == "per fold"
         assert all(f["variant_accuracy"]["telephone"] == 0.4 for f in p["per_fold"])
         clean = manifest["evaluation"]["protocols"][name]["summary"]["accuracy"]
         assert p["summary"]["accuracy"] == clean  # the clean scores stay as measured
@@ -64,8 +69,10 @@ def test_variants_of_the_same_folds_are_recorded(bundle, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda r: r["protocols"]["nemo"]["folds"][2]["scores"].update(accuracy=0.5), "nemo"),
+        (lambda r: r["protocols"]["ravdess"]["folds"][2]["scores"].update(accuracy=0.5), "ravdess"),
         (lambda r: r["training"].update(combine="mean"), "combine rule"),
+        (lambda r: r["training"].update(inputs="raw+z+history"), "adaptation inputs"),
+        (lambda r: r["training"].update(concentration=0.3), "emotion mix"),
         (lambda r: r["training"]["encoder"].update(layers=[3]), "encoder layers"),
     ],
 )

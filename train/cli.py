@@ -99,19 +99,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--adaptation-inputs",
         choices=INPUTS,
-        default="raw+z+history",
+        default="z",
         help="what the networks read (streamer/adaptation.py): the speaker-normalised features "
-        "alone ('z', bundles before session kinds), or the raw features beside them with the "
-        "amount of history (default)",
+        "alone ('z', default: the shipped bundles), or the raw features beside them with the "
+        "amount of history ('raw+z+history': better on held-emotion sessions, worse across "
+        "corpora; EXPERIMENTS.md, 'Sessions as people talk')",
     )
     p.add_argument(
         "--session-mix",
         type=float,
-        default=0.3,
+        default=0.0,
         metavar="ALPHA",
-        help="training sessions' emotion mix: two copies in three are cut into sessions whose "
-        "label weights come from a Dirichlet(ALPHA) (default 0.3: held and skewed sessions are "
-        "common); 0: every copy is one balanced session per speaker",
+        help="training sessions' emotion mix: copies not a multiple of 3 in order are cut into "
+        "sessions whose label weights come from a Dirichlet(ALPHA) (e.g. 0.3: held and skewed "
+        "sessions are common); 0 (default): every copy is one balanced session per speaker",
     )
     p.add_argument(
         "--augment",

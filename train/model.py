@@ -291,17 +291,13 @@ def predict(model: Any, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return np.asarray(model.predict(x, batch_size=256, verbose=0), dtype=np.float32)
 
 
-def to_tflite(model: Any, *, float16: bool = False) -> bytes:
-    """Convert a Keras model to a TFLite flatbuffer with float32 weights (`float16`: weights
-    stored as float16, half the file, computed in float32)."""
+def to_tflite(model: Any) -> bytes:
+    """Convert a Keras model to a float32 TFLite flatbuffer."""
     import tensorflow as tf
 
     # the converter's Keras export prints its "Saved artifact at ... Captures:" dump to stdout
     with contextlib.redirect_stdout(io.StringIO()) as dump:
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        if float16:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.target_spec.supported_types = [tf.float16]
         flatbuffer = bytes(converter.convert())
     logger.debug("TFLite converter said: %s", dump.getvalue())
     return flatbuffer

@@ -38,6 +38,14 @@ def _same_setup(manifest: dict[str, Any], training: dict[str, Any]) -> None:
         "training config": (manifest["training"].get("config"), training.get("config")),
         "augmentation": (manifest["training"].get("augment"), training.get("augment")),
         "combine rule": (manifest.get("combine", "mean"), training.get("combine", "mean")),
+        "adaptation inputs": (
+            (manifest.get("adaptation") or {}).get("inputs", "z"),
+            training.get("inputs", "z"),
+        ),
+        "training sessions' emotion mix": (
+            manifest["training"].get("session_mix", 0.0),
+            training.get("concentration", 0.0),
+        ),
     }
     encoder = manifest.get("encoder")
     if encoder is not None or training.get("encoder") is not None:
@@ -88,6 +96,9 @@ def merge(
             )
         variants = run["summary"].get("variant_accuracy", {})
         protocols[name]["summary"]["variant_accuracy"] = variants
+        if "sessions" in run["summary"]:  # session kinds (train/sessions.py) of the same folds
+            protocols[name]["summary"]["sessions"] = run["summary"]["sessions"]
+            protocols[name]["sessions_drawn"] = run.get("sessions_drawn")
         for fold, theirs_fold in zip(mine, run["folds"], strict=True):
             fold["variant_accuracy"] = theirs_fold.get("variant_accuracy", {})
         updated.append(name)
