@@ -513,7 +513,7 @@ def evaluate_protocol(
         "adaptation": (
             f"causal per-speaker (network inputs: {setup.inputs}; training sessions: "
             + (
-                f"Dirichlet({setup.concentration:g}) emotion mixes in two copies of three)"
+                f"Dirichlet({setup.concentration:g}) emotion mixes in every copy but each third)"
                 if setup.concentration
                 else "balanced)"
             )
