@@ -362,7 +362,6 @@ class _Resettable(Protocol):
 
 def _reset(target: _Resettable) -> None:
     """The dashboard's r key: a new speaker starts (the pipeline's or the server's history)."""
-    logger.info("r pressed: a new speaker starts")
     outcome = target.reset_speaker()
     if asyncio.iscoroutine(outcome):
         task = asyncio.ensure_future(outcome)
