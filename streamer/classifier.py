@@ -149,12 +149,11 @@ class Classifier:
         if encoder is not None:
             self._head, self._embedding_dim = _open_encoder(encoder, n_labels, num_threads)
         prior = bundle.adaptation
-        stats_dim = prior.output_dim(len(prior.mean)) if prior is not None else None
-        if stats_dim is not None and self._stats.input_shape != (stats_dim,):
+        if prior is not None and self._stats.input_shape != (prior.output_dim(len(prior.mean)),):
             raise BundleError(
                 f"{bundle.tflite_path} reads {self._stats.input_shape} but the manifest's "
-                f"adaptation ({prior.inputs if prior else ''}) gives ({stats_dim},); retrain "
-                "the bundle"
+                f"adaptation ({prior.inputs}) gives ({prior.output_dim(len(prior.mean))},); "
+                "retrain the bundle"
             )
         if self._cnn is not None and self._cnn.input_shape[0] != self._frames:
             raise BundleError(
