@@ -28,6 +28,18 @@ What the networks read (`AdaptationPrior.inputs`):
 
 `AdaptiveCentering` does the same for the log-mel CNN: it subtracts the stream's running mean
 band energy (a per-speaker spectral offset) from each utterance's log-mel frames.
+
+History gate (`HistoryGate`, `GatedHistory`): the networks read every utterance twice, with the
+speaker's history and alone (as a stream's first utterance), and the two probability vectors
+are mixed geometrically, `p ~ p_history^w * p_alone^(1 - w)`. The weight `w` comes from how
+many emotions the speaker has shown so far, as the *alone* readings see them: the effective
+number of labels `exp(H)` of their running mean (H: entropy). A speaker who holds one mood
+(a sad voice message, an angry caller, a calm meeting) shows few, so the history, which would
+normalise that mood away, is not trusted; a conversation that moves between emotions shows
+many, and the speaker-relative reading (better there) takes over. `w` is 0 below `low`
+effective labels, 1 above `high`, linear between, and scaled by `(n - 1) / (n - 1 + warmup)`
+after n utterances (0 for the first). Chosen on every protocol's session kinds from the fold
+predictions (EXPERIMENTS.md, "A history gate").
 """
 
 from __future__ import annotations
@@ -239,3 +251,108 @@ def stream_orders(
         (stream, rng.permutation(np.flatnonzero(keys == stream)))
         for stream in dict.fromkeys(keys.tolist())
     ]
+
+
+_EPS = 1e-7
+
+
+def effective_labels(p: npt.ArrayLike) -> float:
+    """exp(entropy) of a probability vector: 1 for a sure one-hot, len(p) for uniform."""
+    q = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1.0)
+    q = q / q.sum()
+    return float(np.exp(-(q * np.log(q)).sum()))
+
+
+def mix_geometric(
+    p_history: npt.ArrayLike, p_alone: npt.ArrayLike, weight: float
+) -> npt.NDArray[np.float32]:
+    """p_history^weight * p_alone^(1 - weight), renormalised: (n_labels,) float32."""
+    log = weight * np.log(np.clip(np.asarray(p_history, np.float64), _EPS, 1.0)) + (
+        1.0 - weight
+    ) * np.log(np.clip(np.asarray(p_alone, np.float64), _EPS, 1.0))
+    e = np.exp(log - log.max())
+    return np.asarray(e / e.sum(), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class HistoryGate:
+    """How far to trust a speaker's history (module docstring); stored in the bundle's
+    manifest under adaptation.gate."""
+
+    low: float = 3.5  # effective labels shown so far at or below which history is not used
+    high: float = 8.0  # ... at or above which it is used fully
+    warmup: float = 5.0  # utterances over which trust grows, however varied they are
+    max_history: int = 60  # as AdaptationPrior.max_history: older utterances fade
+
+    def __post_init__(self) -> None:
+        if not (1.0 <= self.low < self.high and self.warmup >= 0 and self.max_history >= 1):
+            raise ValueError(f"history gate {self}: need 1 <= low < high, warmup >= 0")
+
+    def weight(self, alone_mean: npt.ArrayLike, n: float) -> float:
+        """The weight of the history-adapted reading after `n` utterances (this one included)
+        whose alone readings average `alone_mean`."""
+        if n <= 1:
+            return 0.0
+        shown = effective_labels(alone_mean)
+        trust = min(max((shown - self.low) / (self.high - self.low), 0.0), 1.0)
+        return trust * (n - 1) / (n - 1 + self.warmup)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "low": self.low,
+            "high": self.high,
+            "warmup": self.warmup,
+            "max_history": self.max_history,
+            "signal": "effective number of labels of the running mean alone reading",
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HistoryGate:
+        return cls(
+            float(data["low"]),
+            float(data["high"]),
+            float(data["warmup"]),
+            int(data.get("max_history", 60)),
+        )
+
+
+class GatedHistory:
+    """Per-stream state of a `HistoryGate`: `push` one utterance's two readings, in order."""
+
+    def __init__(self, gate: HistoryGate) -> None:
+        self.gate = gate
+        self._sums: dict[Hashable, tuple[F64, float]] = {}
+
+    def push(
+        self, stream: Hashable, p_history: npt.ArrayLike, p_alone: npt.ArrayLike
+    ) -> npt.NDArray[np.float32]:
+        """The utterance's probabilities: its two readings mixed by the stream's gate weight."""
+        alone = np.asarray(p_alone, np.float64)
+        total, n = self._sums.get(stream, (np.zeros_like(alone), 0.0))
+        total, n = total + alone, n + 1.0
+        if n > self.gate.max_history:  # fade older utterances, as the normaliser does
+            total, n = total * (self.gate.max_history / n), float(self.gate.max_history)
+        self._sums[stream] = (total, n)
+        return mix_geometric(p_history, p_alone, self.gate.weight(total / n, n))
+
+    def reset(self, stream: Hashable | None = None) -> None:
+        if stream is None:
+            self._sums.clear()
+        else:
+            self._sums.pop(stream, None)
+
+
+def gate_in_order(
+    p_history: npt.NDArray[np.floating],
+    p_alone: npt.NDArray[np.floating],
+    streams: Sequence[npt.NDArray[np.intp]],
+    gate: HistoryGate,
+) -> npt.NDArray[np.float32]:
+    """Live gating simulated: each entry of `streams` is one stream's row indices (into the
+    (n, n_labels) arrays) in utterance order; returns the gated (n, n_labels) in row order."""
+    out = np.asarray(p_history, np.float32).copy()
+    for stream, rows in enumerate(streams):
+        state = GatedHistory(gate)
+        for i in rows:
+            out[i] = state.push(stream, p_history[i], p_alone[i])
+    return out

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamer.adaptation import AdaptationPrior
+from streamer.adaptation import AdaptationPrior, HistoryGate
 from streamer.features import FEATURE_SPEC
 from streamer.scoring import COMBINE_RULES
 
@@ -91,6 +91,13 @@ class Bundle:
         """Per-speaker adaptation prior, when the model was trained with adaptation."""
         data = self.manifest.get("adaptation")
         return AdaptationPrior.from_dict(data) if data else None
+
+    @property
+    def history_gate(self) -> HistoryGate | None:
+        """How far to trust the speaker's history (manifest adaptation.gate); None: always
+        (bundles made before the gate)."""
+        data = (self.manifest.get("adaptation") or {}).get("gate")
+        return HistoryGate.from_dict(data) if data else None
 
     @property
     def cnn(self) -> CnnSpec | None:
@@ -170,6 +177,32 @@ class Bundle:
             return float(self.manifest["evaluation"]["summary"]["accuracy"]["mean"])
         except (KeyError, TypeError, ValueError):
             return None
+
+    @property
+    def cross_corpus_accuracy(self) -> float | None:
+        """Accuracy on a corpus the networks never heard (the lowest of the `A-to-B`
+        protocols recorded), if any."""
+        protocols = (self.manifest.get("evaluation") or {}).get("protocols") or {}
+        found = []
+        for name, protocol in protocols.items():
+            if "-to-" in name:
+                try:
+                    found.append(float(protocol["summary"]["accuracy"]["mean"]))
+                except (KeyError, TypeError, ValueError):
+                    continue
+        return min(found) if found else None
+
+    def accuracy_note(self, short: bool = False) -> str:
+        """The accuracy with its condition, e.g. "79.9% on acted speech of speakers it never
+        heard; 46.5% on another corpus" (`short`: "80% acted, same corpora; 47% other")."""
+        same, other = self.accuracy, self.cross_corpus_accuracy
+        if same is None:
+            return "accuracy not recorded"
+        if short:
+            text = f"{same:.0%} acted, same corpora"
+            return text + (f"; {other:.0%} other corpora" if other is not None else "")
+        text = f"{same:.1%} on acted speech of speakers it never heard"
+        return text + (f"; {other:.1%} on another corpus" if other is not None else "")
 
 
 def shipped_bundles() -> Path:

@@ -40,6 +40,9 @@ class ModelInput:
     embedding: npt.NDArray[np.float32] | None = None
 
 
+_ALONE = object()  # the stream key of `SpeakerAdapter.alone`'s throwaway state
+
+
 class SpeakerAdapter:
     """Per-stream adaptation state for a bundle's networks. Call `push` once per utterance, in
     utterance order: it uses that stream's earlier utterances (see streamer/adaptation.py)."""
@@ -74,6 +77,17 @@ class SpeakerAdapter:
         inputs = self._push(stream, analysis)
         if not self._history:
             self.reset(stream)
+        return inputs
+
+    @property
+    def keeps_history(self) -> bool:
+        return self._history
+
+    def alone(self, analysis: Analysis) -> ModelInput:
+        """The utterance's model input as a stream's first (no history; nothing kept): the
+        reading the bundle's history gate weighs against `push`'s."""
+        inputs = self._push(_ALONE, analysis)
+        self.reset(_ALONE)
         return inputs
 
     def _push(self, stream: Hashable, analysis: Analysis) -> ModelInput:

@@ -22,8 +22,9 @@ from streamer.bundle import (
     resolve_bundle_path,
     shipped_bundles,
 )
-from streamer.config import Config, ConfigError, load_config, replace
+from streamer.config import Config, ConfigError, apply_overrides, load_config, replace
 from streamer.keys import key_commands
+from streamer.pcm import PcmFormat
 from streamer.sources import (
     FileSource,
     MicrophoneSource,
@@ -58,11 +59,7 @@ def _model_epilog() -> str:
         bundle = load_bundle(resolve_bundle_path(DEFAULT_BUNDLE))
     except BundleError as exc:
         return f"model: the shipped bundle is unusable ({exc})"
-    accuracy = (
-        f"{bundle.accuracy:.1%} speaker-independent accuracy on RAVDESS (6 actor folds, 8 emotions)"
-        if bundle.accuracy is not None
-        else "accuracy not recorded"
-    )
+    accuracy = bundle.accuracy_note()
     try:
         others = sorted(
             d.name
@@ -86,8 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--input",
         metavar="PATH",
-        help="audio file, folder of audio files (recursive, sorted), or '-' for raw 16 kHz mono "
-        "s16le PCM on stdin; default: the microphone",
+        help="audio file, folder of audio files (recursive, sorted), or '-' for stdin (an audio "
+        "file, or raw 16 kHz mono s16le PCM: see --rate/--channels/--format); default: the "
+        "microphone",
+    )
+    src.add_argument(
+        "--rate", type=int, metavar="HZ", help="raw PCM on stdin: its sample rate (default 16000)"
+    )
+    src.add_argument(
+        "--channels", type=int, metavar="N", help="raw PCM on stdin: interleaved channels (1)"
+    )
+    src.add_argument(
+        "--format",
+        choices=("s16le", "f32le"),
+        help="raw PCM on stdin: sample format (s16le); WAV, FLAC, Ogg, AIFF and MP3 on stdin "
+        "are recognised and decoded without these",
     )
     src.add_argument("--device", metavar="NAME|INDEX", help="input device (see --list-devices)")
     src.add_argument("--list-devices", action="store_true", help="list input devices and exit")
@@ -131,16 +141,62 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mq.add_argument("--no-mqtt", action="store_true", help="do not publish to MQTT")
     p.add_argument(
+        "--workers", type=int, help="feature processes (pipeline.feature_workers, default 1)"
+    )
+    add_common_arguments(p)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    return p
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """Settings that mean the same in ser-live and ser-serve (the rest: --set)."""
+    g = p.add_argument_group("settings (any config key: --set section.key=value)")
+    g.add_argument("--config", type=Path, help="config file (default: ./config.toml if present)")
+    g.add_argument("--model", help="model bundle: 'default', 'small' or a folder")
+    g.add_argument(
         "--no-adaptation",
         action="store_true",
         help="read every utterance on its own, without the speaker's earlier ones "
         '(pipeline.adaptation = "off"; on the dashboard, r says a new speaker starts)',
     )
-    p.add_argument("--config", type=Path, help="config file (default: ./config.toml if present)")
-    p.add_argument("--model", help="model bundle folder (default: the shipped 'default')")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
-    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    return p
+    g.add_argument("--hangover-ms", type=int, help="silence that ends an utterance (300)")
+    g.add_argument(
+        "--min-confidence",
+        help='results below this top probability are "uncertain" (0-1, or "auto")',
+    )
+    g.add_argument(
+        "--home-assistant", action="store_true", help="publish Home Assistant MQTT discovery"
+    )
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="any config key, e.g. --set vad.aggressiveness=3 (repeatable)",
+    )
+
+
+def common_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    """The config sections and keys the common flags set."""
+    sections: dict[str, dict[str, object]] = {"pipeline": {}, "vad": {}, "mqtt": {}}
+    if args.model:
+        sections["pipeline"]["model"] = args.model
+    if args.no_adaptation:
+        sections["pipeline"]["adaptation"] = "off"
+    if args.min_confidence is not None:
+        text = args.min_confidence
+        try:
+            sections["pipeline"]["min_confidence"] = text if text == "auto" else float(text)
+        except ValueError:
+            raise ConfigError(
+                f'--min-confidence: expected a number 0-1 or "auto", got {text!r}'
+            ) from None
+    if args.hangover_ms is not None:
+        sections["vad"]["hangover_ms"] = args.hangover_ms
+    if args.home_assistant:
+        sections["mqtt"]["home_assistant"] = True
+    return sections
 
 
 def config_file(args: argparse.Namespace) -> Config:
@@ -181,21 +237,33 @@ async def cancel_quietly(task: asyncio.Task[None] | None) -> None:
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
-    config = config_file(args)
-    pipeline: dict[str, object] = {"model": args.model} if args.model else {}
-    if getattr(args, "no_adaptation", False):
-        pipeline["adaptation"] = "off"
+    config = apply_overrides(config_file(args), args.set)
+    sections = common_overrides(args)
+    if args.workers is not None:
+        sections["pipeline"]["feature_workers"] = args.workers
     audio = {"device": args.device} if args.device is not None else {}
-    mqtt = mqtt_overrides(args)
+    mqtt = {**sections.pop("mqtt"), **mqtt_overrides(args)}
     if ("host" in mqtt or "port" in mqtt) and config.mqtt.enabled == "auto":
         mqtt["enabled"] = True  # a broker named on the command line is MQTT asked for
     if args.mqtt and not args.no_mqtt:
         mqtt["enabled"] = True
-    return replace(config, pipeline=pipeline, audio=audio, mqtt=mqtt)
+    return replace(config, audio=audio, mqtt=mqtt, **sections)
 
 
 def resolve_bundle(config: Config) -> Bundle:
     return load_bundle(resolve_bundle_path(config.pipeline.model))
+
+
+def _dashboard_wanted(args: argparse.Namespace) -> bool:
+    """The run shows the dashboard: stdout is a terminal and --json was not asked for."""
+    return not args.json and sys.stdout.isatty()
+
+
+def _is_demo(source: Source) -> bool:
+    return isinstance(source, FileSource) and list(source.paths) == [DEMO_FILE]
+
+
+DEMO_NOTE = "demo: RAVDESS actor 12 acting neutral, happy, sad, angry, surprised (in this order)"
 
 
 def demo_source(config: Config, sample_rate: int) -> FileSource:
@@ -219,12 +287,28 @@ def _no_microphone(args: argparse.Namespace, config: Config) -> str | None:
     return None if devices else "no audio input device found"
 
 
+def _stdin_format(args: argparse.Namespace) -> PcmFormat | None:
+    """--rate/--channels/--format for raw PCM on stdin (None: not given)."""
+    given = [f for f in ("rate", "channels", "format") if getattr(args, f, None) is not None]
+    if not given:
+        return None
+    if args.input != "-":
+        raise SourceError(
+            f"--{'/--'.join(given)} describe raw PCM on stdin: use them with --input -", 2
+        )
+    rate, channels = args.rate or 16_000, args.channels or 1
+    if not 8000 <= rate <= 384_000 or not 1 <= channels <= 32:
+        raise SourceError("--rate must be 8000-384000 (Hz) and --channels 1-32", 2)
+    return PcmFormat(args.format or "s16le", rate, channels)
+
+
 def make_source(args: argparse.Namespace, config: Config, sample_rate: int) -> Source:
     block_ms = config.audio.block_ms
+    pcm = _stdin_format(args)
     if args.demo:
         return demo_source(config, sample_rate)
     if args.input == "-":
-        return StdinSource(sample_rate, block_ms)
+        return StdinSource(sample_rate, block_ms, pcm=pcm)
     if args.input is not None:
         from streamer.audio_io import list_audio_files
 
@@ -240,6 +324,8 @@ def make_source(args: argparse.Namespace, config: Config, sample_rate: int) -> S
         return FileSource(check_files(files), sample_rate, block_ms, args.realtime)
     reason = _no_microphone(args, config)
     if reason is not None:
+        if not _dashboard_wanted(args):  # a service or a pipe: never made-up results
+            raise SourceError(f"no microphone ({reason}): {NO_MICROPHONE_HINT}, or --demo", 1)
         logger.warning(
             "no microphone: %s; playing the built-in demo recording instead (%s)",
             reason,
@@ -294,19 +380,19 @@ async def run_remote(
 
     from streamer.labels import LABELS
     from streamer.pipeline import Sink
-    from streamer.remote import RemotePipeline
+    from streamer.remote import RemotePipeline, redact_url
     from streamer.sinks.dashboard import run_dashboard
     from streamer.sinks.jsonl import JsonLinesSink
     from streamer.state import LiveState
 
     state = LiveState(
-        model_name=f"on {args.connect}",
+        model_name=f"on {redact_url(args.connect)}",
         model_accuracy=None,
         labels=LABELS,
         history_size=config.dashboard.history,
         timeline_size=config.dashboard.timeline,
     )
-    sinks: list[Sink] = [JsonLinesSink()] if use_json else []
+    sinks: list[Sink] = [JsonLinesSink(on_closed=source.stop)] if use_json else []
     remote = RemotePipeline(
         args.connect,
         _stream_name(args, source),
@@ -332,7 +418,7 @@ async def run_remote(
     dashboard = None
     keys = contextlib.ExitStack()
     try:
-        logger.info("listening on %s, sending to %s", source.name, args.connect)
+        logger.info("listening on %s, sending to %s", source.name, redact_url(args.connect))
         if not use_json:
             dashboard = asyncio.create_task(
                 run_dashboard(state, config.dashboard.refresh_hz, Console()), name="ser-dashboard"
@@ -392,12 +478,14 @@ async def run_live(
     classifier = Classifier(bundle)
     state = LiveState(
         model_name=bundle.name,
-        model_accuracy=bundle.accuracy,
+        model_accuracy=bundle.accuracy_note(short=True),
         labels=bundle.labels,
         history_size=config.dashboard.history,
         timeline_size=config.dashboard.timeline,
     )
-    sinks: list[Sink] = [JsonLinesSink()] if use_json else []
+    if _is_demo(source):
+        state.note = DEMO_NOTE
+    sinks: list[Sink] = [JsonLinesSink(on_closed=source.stop)] if use_json else []
     mqtt = None
     if config.mqtt.enabled:
         from streamer.sinks.mqtt import MqttSink, default_node_id
@@ -431,6 +519,8 @@ async def run_live(
         else:
             logger.warning("second interrupt: stopping without waiting for results in flight")
             run_task.cancel()
+            if mqtt is not None:
+                mqtt.hurry()  # queued results are saved, not flushed
 
     try:
         if mqtt is not None:
@@ -458,7 +548,7 @@ async def run_live(
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
         await cancel_quietly(dashboard)
-        workers.close()
+        await asyncio.to_thread(workers.close)
         if mqtt is not None:
             await mqtt.aclose()
         logger.info(
@@ -492,6 +582,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_remote(args, config, source, use_json=use_json))
         bundle = resolve_bundle(config)
         source = make_source(args, config, bundle.sample_rate)
+        if _is_demo(source) and config.mqtt.enabled is not True:
+            if config.mqtt.enabled:
+                logger.info("demo results are not published to MQTT (--mqtt to publish them)")
+            config = replace(config, mqtt={"enabled": False})
         return asyncio.run(run_live(config, bundle, source, started_s, use_json=use_json))
     except (ConfigError, BundleError) as exc:
         print(f"ser-live: error: {exc}", file=sys.stderr)

@@ -65,9 +65,11 @@ class PipelineConfig:
     """Utterances whose speech probability (the bundle's speech detector) is below this are
     reported as "not_speech" and get no emotion (0 disables); "auto": the bundle's threshold."""
     adaptation: str = "speaker"
-    """"speaker": each utterance is read beside the same speaker's earlier ones (the bundle's
-    adaptation; a new speaker: `reset` on ser-serve, the r key on the dashboard); "off": every
-    utterance stands on its own (no history), as the bundle's "first" session scores."""
+    """"speaker": each utterance is read beside the same speaker's earlier ones, as far as the
+    bundle's history gate trusts them (a held mood is not erased; a new speaker: `reset` on
+    ser-serve, the r key on the dashboard); "always": the history without the gate (best on
+    sessions that mix every emotion, as acted corpora do; erases a held mood); "off": every
+    utterance stands on its own, as the bundle's "first" session scores."""
     adaptation_scope: str = "source"
     """Speaker adaptation history: "source" (each file / stream / microphone session) or "run"
     (all inputs of this run are one speaker)."""
@@ -110,6 +112,7 @@ class ServeConfig:
     tls_cert_file: str = ""
     """Serve wss:// with this certificate (PEM) and `tls_key_file`."""
     tls_key_file: str = ""
+    """Its private key (PEM); empty: the key is in `tls_cert_file`."""
     outbox_results: int = 256
     """Results waiting to be sent on a stream's socket; a stream whose client stops reading is
     closed (1008) when this many are waiting."""
@@ -120,6 +123,21 @@ class ServeConfig:
     streams go on (lets a load balancer notice) before they are finished."""
     drain_timeout_s: float = 10.0
     """On SIGTERM, time allowed (after the grace) to finish the streams' utterances in flight."""
+    max_unstarted: int = 64
+    """Connections that have not yet sent their start message, at most (counted apart from
+    streams; each has 10 s to start); more are refused with 1013."""
+    max_unstarted_per_address: int = 16
+    """The same per client address (0: no limit). Behind a load balancer every client shares
+    its address: raise it there, or limit per client in the load balancer."""
+    max_speed: float = 8.0
+    """A stream's audio is taken at most this many times faster than real time (after a burst
+    of `burst_s`): a fast client is slowed by not reading, and cannot hold the shared workers
+    ahead of everyone else. 0: no limit."""
+    burst_s: float = 30.0
+    """Audio a stream may send at once above `max_speed` (e.g. a thin client's buffer after a
+    reconnect)."""
+    insecure: bool = False
+    """Allow listening on a non-loopback address without a token (`--insecure`)."""
 
 
 @dataclass(frozen=True)
@@ -129,20 +147,29 @@ class MqttConfig:
     is there, but a file or stdin run that never reached one neither waits for it nor keeps the
     results (a live microphone run behaves as with true)."""
     host: str = "localhost"
+    """Broker host name or address."""
     port: int = 1883
+    """Broker port (usually 8883 with TLS)."""
     node_id: str = ""
     """Topic segment naming this recognizer; empty: the host name."""
     topic_prefix: str = "ser"
+    """First topic level(s): results go to `<topic_prefix>/<node_id>/emotion`."""
     qos: int = 1
+    """MQTT quality of service of the results (0, 1 or 2)."""
     keepalive_s: int = 30
+    """Seconds between keep-alive pings; a dead broker is noticed within about 1.5 times this."""
     username: str = ""
+    """Broker user name; empty: none."""
     password_env: str = ""
     """Name of the environment variable holding the password (never the password itself)."""
     tls: bool = False
     """Use TLS with the system CAs (or `ca_file`)."""
     ca_file: str = ""
+    """CA certificate (PEM) the broker's certificate is checked against; empty: the system's."""
     cert_file: str = ""
+    """Client certificate (PEM) for brokers that ask for one."""
     key_file: str = ""
+    """The client certificate's private key (PEM)."""
     queue_size: int = 10_000
     """Results kept while the broker is away; oldest dropped (counted) when full."""
     flush_timeout_s: float = 5.0
@@ -150,6 +177,7 @@ class MqttConfig:
     home_assistant: bool = False
     """Publish Home Assistant MQTT discovery config."""
     discovery_prefix: str = "homeassistant"
+    """Home Assistant's discovery topic prefix (its MQTT integration's setting)."""
 
 
 @dataclass(frozen=True)
@@ -189,14 +217,62 @@ def _check_type(key: str, value: Any, expected: Any) -> Any:
     return value
 
 
+def all_keys() -> list[str]:
+    """Every config key as "section.key"."""
+    return [
+        f"{section.name}.{f.name}"
+        for section in dataclasses.fields(Config)
+        for f in dataclasses.fields(typing.get_type_hints(Config)[section.name])
+    ]
+
+
+def _suggestion(prefix: str, key: str, known: set[str]) -> str:
+    """ " (did you mean pipeline.min_confidence?)": the same key in another section first, else
+    the nearest name; else the keys this section knows."""
+    import difflib
+
+    everywhere = all_keys()
+    same_leaf = [k for k in everywhere if k.rsplit(".", 1)[-1] == key]
+    if same_leaf:
+        return f" (did you mean {' or '.join(same_leaf)}?)"
+    near = difflib.get_close_matches(f"{prefix}{key}", everywhere, n=1, cutoff=0.75)
+    near = near or difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    if near:
+        guess = near[0] if "." in near[0] or not prefix else f"{prefix}{near[0]}"
+        return f" (did you mean {guess}?)"
+    return f" (known: {', '.join(sorted(known))})"
+
+
+def apply_overrides(config: Config, assignments: list[str]) -> Config:
+    """`--set section.key=value` (repeatable) on top of `config`: the value is read as a TOML
+    value (`400`, `0.6`, `true`, `"auto"`), else as a string; checked like the config file."""
+    data = dataclasses.asdict(config)
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(
+                f"--set {assignment!r}: expected section.key=value, e.g. vad.hangover_ms=400"
+            )
+        if section not in data:
+            raise ConfigError(
+                f"--set {assignment!r}: unknown config section {section!r}"
+                f"{_suggestion('', key.strip(), set(data))}"
+            )
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        data[section][name] = value
+    return validate(_build(Config, data, ""))
+
+
 def _build(cls: type[Any], data: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in known:
-            raise ConfigError(
-                f"unknown config key {prefix}{key} (known: {', '.join(sorted(known))})"
-            )
+            raise ConfigError(f"unknown config key {prefix}{key}{_suggestion(prefix, key, known)}")
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
@@ -259,9 +335,9 @@ def validate(config: Config) -> Config:
         p.min_speech,
     )
     _require(
-        p.adaptation in ("speaker", "off"),
+        p.adaptation in ("speaker", "always", "off"),
         "pipeline.adaptation",
-        '"speaker" or "off"',
+        '"speaker", "always" or "off"',
         p.adaptation,
     )
     _require(
@@ -292,6 +368,15 @@ def validate(config: Config) -> Config:
     _require(0 <= s.feature_workers <= 64, "serve.feature_workers", "0-64", s.feature_workers)
     _require(s.drain_timeout_s >= 0, "serve.drain_timeout_s", "a number >= 0", s.drain_timeout_s)
     _require(s.drain_grace_s >= 0, "serve.drain_grace_s", "a number >= 0", s.drain_grace_s)
+    _require(s.max_unstarted >= 1, "serve.max_unstarted", "an integer >= 1", s.max_unstarted)
+    _require(
+        s.max_unstarted_per_address >= 0,
+        "serve.max_unstarted_per_address",
+        "an integer >= 0",
+        s.max_unstarted_per_address,
+    )
+    _require(s.max_speed >= 0, "serve.max_speed", "a number >= 0 (0: no limit)", s.max_speed)
+    _require(s.burst_s >= 0, "serve.burst_s", "a number >= 0 (s)", s.burst_s)
     _require(
         bool(s.tls_cert_file) or not s.tls_key_file,
         "serve.tls_key_file",
@@ -305,16 +390,26 @@ def validate(config: Config) -> Config:
     _require(m.flush_timeout_s >= 0, "mqtt.flush_timeout_s", "a number >= 0", m.flush_timeout_s)
     check_topic_segment(m.node_id, "mqtt.node_id", allow_empty=True)
     check_topic_segment(m.topic_prefix, "mqtt.topic_prefix", allow_empty=False, allow_slash=True)
+    check_topic_segment(
+        m.discovery_prefix, "mqtt.discovery_prefix", allow_empty=False, allow_slash=True
+    )
     return config
 
 
 def check_topic_segment(
     value: str, key: str, *, allow_empty: bool, allow_slash: bool = False
 ) -> None:
-    """MQTT topic part: no wildcards, no spaces, no '/' unless allowed; raises ConfigError."""
+    """MQTT topic part: no wildcards, spaces or control characters, no empty level, no '/'
+    unless allowed; raises ConfigError."""
     bad = set("+# ") | (set() if allow_slash else {"/"})
-    if (not value and not allow_empty) or any(ch in bad for ch in value):
-        forbidden = "'+', '#', spaces" + ("" if allow_slash else ", '/'")
+    if (
+        (not value and not allow_empty)
+        or any(ch in bad or ord(ch) < 32 or ord(ch) == 127 for ch in value)
+        or (value and "" in value.split("/"))
+    ):
+        forbidden = "'+', '#', spaces, control characters" + (
+            ", empty levels" if allow_slash else ", '/'"
+        )
         raise ConfigError(
             f"config key {key}: expected a non-empty name without {forbidden}, got {value!r}"
         )

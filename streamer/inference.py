@@ -39,6 +39,11 @@ class BatchedInference:
         self._queue.put_nowait((inputs, future))
         return await future
 
+    @property
+    def queued(self) -> int:
+        """Utterances waiting for the classifier."""
+        return self._queue.qsize()
+
     def _predict_all(self, batch: list[ModelInput]) -> list[npt.NDArray[np.float32] | Exception]:
         """In the inference thread: every input of the batch, failures kept per input."""
         try:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from streamer.adaptation import GatedHistory
 from streamer.classifier import Classifier
 from streamer.config import Config
 from streamer.features import Analysis
@@ -171,7 +172,10 @@ class Pipeline:
             await pending.put(task)
 
     async def _classify(self, utterance: Utterance) -> _Featurized:
-        analysis = await self.workers.analyse(utterance.samples, utterance.sample_rate)
+        # fair across the streams of a server (ser-serve): each stream its own turn
+        analysis = await self.workers.analyse(
+            utterance.samples, utterance.sample_rate, key=utterance.source
+        )
         return utterance, analysis
 
     async def _emit_in_order(
@@ -184,11 +188,16 @@ class Pipeline:
         )
         min_speech = self.classifier.bundle.resolve_min_speech(self.config.pipeline.min_speech)
         per_source = self.config.pipeline.adaptation_scope == "source"
-        adapter = self.classifier.adapter(history=self.config.pipeline.adaptation == "speaker")
+        mode = self.config.pipeline.adaptation
+        adapter = self.classifier.adapter(history=mode != "off")
+        gate_spec = self.classifier.bundle.history_gate
+        gate = GatedHistory(gate_spec) if gate_spec is not None and mode == "speaker" else None
         trends = TrendTracker(labels, self.config.trend)
         while (task := await pending.get()) is not None:
             if isinstance(task, _Reset):
                 adapter.reset()
+                if gate is not None:
+                    gate.reset()
                 trends.reset()
                 self.state.resets += 1
                 logger.info("speaker reset: history forgotten from here on")
@@ -205,7 +214,14 @@ class Pipeline:
                     continue
                 # Speaker adaptation uses earlier utterances only, so it runs here, in order.
                 inputs = adapter.push(speaker, analysis)
-                probs = await self.inference.predict(inputs)
+                if gate is None:
+                    probs = await self.inference.predict(inputs)
+                else:  # read with the history and alone, mixed by the bundle's gate
+                    with_history, alone = await asyncio.gather(
+                        self.inference.predict(inputs),
+                        self.inference.predict(adapter.alone(analysis)),
+                    )
+                    probs = gate.push(speaker, with_history, alone)
             except Exception:
                 self.state.failed += 1
                 logger.exception("classifying an utterance failed")

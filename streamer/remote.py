@@ -20,6 +20,7 @@ import json
 import logging
 import ssl
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +44,16 @@ _BACKOFF_MAX_S = 10.0
 _FATAL_CLOSE_CODES = {protocol.CLOSE_POLICY, protocol.CLOSE_TOO_BIG, protocol.CLOSE_UNAUTHORIZED}
 
 
+def redact_url(url: str) -> str:
+    """`url` without user name, password, query or fragment (what may hold a secret)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 class RemoteError(SourceError):
     """The server refused the stream (bad token, protocol error) or never answered."""
 
@@ -62,7 +73,8 @@ class RemotePipeline:
         buffer_s: float = 30.0,
         give_up_s: float = 60.0,
     ) -> None:
-        self.url = url
+        self.connect_url = url
+        self.url = redact_url(url)  # for log lines and the screen: no password or query
         self.stream = stream
         self.sinks = list(sinks)
         self.state = state
@@ -158,6 +170,9 @@ class RemotePipeline:
                 raise RemoteError(f"server {self.url} refused the stream: {ready.get('message')}")
             logger.warning("server %s: %s", self.url, ready.get("message", ready))
             return False  # e.g. all streams taken (1013): try again
+        # the thin client's dashboard names the server's model, as ser-live names its own
+        self.state.model_name = f"{ready.get('model', '?')} on {self.url}"
+        self.state.model_accuracy = ready.get("accuracy") or None
         receiver = asyncio.create_task(self._receive(ws))
         try:
             while True:
@@ -244,7 +259,7 @@ class RemotePipeline:
             self._status("connecting", error=last_error)
             try:
                 async with connect(
-                    self.url,
+                    self.connect_url,
                     additional_headers=self._headers(),
                     open_timeout=10.0,
                     max_size=2**20,
@@ -274,7 +289,17 @@ class RemotePipeline:
                 ) from exc
             except InvalidStatus as exc:
                 status = exc.response.status_code
-                if status in (401, 403, 404):
+                if status == 401:
+                    said = exc.response.body.decode("utf-8", "replace").strip()[:200]
+                    hint = (
+                        "set SER_TOKEN to the server's token"
+                        if not self.token
+                        else "SER_TOKEN is not the server's token"
+                    )
+                    raise RemoteError(
+                        f"server {self.url} refused the token ({said or 'HTTP 401'}): {hint}", 1
+                    ) from exc
+                if status in (403, 404):
                     raise RemoteError(f"server {self.url} answered HTTP {status}", 1) from exc
                 last_error = f"HTTP {status}"
             except (OSError, TimeoutError, InvalidHandshake, WebSocketException) as exc:

@@ -26,15 +26,16 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from websockets.typing import Subprotocol
 
-from streamer import protocol
+from streamer import metrics, protocol, web
 from streamer.bundle import Bundle
 from streamer.classifier import Classifier
 from streamer.config import Config, ConfigError
@@ -69,6 +70,28 @@ def resolve_token(config: Config) -> str | None:
     return value
 
 
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, "localhost")."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name or "0.0.0.0"-like wildcard: reachable from elsewhere
+
+
+def check_exposure(host: str, token: str | None, insecure: bool) -> None:
+    """Refuse (ServeError) to serve a non-loopback address without a token, unless told."""
+    if token is None and not insecure and not is_loopback(host):
+        raise ServeError(
+            f"refusing to listen on {host} without a token: anyone who reaches it could stream "
+            "audio and read every result. Set serve.token_env to a variable holding a token "
+            "(e.g. SER_TOKEN), or pass --insecure (serve.insecure = true) if the network is yours"
+        )
+
+
 def tls_context(config: Config) -> ssl.SSLContext | None:
     cert, key = config.serve.tls_cert_file, config.serve.tls_key_file
     if not cert:
@@ -97,7 +120,12 @@ class StreamSource:
         *,
         max_frame_bytes: int,
         idle_timeout_s: float,
+        max_speed: float = 0.0,
+        burst_s: float = 0.0,
     ) -> None:
+        """`idle_timeout_s`: end the stream when no audio came this long (empty frames and
+        control messages do not count); `max_speed` (0: no limit), `burst_s`: take audio at
+        most this many times real time after a burst (the client is slowed by not reading)."""
         self.ws = ws
         self.name = start.stream
         self.overflows = 0
@@ -111,6 +139,11 @@ class StreamSource:
         self._idle_timeout_s = idle_timeout_s or None
         self._stop_reason: str | None = None
         self._timeout: asyncio.Timeout | None = None
+        self._max_speed = max_speed
+        self._burst_samples = burst_s * sample_rate
+        loop = asyncio.get_running_loop()
+        self._started_s = loop.time()
+        self._last_audio_s = self._started_s
 
     def stop(self, reason: str = "drain") -> None:
         """End the stream now (after the audio already taken)."""
@@ -126,8 +159,10 @@ class StreamSource:
         if self._stop_reason is not None:
             self.end_reason = self._stop_reason
             return None
+        idle_s = self._idle_timeout_s
+        deadline = None if idle_s is None else self._last_audio_s + idle_s
         try:
-            async with asyncio.timeout(self._idle_timeout_s) as timeout:
+            async with asyncio.timeout_at(deadline) as timeout:
                 self._timeout = timeout
                 message: str | bytes = await self.ws.recv()
         except TimeoutError:
@@ -163,11 +198,23 @@ class StreamSource:
                 break
             block = self._block(self._decoder.decode(message))
             if block is not None:
+                self._last_audio_s = asyncio.get_running_loop().time()
                 yield block
+                await self._keep_pace()
         block = self._block(self._decoder.decode(b"", last=True))
         if block is not None:
             yield block
         yield EndOfStream(self.name)
+
+    async def _keep_pace(self) -> None:
+        """Wait while the stream is ahead of `max_speed` x real time (beyond its burst)."""
+        if not self._max_speed or self._stop_reason is not None:
+            return
+        rate = self._sample_rate * self._max_speed
+        elapsed_s = asyncio.get_running_loop().time() - self._started_s
+        ahead = self._emitted - self._burst_samples - elapsed_s * rate
+        if ahead > 0:
+            await asyncio.sleep(ahead / rate)
 
     def _block(self, samples: npt.NDArray[np.int16]) -> AudioBlock | None:
         """What one message brought, as one block: the segmenter takes any length, and cutting
@@ -236,90 +283,224 @@ class StreamServer:
         self.state = "starting"  # -> "accepting" -> "draining"
         self.port: int | None = None
         self.streams: dict[asyncio.Task[None], StreamSource | None] = {}
+        self.unstarted: dict[asyncio.Task[None], str] = {}  # connection -> client address
+        self.names: set[str] = set()  # the open streams' names
         self.totals = {"streams": 0, "utterances": 0, "refused": 0}
         self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._shared: _Shared | None = None
+        self.metrics = metrics.ServeMetrics(_version(), bundle.name, self._snapshot)
 
     def stop(self) -> None:
         self._stop.set()
 
-    # ---- HTTP: health check, and refusing what is not a stream ----
+    def hurry(self) -> None:
+        """Stop now (a second signal): every stream is cancelled, no drain."""
+        self._stop.set()
+        self._hurry.set()
+        for task in list(self.streams) + list(self.unstarted):
+            task.cancel()
+
+    def _snapshot(self) -> metrics.Snapshot:
+        shared, mqtt = self._shared, self.mqtt
+        status = getattr(mqtt, "status", None)
+        return metrics.Snapshot(
+            streams=sum(1 for source in self.streams.values() if source is not None),
+            unstarted=len(self.unstarted),
+            feature_queue=shared.workers.in_flight if shared else 0,
+            inference_queue=shared.inference.queued if shared else 0,
+            workers_healthy=bool(shared and shared.workers.healthy),
+            worker_restarts=shared.workers.restarts if shared else 0,
+            mqtt_connected=None if mqtt is None else bool(status and status.state == "connected"),
+            mqtt_queued=status.queued if status else 0,
+            mqtt_dropped=status.dropped if status else 0,
+            mqtt_published=status.published if status else 0,
+            mqtt_failures=int(getattr(mqtt, "failures", 0)),
+        )
+
+    def health(self) -> str:
+        """ "ok" while streams can be served; else what stops them ("starting", "draining",
+        "feature workers restarting")."""
+        if self.state != "accepting":
+            return self.state
+        if self._shared is not None and not self._shared.workers.healthy:
+            return "feature workers restarting"
+        return "ok"
+
+    # ---- HTTP: health check, authentication, and refusing what is not a stream ----
 
     def _process_request(self, connection: Any, request: Any) -> Any:
+        """Answered before any WebSocket upgrade: the page, /healthz, /metrics, /v1/auth, 404,
+        and 401 for a stream with a missing or wrong token (so an unauthenticated client never
+        holds an open WebSocket). None: go on with the upgrade."""
         path = urllib.parse.urlsplit(request.path).path
-        if path == protocol.HEALTH_PATH:
-            if self.state == "accepting":
-                return connection.respond(HTTPStatus.OK, "ok\n")
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"{self.state}\n")
         if path != protocol.PATH:
-            return connection.respond(
-                HTTPStatus.NOT_FOUND, f"not found: streams are at {protocol.PATH}\n"
-            )
-        return None
+            return self._http(connection, path, request.headers)
+        problem = self._auth_problem(request.headers)
+        if problem is None:
+            return None
+        self.totals["refused"] += 1
+        self.metrics.refused("token")
+        logger.warning("refused a connection from %s: %s", _peer(connection), problem)
+        response = connection.respond(HTTPStatus.UNAUTHORIZED, f"{problem}\n")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="ser-serve"'
+        return response
 
-    def _authorized(self, request: Any) -> bool:
+    def _http(self, connection: Any, path: str, headers: Any) -> Any:
+        """A plain HTTP request (not a stream)."""
+        if path == protocol.HEALTH_PATH:
+            status = self.health()
+            code = HTTPStatus.OK if status == "ok" else HTTPStatus.SERVICE_UNAVAILABLE
+            return connection.respond(code, f"{status}\n")
+        if path in web.PAGES:
+            body, content_type = web.PAGES[path]
+            return _static_response(HTTPStatus.OK, body, content_type)
+        if path in (protocol.AUTH_PATH, protocol.METRICS_PATH):
+            # /v1/auth: the web page asks before it opens a WebSocket (a browser cannot read
+            # why an upgrade failed); /metrics: with a token, the operator's only
+            problem = self._auth_problem(headers)
+            if problem is not None:
+                return connection.respond(HTTPStatus.UNAUTHORIZED, f"{problem}\n")
+            if path == protocol.AUTH_PATH:
+                return _static_response(HTTPStatus.NO_CONTENT, b"", "text/plain")
+            return _static_response(HTTPStatus.OK, self.metrics.render(), metrics.CONTENT_TYPE)
+        return connection.respond(
+            HTTPStatus.NOT_FOUND, f"not found: streams are at {protocol.PATH}, the page at /\n"
+        )
+
+    def _auth_problem(self, headers: Any) -> str | None:
+        """None when the request may open a stream; else what is wrong with its credentials."""
         if self.token is None:
-            return True
-        offered = ""
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            offered = header[len("Bearer ") :].strip()
-        else:
-            query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.path).query)
-            offered = (query.get("token") or [""])[0]
-        return hmac.compare_digest(offered.encode(), self.token.encode())
+            return None
+        authorization = headers.get_all("Authorization")
+        if len(authorization) > 1:
+            return "more than one Authorization header: send one"
+        offered = [
+            value.strip()[len(protocol.TOKEN_SUBPROTOCOL_PREFIX) :]
+            for header in headers.get_all("Sec-WebSocket-Protocol")
+            for value in header.split(",")
+            if value.strip().startswith(protocol.TOKEN_SUBPROTOCOL_PREFIX)
+        ]
+        if authorization and authorization[0].startswith("Bearer "):
+            offered.append(authorization[0][len("Bearer ") :].strip())
+        if not offered:
+            return "missing token: send the header 'Authorization: Bearer TOKEN'"
+        if any(hmac.compare_digest(t.encode(), self.token.encode()) for t in offered[:2]):
+            return None
+        return "wrong token"
 
     # ---- one stream ----
 
-    async def _refuse(self, ws: Any, message: str, code: int) -> None:
+    async def _refuse(self, ws: Any, message: str, code: int, reason: str) -> None:
         from websockets.exceptions import ConnectionClosed
 
         self.totals["refused"] += 1
+        self.metrics.refused(reason)
         with contextlib.suppress(ConnectionClosed):
             await ws.send(protocol.error_message(message))
             await ws.close(code, message[:120])
 
     async def _handle(self, ws: Any) -> None:
+        """One connection, whatever it sends: a stream, or an error message and a close code.
+        A bug here is logged with its traceback and closes this connection only (1011)."""
         from websockets.exceptions import ConnectionClosed
 
+        try:
+            await self._handle_connection(ws)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            logger.exception("stream from %s failed", _peer(ws))
+            with contextlib.suppress(ConnectionClosed):
+                await ws.close(1011, "internal error (logged)")
+
+    async def _handle_connection(self, ws: Any) -> None:
         task = asyncio.current_task()
         assert task is not None and self._shared is not None
         _bound_send_buffer(ws)
-        shared = self._shared
-        serve = self.config.serve
-        if not self._authorized(ws.request):
-            logger.warning("refused a stream from %s: missing or wrong token", _peer(ws))
-            await self._refuse(ws, "missing or wrong token", protocol.CLOSE_UNAUTHORIZED)
+        address = _address(ws)
+        refusal = self._refusal_before_start(address)
+        if refusal is not None:
+            await self._refuse(ws, *refusal)
             return
-        if self.state != "accepting":
-            await self._refuse(ws, f"server is {self.state}", protocol.CLOSE_TRY_LATER)
+        self.unstarted[task] = address
+        try:
+            start = await self._read_start(ws)
+        finally:
+            del self.unstarted[task]
+        if start is None:
             return
-        if len(self.streams) >= serve.max_streams:
-            await self._refuse(
-                ws,
-                f"{serve.max_streams} streams are open (serve.max_streams): try again later",
-                protocol.CLOSE_TRY_LATER,
-            )
+        refusal = self._refusal_after_start(start)
+        if refusal is not None:
+            await self._refuse(ws, *refusal)
             return
         self.streams[task] = None
+        self.names.add(start.stream)
         try:
-            try:
-                first = await asyncio.wait_for(ws.recv(), START_TIMEOUT_S)
-                start = protocol.parse_start(first)
-            except TimeoutError:
-                await self._refuse(
-                    ws, f"no start message within {START_TIMEOUT_S:.0f} s", protocol.CLOSE_POLICY
-                )
-                return
-            except ConnectionClosed:
-                return
-            except protocol.ProtocolError as exc:
-                await self._refuse(ws, str(exc), exc.code)
-                return
-            await ws.send(protocol.ready_message(start.stream, shared.bundle.name))
+            bundle = self._shared.bundle
+            await ws.send(
+                protocol.ready_message(start.stream, bundle.name, bundle.accuracy_note(short=True))
+            )
             await self._run_stream(ws, start, task)
         finally:
             del self.streams[task]
+            self.names.discard(start.stream)
+
+    def _refusal_before_start(self, address: str) -> tuple[str, int, str] | None:
+        serve = self.config.serve
+        if self.state != "accepting":
+            return f"server is {self.state}", protocol.CLOSE_TRY_LATER, self.state
+        if len(self.unstarted) >= serve.max_unstarted:
+            return (
+                f"{serve.max_unstarted} connections are waiting to start "
+                "(serve.max_unstarted): try again later",
+                protocol.CLOSE_TRY_LATER,
+                "max_unstarted",
+            )
+        per_address = serve.max_unstarted_per_address
+        if per_address and sum(a == address for a in self.unstarted.values()) >= per_address:
+            return (
+                f"{per_address} connections from {address} are waiting to start "
+                "(serve.max_unstarted_per_address): send start, or try again later",
+                protocol.CLOSE_TRY_LATER,
+                "max_unstarted_per_address",
+            )
+        return None
+
+    async def _read_start(self, ws: Any) -> protocol.Start | None:
+        """The client's start message; None when it did not send a good one (refused)."""
+        try:
+            first = await asyncio.wait_for(ws.recv(), START_TIMEOUT_S)
+            return protocol.parse_start(first)
+        except TimeoutError:
+            await self._refuse(
+                ws,
+                f"no start message within {START_TIMEOUT_S:.0f} s",
+                protocol.CLOSE_POLICY,
+                "start_timeout",
+            )
+        except protocol.ProtocolError as exc:
+            await self._refuse(ws, str(exc), exc.code, "protocol")
+        return None
+
+    def _refusal_after_start(self, start: protocol.Start) -> tuple[str, int, str] | None:
+        serve = self.config.serve
+        if self.state != "accepting":
+            return f"server is {self.state}", protocol.CLOSE_TRY_LATER, self.state
+        if len(self.streams) >= serve.max_streams:
+            return (
+                f"{serve.max_streams} streams are open (serve.max_streams): try again later",
+                protocol.CLOSE_TRY_LATER,
+                "max_streams",
+            )
+        if start.stream in self.names:
+            return (
+                f"stream {start.stream!r} is already open here: try again in a moment (a "
+                "reconnecting client's old stream may still be finishing), or use another name",
+                protocol.CLOSE_TRY_LATER,
+                "duplicate_name",
+            )
+        return None
 
     async def _run_stream(self, ws: Any, start: protocol.Start, task: asyncio.Task[None]) -> None:
         from websockets.exceptions import ConnectionClosed
@@ -333,13 +514,19 @@ class StreamServer:
             shared.bundle.sample_rate,
             max_frame_bytes=serve.max_frame_bytes,
             idle_timeout_s=serve.idle_timeout_s,
+            max_speed=serve.max_speed,
+            burst_s=serve.burst_s,
         )
         self.streams[task] = source
         if self.state != "accepting":
             source.stop()
         outbox = Outbox(serve.outbox_results)
-        sinks: list[Sink] = [outbox] + ([shared.mqtt] if shared.mqtt is not None else [])
-        state = LiveState(shared.bundle.name, shared.bundle.accuracy, shared.bundle.labels)
+        sinks: list[Sink] = [outbox, self.metrics]
+        if shared.mqtt is not None:
+            sinks.append(shared.mqtt)
+        state = LiveState(
+            shared.bundle.name, shared.bundle.accuracy_note(short=True), shared.bundle.labels
+        )
         pipeline = Pipeline(
             self.config,
             shared.classifier,
@@ -350,7 +537,17 @@ class StreamServer:
             meter_levels=False,
         )
         self.totals["streams"] += 1
-        logger.info("stream %s opened from %s (%s)", start.stream, _peer(ws), start.pcm)
+        self.metrics.streams.inc()
+        pcm = start.pcm
+        logger.info(
+            "stream %s opened from %s (%s, %d Hz, %d channel%s)",
+            start.stream,
+            _peer(ws),
+            pcm.format,
+            pcm.sample_rate,
+            pcm.channels,
+            "" if pcm.channels == 1 else "s",
+        )
         sender = asyncio.create_task(outbox.send_all(ws), name=f"ser-send-{start.stream}")
 
         async def watch_outbox() -> None:
@@ -397,6 +594,7 @@ class StreamServer:
         from websockets.asyncio.server import serve
 
         config = self.config
+        check_exposure(host, self.token, config.serve.insecure)
         n_workers = config.serve.feature_workers or os.cpu_count() or 1
         classifier = Classifier(self.bundle)
         workers = FeatureWorkers(n_workers, encoder=self.bundle.encoder)
@@ -410,10 +608,16 @@ class StreamServer:
                     host,
                     port,
                     process_request=self._process_request,
+                    # a browser that offers the token as a subprotocol gets "ser.v1" back
+                    # (never the token); clients that offer none get none
+                    select_subprotocol=_select_subprotocol,
                     ssl=self.tls,
+                    # frames queued per stream before reading stops: memory per stream is at
+                    # most max_queue x max_size (4 x 132 kB with the default max_frame_bytes)
+                    max_queue=MAX_QUEUE_FRAMES,
                     # frames a little over the limit get our error message and 1009; far over
                     # it, websockets closes with 1009 itself before buffering them
-                    max_size=max_frame * 4 + 1024,
+                    max_size=max_frame * 2 + 1024,
                     server_header=None,
                     # PCM hardly compresses: per-message deflate would cost CPU on every frame
                     # and a zlib context per stream (memory), for nothing
@@ -430,18 +634,25 @@ class StreamServer:
                 self.state = "accepting"
                 scheme = "wss" if self.tls else "ws"
                 logger.info(
-                    "serving on %s://%s:%d%s (%d feature workers; ready in %.2f s)",
+                    "serving on %s://%s:%d%s (%s; %d feature workers; ready in %.2f s)",
                     scheme,
                     host,
                     self.port,
                     protocol.PATH,
+                    f"token required: ${config.serve.token_env}" if self.token else "no token",
                     n_workers,
                     time.monotonic() - started_s,
                 )
+                logger.info(
+                    "web page: %s://%s:%d/", "https" if self.tls else "http", host, self.port
+                )
                 await self._stop.wait()
-                await self._drain()
+                if not self._hurry.is_set():
+                    await self._drain()
         finally:
-            workers.close()
+            # the workers are joined in a thread: the loop goes on serving the drain's last
+            # messages and signals meanwhile
+            await asyncio.to_thread(workers.close)
             await inference.aclose()
         logger.info(
             "served %d streams, %d utterances (%d inference batches), refused %d",
@@ -457,7 +668,10 @@ class StreamServer:
         grace = self.config.serve.drain_grace_s
         if grace:
             logger.info("draining: refusing new streams, finishing the open ones in %.1f s", grace)
-            await asyncio.sleep(grace)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), grace)
+            if self._hurry.is_set():
+                return
         open_streams = list(self.streams)
         logger.info("draining: finishing %d streams", len(open_streams))
         for source in self.streams.values():
@@ -470,6 +684,12 @@ class StreamServer:
 
 
 SEND_BUFFER_BYTES = 65536
+MAX_QUEUE_FRAMES = 4
+
+
+def _select_subprotocol(_connection: Any, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    wanted = Subprotocol(protocol.SUBPROTOCOL)
+    return wanted if wanted in offered else None
 
 
 def _bound_send_buffer(ws: Any) -> None:
@@ -479,6 +699,41 @@ def _bound_send_buffer(ws: Any) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+
+
+def _static_response(status: HTTPStatus, body: bytes, content_type: str) -> Any:
+    """An HTTP response with security headers (the page loads only its own files)."""
+    from websockets.datastructures import Headers
+    from websockets.http11 import Response
+
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-cache"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Content-Security-Policy", web.CONTENT_SECURITY_POLICY),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("ser")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _address(ws: Any) -> str:
+    """The client's IP address ("?" when unknown)."""
+    try:
+        return str(ws.remote_address[0])
+    except (AttributeError, IndexError, TypeError):
+        return "?"
 
 
 def _peer(ws: Any) -> str:

@@ -23,6 +23,15 @@ import numpy.typing as npt
 
 from streamer.audio_io import float_to_int16, to_mono
 from streamer.messages import AudioBlock
+from streamer.pcm import (
+    MAGIC_BYTES,
+    PcmDecoder,
+    PcmFormat,
+    WavHeader,
+    container_kind,
+    looks_like_float32,
+    parse_wav_header,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +86,11 @@ class _Blocker:
         self.block_len = block_len
         self._pending = np.zeros(0, dtype=np.int16)
         self._emitted = 0  # samples
+
+    @property
+    def emitted(self) -> int:
+        """Samples cut into blocks so far."""
+        return self._emitted
 
     def split(self, samples: npt.NDArray[np.int16], final: bool = False) -> list[AudioBlock]:
         data = np.concatenate([self._pending, samples]) if self._pending.size else samples
@@ -201,38 +215,155 @@ class FileSource:
 
 
 class StdinSource:
-    """Raw 16 kHz mono s16le PCM from standard input (e.g. from arecord, ffmpeg or sox)."""
+    """Audio on standard input. A container (WAV, FLAC, Ogg, AIFF, MP3: recognised by its magic
+    bytes) is decoded: a 16-bit or float WAV as it streams in, the others once whole. Anything
+    else is raw PCM of `pcm` (default: 16 kHz mono s16le, as arecord/ffmpeg/sox send it); raw
+    input that was all near-silence or held NaNs is said on stderr at the end."""
 
     live = False
     name = "-"
 
-    def __init__(self, sample_rate: int, block_ms: int, stream: BinaryIO | None = None) -> None:
+    def __init__(
+        self,
+        sample_rate: int,
+        block_ms: int,
+        stream: BinaryIO | None = None,
+        pcm: PcmFormat | None = None,
+    ) -> None:
         self.sample_rate = sample_rate
         self.block_len = sample_rate * block_ms // 1000
         self.overflows = 0
         self.dropped_blocks = 0
+        self.pcm = pcm or PcmFormat("s16le", sample_rate, 1)
+        self.container: str | None = None  # what was recognised (None: raw PCM)
         self._stream = stream if stream is not None else sys.stdin.buffer
         self._stopped = False
 
     def stop(self) -> None:
         self._stopped = True
 
-    async def blocks(self) -> AsyncIterator[SourceItem]:
-        blocker = _Blocker("-", self.sample_rate, self.block_len)
-        leftover = b""
-        while not self._stopped:
-            data = await asyncio.to_thread(self._stream.read, self.block_len * 2)
+    async def _read(self, n: int) -> bytes:
+        return bytes(await asyncio.to_thread(self._stream.read, n))
+
+    async def _read_head(self, n: int) -> bytes:
+        head = b""
+        while len(head) < n:
+            data = await self._read(n - len(head))
             if not data:
                 break
-            data = leftover + data
-            usable = len(data) - len(data) % 2
-            leftover = data[usable:]
-            samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
+            head += data
+        return head
+
+    async def blocks(self) -> AsyncIterator[SourceItem]:
+        blocker = _Blocker("-", self.sample_rate, self.block_len)
+        head = await self._read_head(MAGIC_BYTES)
+        self.container = container_kind(head)
+        if self.container == "wav":
+            header, head = await self._wav_header(head)
+            if header is None:  # a WAV this reader does not stream: decode it whole
+                samples = await self._decode_whole(head)
+                for block in blocker.split(samples, final=True):
+                    yield _stamp(block, time.monotonic())
+            else:
+                async for block in self._stream_pcm(
+                    blocker, header.pcm, head[header.data_offset :]
+                ):
+                    yield block
+        elif self.container is not None:
+            samples = await self._decode_whole(head)
+            for block in blocker.split(samples, final=True):
+                yield _stamp(block, time.monotonic())
+        else:
+            async for block in self._stream_pcm(blocker, self.pcm, head, raw=True):
+                yield block
+        yield EndOfStream("-")
+
+    async def _wav_header(self, head: bytes) -> tuple[WavHeader | None, bytes]:
+        """Read until the WAV header is whole: (header, bytes read so far); header None when
+        its sample format is not streamed (24-bit, 8-bit, ...)."""
+        while True:
+            try:
+                header = parse_wav_header(head)
+            except ValueError:
+                return None, head
+            if header is not None:
+                return header, head
+            data = await self._read(4096)
+            if not data or len(head) > _MAX_WAV_HEADER:
+                raise SourceError("stdin: the WAV header ends before its audio (a cut file?)", 2)
+            head += data
+
+    async def _decode_whole(self, head: bytes) -> npt.NDArray[np.int16]:
+        """Read the rest of stdin and decode it as one audio file."""
+        import io
+
+        import soundfile as sf
+        import soxr
+
+        chunks = [head]
+        while data := await self._read(1 << 20):
+            chunks.append(data)
+        try:
+            audio, rate = sf.read(io.BytesIO(b"".join(chunks)), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+            raise SourceError(
+                f"stdin: looks like {self.container}, but it is not readable as audio ({exc})", 2
+            ) from exc
+        mono = to_mono(audio)
+        if rate != self.sample_rate:
+            mono = soxr.resample(mono, rate, self.sample_rate, quality="HQ").astype(np.float32)
+        return float_to_int16(mono)
+
+    async def _stream_pcm(
+        self, blocker: _Blocker, pcm: PcmFormat, first: bytes, raw: bool = False
+    ) -> AsyncIterator[AudioBlock]:
+        decoder = PcmDecoder(pcm, self.sample_rate)
+        peak = 0
+        data = first
+        if raw and pcm.format == "s16le":
+            data += await self._read_head(_FLOAT_CHECK_BYTES - len(data))
+            if looks_like_float32(data):
+                logger.warning(
+                    "stdin: this raw audio looks like 32-bit floats, read as %s: "
+                    "say --format f32le (and --rate/--channels)",
+                    _describe(pcm),
+                )
+        while True:
+            samples = decoder.decode(data)
+            if samples.size:
+                peak = max(peak, int(np.abs(samples.astype(np.int32)).max()))
             for block in blocker.split(samples):
                 yield _stamp(block, time.monotonic())
-        for block in blocker.split(np.zeros(0, dtype=np.int16), final=True):
+            if self._stopped:
+                break
+            data = await self._read(self.block_len * pcm.frame_bytes)
+            if not data:
+                break
+        for block in blocker.split(decoder.decode(b"", last=True), final=True):
             yield _stamp(block, time.monotonic())
-        yield EndOfStream("-")
+        if raw and decoder.nonfinite:
+            logger.warning(
+                "stdin: %d samples were NaN or infinite (read as silence): is it really %s? "
+                "Say --format/--rate/--channels",
+                decoder.nonfinite,
+                _describe(pcm),
+            )
+        elif raw and blocker.emitted and peak < _NEAR_SILENCE:
+            logger.warning(
+                "stdin: the raw audio was all near-silence (peak %d of 32767): is it really %s? "
+                "Say --format/--rate/--channels, or send a WAV/FLAC/Ogg file",
+                peak,
+                _describe(pcm),
+            )
+
+
+_MAX_WAV_HEADER = 1 << 20
+_FLOAT_CHECK_BYTES = 128_000  # the first 4 s of 16 kHz s16le mono
+_NEAR_SILENCE = 33  # peak below -60 dBFS
+
+
+def _describe(pcm: PcmFormat) -> str:
+    return f"{pcm.sample_rate} Hz, {pcm.channels} channel(s), {pcm.format}"
 
 
 def import_sounddevice() -> Any:

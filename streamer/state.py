@@ -28,11 +28,14 @@ class LiveState:
     """Counters, levels and recent results of a running recognizer."""
 
     model_name: str
-    model_accuracy: float | None
+    model_accuracy: str | None
+    """The bundle's accuracy with its condition (`Bundle.accuracy_note(short=True)`)."""
     labels: tuple[str, ...]
     history_size: int = 12
     timeline_size: int = 40
     source: str = ""
+    note: str = ""
+    """A line under the header (e.g. what the demo recording's clips are)."""
     started_wall_s: float = field(default_factory=time.monotonic)
     level_db: float = -120.0
     in_speech: bool = False

@@ -1,17 +1,27 @@
 """Feature extraction in a process pool (spawn; never imports TensorFlow). For a bundle with an
 encoder, each worker also runs the encoder (its own LiteRT interpreter), so the costly part of
-inference runs on as many cores as there are workers, outside the event loop's process."""
+inference runs on as many cores as there are workers, outside the event loop's process.
+
+Supervised: a worker that dies (SIGKILL, the OOM killer, a native crash) breaks the whole
+`ProcessPoolExecutor`; the pool is then replaced by a fresh one (logged, counted in `restarts`)
+and every utterance that was in the broken pool is retried once on the new one. While no pool
+can take work `healthy` is False (ser-serve's /healthz answers 503)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
 import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import numpy.typing as npt
@@ -65,37 +75,183 @@ def _init_worker(encoder: EncoderSection | None) -> None:
         _Worker.encoder = UtteranceEncoder(encoder.encoder_path, encoder.layers)  # warmed up
 
 
+class WorkerLostError(Exception):
+    """An utterance's worker died twice (once in the pool it started in, once in the pool that
+    replaced it): this utterance fails alone; the pool goes on."""
+
+
+RESTART_MIN_INTERVAL_S = 1.0  # a pool that breaks again at once is replaced at most this often
+
+
 class FeatureWorkers:
     """`n` processes running `streamer.features.analyse` (and, with `encoder`, the bundle's
-    encoder: `Analysis.embedding`), each warmed up at start. Check the encoder file first
-    (`Classifier` does): a worker that cannot load it breaks the pool."""
+    encoder: `Analysis.embedding`), each warmed up at start; replaced when one dies (see the
+    module docstring). Check the encoder file first (`Classifier` does): a worker that cannot
+    load it breaks the pool."""
 
     def __init__(self, n: int, encoder: EncoderSection | None = None) -> None:
         self.n = n
         self.encoder = encoder
+        self.restarts = 0
+        self.in_flight = 0  # utterances waiting for or in a worker
+        self._waiting: dict[Hashable, deque[asyncio.Future[None]]] = {}  # per key, in order
+        self._running = 0  # handed to the pool
+        self.healthy = False  # True once started, False while a broken pool is being replaced
         # Spawned workers inherit the environment: one BLAS thread each, or small numpy calls
         # slow down under load (8-16 ms instead of 1-2 ms).
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-        self._executor = ProcessPoolExecutor(
-            n,
+        self._executor = self._new_executor()
+        self._replacing: asyncio.Task[None] | None = None
+        self._last_restart_s = 0.0
+        self._closed = False
+        self._unwatch: Callable[[], object] = lambda: None
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.n,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(encoder,),
+            initargs=(self.encoder,),
         )
 
     async def start(self) -> None:
         """Start all `n` processes and wait until each has run a warm-up extraction."""
-        loop = asyncio.get_running_loop()
-        pids = await asyncio.gather(
-            *(loop.run_in_executor(self._executor, _noop) for _ in range(self.n))
-        )
-        logger.debug("feature workers ready: %s", sorted(set(pids)))
+        await self._warm(self._executor)
+        self.healthy = True
 
-    async def analyse(self, samples: npt.NDArray[np.int16], sample_rate: int) -> features.Analysis:
-        """(n,) int16 -> the utterance's feature vector, log-mel sequence and (encoder bundles)
-        embedding, computed in a worker process."""
+    async def _warm(self, executor: ProcessPoolExecutor) -> None:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, _analyse, samples, sample_rate)
+        pids = await asyncio.gather(*(loop.run_in_executor(executor, _noop) for _ in range(self.n)))
+        logger.debug("feature workers ready: %s", sorted(set(pids)))
+        self._watch(executor)
+
+    def _watch(self, executor: ProcessPoolExecutor) -> None:
+        """Notice a worker's death at once (its sentinel becomes readable), not only when the
+        next utterance hits the broken pool: health turns 503 and the pool is replaced."""
+        loop = asyncio.get_running_loop()
+        processes = dict(getattr(executor, "_processes", None) or {})
+        sentinels = [process.sentinel for process in processes.values()]
+
+        def died() -> None:
+            for fd in sentinels:
+                loop.remove_reader(fd)
+            if not self._closed and self._executor is executor and self._replacing is None:
+                self._replacing = loop.create_task(self._restart(executor))
+
+        for fd in sentinels:
+            loop.add_reader(fd, died)
+        self._unwatch = lambda: [loop.remove_reader(fd) for fd in sentinels]
+
+    def pids(self) -> list[int]:
+        """The live worker processes' ids (for tests and diagnostics)."""
+        processes = getattr(self._executor, "_processes", None) or {}
+        return sorted(int(pid) for pid in processes)
+
+    async def analyse(
+        self, samples: npt.NDArray[np.int16], sample_rate: int, key: Hashable = ""
+    ) -> features.Analysis:
+        """(n,) int16 -> the utterance's feature vector, log-mel sequence and (encoder bundles)
+        embedding, computed in a worker process. A worker lost under it: retried once on the
+        replacement pool; lost again: `WorkerLostError`.
+
+        Fair: utterances wait per `key` (ser-serve: the stream) and are handed to the workers
+        round-robin over the keys, at most 2 per worker at a time, so one stream's backlog
+        cannot hold the workers ahead of every other stream's next utterance."""
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        self._waiting.setdefault(key, deque()).append(ready)
+        self.in_flight += 1
+        self._dispatch()
+        try:
+            await ready
+            return await self._analyse(samples, sample_rate)
+        finally:
+            self.in_flight -= 1
+            if ready.done() and not ready.cancelled():
+                self._running -= 1
+            else:  # cancelled while waiting: never started
+                queue = self._waiting.get(key)
+                if queue is not None and ready in queue:
+                    queue.remove(ready)
+                    if not queue:
+                        del self._waiting[key]
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Start waiting utterances, one key at a time in turn, while workers have room."""
+        while self._waiting and self._running < 2 * self.n:
+            key = next(iter(self._waiting))
+            queue = self._waiting.pop(key)
+            ready = queue.popleft()
+            if queue:  # the key goes to the back of the line
+                self._waiting[key] = queue
+            if ready.done():  # cancelled meanwhile
+                continue
+            self._running += 1
+            ready.set_result(None)
+
+    async def _analyse(self, samples: npt.NDArray[np.int16], sample_rate: int) -> features.Analysis:
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            if self._replacing is not None:
+                await asyncio.shield(self._replacing)
+            executor = self._executor
+            try:
+                return await loop.run_in_executor(executor, _analyse, samples, sample_rate)
+            except BrokenProcessPool:
+                if self._closed:
+                    raise
+                await self._replace(executor)
+                if attempt == 2:
+                    raise WorkerLostError(
+                        "a feature worker died twice under this utterance (see the log)"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    async def _replace(self, broken: ProcessPoolExecutor) -> None:
+        """Replace `broken` (once, however many utterances saw it break)."""
+        if self._replacing is None and self._executor is broken:
+            self._replacing = asyncio.create_task(self._restart(broken))
+        if self._replacing is not None:
+            await asyncio.shield(self._replacing)
+
+    async def _restart(self, broken: ProcessPoolExecutor) -> None:
+        self.healthy = False
+        self.restarts += 1
+        self._unwatch()
+        logger.error(
+            "a feature worker died (killed, out of memory or crashed): replacing the pool "
+            "(restart %d); the utterances it held are retried once",
+            self.restarts,
+        )
+        broken.shutdown(wait=False, cancel_futures=True)
+        started_s = time.monotonic()
+        try:
+            while not self._closed:
+                wait_s = self._last_restart_s + RESTART_MIN_INTERVAL_S - time.monotonic()
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+                self._last_restart_s = time.monotonic()
+                self._executor = self._new_executor()
+                try:
+                    await self._warm(self._executor)
+                except BrokenProcessPool:
+                    logger.error("the replacement feature pool broke while starting; retrying")
+                    self._executor.shutdown(wait=False, cancel_futures=True)
+                    continue
+                self.healthy = True
+                logger.warning("feature workers replaced in %.2f s", time.monotonic() - started_s)
+                return
+        finally:
+            self._replacing = None
 
     def close(self) -> None:
+        """Stop the workers (waits for them: call it from a thread in an event loop that must
+        go on, or at its end)."""
+        self._closed = True
+        self.healthy = False
+        with contextlib.suppress(RuntimeError):  # no event loop: nothing is watched
+            self._unwatch()
+        if self._replacing is not None:
+            self._replacing.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)

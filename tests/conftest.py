@@ -32,15 +32,17 @@ def nemo() -> Path:
 @pytest.fixture(autouse=True, scope="session")
 def _nothing_left_behind():
     """The suite stops every process it starts (set up first, so checked after every other
-    fixture's teardown)."""
+    fixture's teardown). The test process is the child subreaper of what it starts, so only
+    its own descendants count, never a process someone else runs on a shared CI machine."""
     import time
 
     from . import procs
 
+    subreaper = procs.become_subreaper()
     before = set(procs.table())
     yield
     deadline = time.monotonic() + 15.0
-    while (left := procs.left_behind(before)) and time.monotonic() < deadline:
+    while (left := procs.left_behind(before, subreaper)) and time.monotonic() < deadline:
         time.sleep(0.25)
     assert not left, "processes left behind:\n" + "\n".join(
         f"{p.pid} (parent {p.ppid}): {p.cmdline}" for p in left

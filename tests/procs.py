@@ -60,11 +60,28 @@ def ancestors(pid: int | None = None) -> set[int]:
     return chain
 
 
-def left_behind(before: set[int]) -> list[Proc]:
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process the child subreaper of everything it starts (Linux prctl): an
+    orphaned descendant is re-parented to it instead of PID 1, so `left_behind` can count
+    the suite's own processes only. False where the kernel does not offer it."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def left_behind(before: set[int], subreaper: bool = True) -> list[Proc]:
     """Processes started since `before` was taken that are still alive and belong to this
-    process: its descendants, or orphans (re-parented to PID 1). Descendants of other processes
-    that already existed are not ours. This process's own multiprocessing helpers are left out:
-    they end with it."""
+    process. As child subreaper (`become_subreaper`) that is exactly its descendants: a process
+    someone else starts on a shared machine is never counted. Without it, orphans re-parented
+    to PID 1 count too (they may be ours). This process's own multiprocessing helpers are left
+    out: they end with it."""
     procs = table()
     me = os.getpid()
     mine = ancestors(me)
@@ -76,10 +93,10 @@ def left_behind(before: set[int]) -> list[Proc]:
             continue
         q, ours = p, False
         while True:
-            if q.ppid == me or q.ppid <= 1:
+            if q.ppid == me or (q.ppid <= 1 and not subreaper):
                 ours = True
                 break
-            if q.ppid in before or q.ppid not in procs:
+            if q.ppid <= 1 or q.ppid in before or q.ppid not in procs:
                 break
             q = procs[q.ppid]
         if ours:

@@ -9,13 +9,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from .broker import free_port
@@ -73,6 +74,8 @@ class StreamRun:
     errors: list[dict[str, Any]] = field(default_factory=list)
     close_code: int | None = None
     extensions: str | None = None  # what the server accepted of the client's offer
+    http_status: int | None = None  # the server refused the upgrade (e.g. 401)
+    http_body: str = ""
 
 
 def encode(samples: np.ndarray, fmt: str, channels: int = 1) -> bytes:
@@ -94,16 +97,31 @@ def run_stream(
     start: dict[str, Any] | str | None = None,
     frame_bytes: int = 3200,
     stop: bool = True,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | list[tuple[str, str]] | None = None,
+    subprotocols: list[str] | None = None,
     read: bool = True,
     timeout: float = 120,
+    pace_s: float = 0.0,
 ) -> StreamRun:
     """Send `start`, then `pcm` in frames, then stop; collect everything until the close.
-    `pcm` as a list: PCM pieces (each in frames) and control messages (sent as JSON) in order."""
+    `pcm` as a list: PCM pieces (each in frames) and control messages (sent as JSON) in order.
+    `pace_s`: a pause after each frame (0: as fast as the server reads)."""
     run = StreamRun()
     if start is None:
         start = {"type": "start", "sample_rate": 16000, "format": "s16le", "channels": 1}
-    with connect(url, additional_headers=headers, open_timeout=10, close_timeout=5) as ws:
+    try:
+        ws = connect(
+            url,
+            additional_headers=headers,
+            subprotocols=subprotocols,  # type: ignore[arg-type]
+            open_timeout=10,
+            close_timeout=5,
+        )
+    except InvalidStatus as exc:
+        run.http_status = exc.response.status_code
+        run.http_body = exc.response.body.decode()
+        return run
+    with ws:
         run.extensions = ws.response.headers.get("Sec-WebSocket-Extensions")
         try:
             # a server that refuses the stream may close before the start message arrives
@@ -117,6 +135,8 @@ def run_stream(
                         continue
                     for i in range(0, len(piece), frame_bytes):
                         ws.send(piece[i : i + frame_bytes])
+                        if pace_s:
+                            time.sleep(pace_s)
                 if not stop:
                     return run
                 ws.send(json.dumps({"type": "stop"}))
@@ -203,3 +223,27 @@ class SilentClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def make_secrets(directory: Path) -> Path:
+    """`deploy/setup` into `directory`: ser.env, token, mosquitto.passwd, ser.pem/crt/key."""
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [str(repo / "deploy" / "setup")],
+        env={**os.environ, "SER_SECRETS_DIR": str(directory), "SER_CERT_NAME": "localhost"},
+        check=True,
+        capture_output=True,
+    )
+    return directory
+
+
+def haproxy_env(lb_port: int, tls_port: int, secrets: Path, replicas: list[ServeProcess]) -> dict:
+    """The environment deploy/haproxy.cfg reads: plain and TLS binds on loopback, the setup's
+    certificate, the replicas."""
+    return {
+        **os.environ,
+        "SER_LB_BIND": f"127.0.0.1:{lb_port}",
+        "SER_LB_TLS_BIND": f"127.0.0.1:{tls_port}",
+        "SER_LB_CERT": str(secrets / "ser.pem"),
+        **{f"SER_REPLICA_{i}": f"127.0.0.1:{r.port}" for i, r in enumerate(replicas, start=1)},
+    }

@@ -147,3 +147,68 @@ def test_adapt_sessions_gives_each_session_a_fresh_history():
     # row 1 appears twice: second in one session, first in the other -> different inputs
     assert not np.allclose(out[1], out[3])
     assert adapt_sessions(x, [], DUAL).shape == (0, 2 * DIM + 1)
+
+
+# ---- the history gate ----
+
+
+def _onehot(i: int, sure: float = 0.9, n: int = 8) -> np.ndarray:
+    p = np.full(n, (1 - sure) / (n - 1))
+    p[i] = sure
+    return p
+
+
+def test_effective_labels_counts_how_many_emotions_a_distribution_holds():
+    from streamer.adaptation import effective_labels
+
+    assert effective_labels(np.eye(8)[3]) == pytest.approx(1.0, abs=1e-3)
+    assert effective_labels(np.full(8, 1 / 8)) == pytest.approx(8.0)
+    assert effective_labels([0.5, 0.5, 0, 0]) == pytest.approx(2.0, abs=1e-3)
+
+
+def test_a_held_mood_keeps_the_alone_reading_and_a_varied_one_trusts_history():
+    from streamer.adaptation import GatedHistory, HistoryGate
+
+    gate = HistoryGate(low=3.5, high=8.0, warmup=5.0)
+    held, varied = GatedHistory(gate), GatedHistory(gate)
+    history_says = _onehot(0)  # the normalised reading: "neutral" (the held mood erased)
+    for t in range(40):
+        alone = _onehot(3)  # every alone reading: sad
+        out_held = held.push("caller", history_says, alone)
+        assert np.argmax(out_held) == 3  # the held mood is never erased
+        out_varied = varied.push("talk", history_says, _onehot(t % 8, sure=0.6))
+    assert np.argmax(out_varied) == 0  # many emotions shown: the speaker-relative reading wins
+    assert gate.weight(np.full(8, 1 / 8), 1) == 0.0  # a first utterance stands on its own
+    assert gate.weight(np.full(8, 1 / 8), 41) == pytest.approx(40 / 45)
+
+
+def test_gate_state_is_per_stream_fades_and_resets():
+    from streamer.adaptation import GatedHistory, HistoryGate
+
+    gate = HistoryGate(low=3.5, high=8.0, warmup=0.0, max_history=10)
+    state = GatedHistory(gate)
+    for t in range(30):  # a varied start ...
+        state.push("s", _onehot(0), _onehot(t % 8, sure=0.5))
+    varied = state.push("s", _onehot(0), _onehot(3))
+    assert np.argmax(varied) == 0
+    for _ in range(30):  # ... then one mood held: the old variety fades within max_history
+        out = state.push("s", _onehot(0), _onehot(3))
+    assert np.argmax(out) == 3
+    assert np.argmax(state.push("other", _onehot(0), _onehot(5))) == 5  # a new stream: alone
+    state.reset("s")
+    assert np.argmax(state.push("s", _onehot(0), _onehot(2))) == 2
+
+
+def test_gate_in_order_simulates_streams_in_their_order():
+    from streamer.adaptation import GatedHistory, HistoryGate, gate_in_order
+
+    gate = HistoryGate()
+    rng = np.random.default_rng(0)
+    h = rng.dirichlet(np.ones(8), size=12)
+    a = rng.dirichlet(np.ones(8), size=12)
+    order = [np.array([5, 0, 7, 2]), np.array([1, 3, 4, 6, 8, 9, 10, 11])]
+    got = gate_in_order(h, a, order, gate)
+    for rows in order:
+        state = GatedHistory(gate)
+        for i in rows:
+            assert np.allclose(got[i], state.push(0, h[i], a[i]))

@@ -187,12 +187,14 @@ def test_default_manifest_records_encoder_source_protocols_and_scores():
         rerun = protocol["rerun"]
         assert set(rerun["summary"]["variant_accuracy"]) == variants | {"first_utterance"}, name
         assert len(rerun["per_fold"]) == protocol["folds_evaluated"]
-        clean = rerun["summary"]["accuracy"]["mean"]
-        assert abs(clean - protocol["summary"]["accuracy"]["mean"]) < 0.03, name
+        clean = rerun["summary"]["accuracy"]["mean"]  # the rerun had no history gate
+        assert abs(clean - protocol["summary"]["ungated_accuracy"]["mean"]) < 0.03, name
     assert protocols["ravdess"]["rerun"]["summary"]["accuracy"]["mean"] >= 0.76
-    # session kinds (train/sessions.py) of the cross-corpus protocols, from a rerun that
-    # reproduced their per-fold scores exactly (python -m train.record_variants)
-    for name in ("ravdess-to-nemo", "nemo-to-ravdess"):
+    # session kinds (train/sessions.py) of every protocol, from reruns that reproduced their
+    # per-fold scores exactly (python -m train.record_variants), with the history gate
+    gate = bundle.history_gate
+    assert gate is not None and (gate.low, gate.high, gate.warmup) == (3.5, 8.0, 5.0)
+    for name in ("ravdess", "nemo", "ravdess-to-nemo", "nemo-to-ravdess"):
         protocol = protocols[name]
         sessions = protocol["summary"]["sessions"]
         assert set(sessions) == set(SESSION_KINDS), name
@@ -205,14 +207,20 @@ def test_default_manifest_records_encoder_source_protocols_and_scores():
         assert first == pytest.approx(
             protocol["summary"]["variant_accuracy"]["first_utterance"]["mean"], abs=1e-6
         ), name
-        # a balanced session is what the clean score measures, in another random order (which
-        # alone moved nEMO -> RAVDESS by 2.8 points: 51.1 against 48.3 %)
+        # a balanced session is what the clean score measures, in another random order
         assert sessions["balanced"]["accuracy"]["mean"] == pytest.approx(
             protocol["summary"]["accuracy"]["mean"], abs=0.03
         ), name
-        # what the session-kind issue is about: this bundle's history erases a held emotion
-        # (EXPERIMENTS.md, "Sessions as people talk"); `--no-adaptation` gives the first figure
-        assert sessions["held"]["change"]["mean"] < -0.05, name
+        # what the session-kind issue is about: the gated history never erases a held emotion
+        # (measured worst: -1.04 points, RAVDESS -> nEMO held; it was -41.9 on nEMO's folds
+        # before the gate), and it still helps where a conversation mixes emotions
+        for kind, scores in sessions.items():
+            assert scores["change"]["mean"] >= -0.0105, (name, kind)
+        assert sessions["balanced"]["change"]["mean"] >= 0.05, name
+        assert sessions["switch"]["change"]["mean"] >= 0.04, name
+        # the networks' own (ungated) score stays recorded beside the gated headline
+        assert protocol["summary"]["ungated_accuracy"]["mean"] > 0.4, name
+    assert protocols["ravdess"]["summary"]["accuracy"]["mean"] >= 0.77  # the trade's floor
     # the networks' probabilities combine by their geometric mean, then the temperature: the
     # calibration goal of the generalisation issue, on the pooled out-of-fold predictions
     assert bundle.combine == "geometric"

@@ -38,7 +38,14 @@ def _text(state: LiveState, width: int = 110) -> str:
 
 
 def _state() -> LiveState:
-    state = LiveState("default", 0.585, LABELS, history_size=3, source="mic", started_wall_s=100.0)
+    state = LiveState(
+        "default",
+        "58% acted, same corpora; 41% other corpora",
+        LABELS,
+        history_size=3,
+        source="mic",
+        started_wall_s=100.0,
+    )
     state.level_db = -23.5
     state.in_speech = True
     for seq, (emotion, conf) in enumerate([("sad", 0.4), ("happy", 0.55), ("angry", 0.81)]):
@@ -50,7 +57,7 @@ def _state() -> LiveState:
 
 def test_dashboard_shows_state():
     text = _text(_state())
-    assert "model default (58.5% 6-fold speaker-independent accuracy)" in text
+    assert "model default (58% acted, same corpora; 41% other corpora)" in text
     assert "source mic" in text and "up 42 s" in text
     assert "-23.5 dBFS" in text and "SPEECH" in text
     assert "#3 calm 30% (uncertain)" in text and "arousal +0.12 valence -0.34" in text
@@ -87,7 +94,7 @@ def test_timeline_strip_and_trend_sparklines():
     from streamer.config import TrendConfig
     from streamer.trend import TrendTracker
 
-    state = LiveState("m", 0.7, LABELS, timeline_size=4, source="mic", started_wall_s=0.0)
+    state = LiveState("m", "70% acted", LABELS, timeline_size=4, source="mic", started_wall_s=0.0)
     tracker = TrendTracker(LABELS, TrendConfig(window_utterances=1))
     sequence = [("sad", -0.5, -0.7), ("happy", 0.5, 0.8), ("angry", 0.8, -0.6)]
     sequence += [("angry", 0.8, -0.6), ("surprised", 0.8, 0.3)]
@@ -106,7 +113,7 @@ def test_timeline_strip_and_trend_sparklines():
         )
     text = _text(state)
     line = next(x for x in text.splitlines() if "emotions" in x)
-    assert " HAAS " in line  # the last 4 utterances, oldest first: happy, angry, angry, surprised
+    assert " HAAU" in line  # the last 4 utterances, oldest first: happy, angry, angry, surprised
     assert "trend surprised 90% over 5 utterances" in text
     # the trend (window 1: each utterance's own values) of the same 4 utterances
     assert "arousal ▆▇▇▇ +0.80" in text
@@ -132,5 +139,38 @@ def test_not_speech_results_show_no_emotion():
     assert "#4 not speech (speech probability 3%)" in text
     assert "(not speech)" in text  # in the history table, with no confidence
     strip = next(line for line in text.splitlines() if "emotions" in line)
-    assert "SHAC·" in strip and "· not speech" in strip  # one grey dot, after S H A C
+    assert "SHAC·" in strip and "· not speech" in text  # one grey dot, after S H A C
     assert rejected.to_dict()["probabilities"] == {} and not rejected.is_speech
+
+
+def test_every_emotion_has_its_own_letter_and_colour():
+    from streamer.labels import COLOURS, LETTERS
+
+    assert set(LETTERS) == set(LABELS) == set(COLOURS)
+    assert len(set(LETTERS.values())) == len(LABELS)  # sad S, surprised U
+    assert len(set(COLOURS.values())) == len(LABELS)
+    text = " ".join(_text(_state()).split())
+    assert "S sad" in text and "U surprised" in text
+
+
+def test_80_by_24_fits_and_long_sources_keep_both_ends():
+    from streamer.sinks.dashboard import middle_ellipsis
+
+    state = _state()
+    path = "/home/user/recordings/2026/december/call-centre/line-04/very-long-file-name.wav"
+    state.source = path
+    for r in list(state.history):
+        state.history.append(Result(**{**r.__dict__, "source": path}))
+    console = Console(file=io.StringIO(), width=80, height=24, color_system=None)
+    console.print(render(state, now_s=state.started_wall_s + 42.0, width=80, height=24))
+    lines = console.file.getvalue().rstrip("\n").splitlines()
+    assert len(lines) <= 24 and max(len(x) for x in lines) <= 80
+    assert any("/home/user/" in x and "name.wav" in x and "…" in x for x in lines)
+    assert "utterances" in lines[-3] and "latency p50/p95" in lines[-2]  # counters not cut
+    assert middle_ellipsis("abcdefghij", 5) == "ab…ij" and middle_ellipsis("abc", 5) == "abc"
+
+
+def test_counts_are_singular_for_one():
+    state = LiveState("m", None, LABELS, source="mic", started_wall_s=0.0)
+    state.record(_result(0, "sad", 0.9))
+    assert "1 utterance " in _text(state)

@@ -211,7 +211,8 @@ def test_adaptation_history_is_per_source_unless_configured_per_run(ravdess, tmp
     assert per_source[0]["probabilities"] == per_source[1]["probabilities"]
 
     cfg = tmp_path / "run.toml"
-    cfg.write_text('[pipeline]\nadaptation_scope = "run"\n')
+    # the history itself (ungated: the gate would still read a second utterance alone)
+    cfg.write_text('[pipeline]\nadaptation_scope = "run"\nadaptation = "always"\n')
     per_run = parse_results(run_live("--input", str(inputs), "--json", "--config", str(cfg)).stdout)
     assert per_run[0]["probabilities"] == per_source[0]["probabilities"]
     assert per_run[1]["probabilities"] != per_run[0]["probabilities"]  # history of one utterance
@@ -236,7 +237,8 @@ def test_no_adaptation_reads_every_utterance_on_its_own(ravdess, tmp_path):
     cfg.write_text('[pipeline]\nadaptation = "none"\n')
     proc = run_live(*args)
     assert proc.returncode == 2
-    assert "pipeline.adaptation" in error_line(proc) and '"speaker" or "off"' in error_line(proc)
+    assert "pipeline.adaptation" in error_line(proc)
+    assert '"speaker", "always" or "off"' in error_line(proc)
 
 
 def test_min_confidence_marks_uncertain_results(ravdess, tmp_path):
@@ -273,3 +275,108 @@ def test_sigterm_stops_capture_finishes_in_flight_and_exits_0(tmp_path, signum):
     code, out = live.finish()
     assert code == 0, "\n".join(live.stderr)
     assert len(parse_results(out)) == 1
+
+
+def test_a_closed_stdout_ends_the_run_quietly(ravdess, tmp_path):
+    """`ser-live --input FOLDER --json | head -1`: one line, exit 0, no traceback, and the
+    rest of the input is not read."""
+    import subprocess
+    import sys
+
+    names = sorted(p.name for p in (ravdess / "Actor_07").glob("*.flac"))  # 60 clips
+    for name in names:
+        (tmp_path / name).symlink_to(ravdess / "Actor_07" / name)
+    live = subprocess.Popen(
+        [sys.executable, "-m", "streamer.cli", "--input", str(tmp_path), "--json", "--no-mqtt"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert live.stdout is not None
+    head = subprocess.run(["head", "-1"], stdin=live.stdout, capture_output=True, check=True)
+    live.stdout.close()  # only head holds the pipe's reading end
+    _, stderr = live.communicate(timeout=120)
+    assert live.returncode == 0, stderr.decode()
+    assert len(head.stdout.decode().splitlines()) == 1
+    text = stderr.decode()
+    assert "Traceback" not in text and "BrokenPipe" not in text, text
+    done = int(text.rsplit(" utterances,", 1)[0].rsplit(None, 1)[-1])
+    assert done < len(names) / 2  # stopped reading (what was in flight is finished)
+
+
+def _clip_pair(ravdess) -> np.ndarray:
+    a, _ = sf.read(ravdess / "Actor_05" / "03-01-05-02-01-01-05.flac", dtype="float32")
+    b, _ = sf.read(ravdess / "Actor_05" / "03-01-03-02-02-01-05.flac", dtype="float32")
+    gap = np.zeros(16000, np.float32)
+    return np.concatenate([gap, a, gap, b, gap])
+
+
+COMPARED = ("start_s", "end_s", "emotion")
+
+
+def test_stdin_takes_containers_and_described_raw_pcm(ravdess, tmp_path):
+    """FLAC, 48 kHz stereo WAV and raw f32le with --rate/--channels/--format on stdin give what
+    the same audio gives as a file."""
+    import soxr
+
+    audio = _clip_pair(ravdess)
+    flac = tmp_path / "x.flac"
+    sf.write(flac, audio, 16000)
+    reference = parse_results(run_live("--input", str(flac), "--json").stdout)
+    assert len(reference) == 2
+    want = [{k: round(r[k], 1) if k != "emotion" else r[k] for k in COMPARED} for r in reference]
+
+    stereo48 = np.repeat(soxr.resample(audio, 16000, 48000)[:, None], 2, axis=1)
+    wav = tmp_path / "x48.wav"
+    sf.write(wav, stereo48, 48000, subtype="PCM_16")
+    runs = {
+        "flac": run_live("--input", "-", "--json", stdin=flac.read_bytes()),
+        "wav 48k stereo": run_live("--input", "-", "--json", stdin=wav.read_bytes()),
+        "raw f32le": run_live(
+            "--input",
+            "-",
+            "--json",
+            "--rate",
+            "48000",
+            "--channels",
+            "2",
+            "--format",
+            "f32le",
+            stdin=stereo48.astype("<f4").tobytes(),
+        ),
+    }
+    for name, proc in runs.items():
+        assert proc.returncode == 0, (name, proc.stderr.decode())
+        got = parse_results(proc.stdout)
+        assert [
+            {k: round(r[k], 1) if k != "emotion" else r[k] for k in COMPARED} for r in got
+        ] == want, name
+        assert "stdin:" not in proc.stderr.decode(), name  # nothing to warn about
+
+
+def test_stdin_says_when_raw_audio_is_probably_misread(ravdess):
+    audio = _clip_pair(ravdess)
+    as_float = run_live("--input", "-", "--json", stdin=audio.astype("<f4").tobytes())
+    assert as_float.returncode == 0
+    assert "looks like 32-bit floats" in as_float.stderr.decode()
+    assert "--format f32le" in as_float.stderr.decode()
+    silent = run_live("--input", "-", "--json", stdin=np.ones(32000, "<i2").tobytes())
+    assert "all near-silence" in silent.stderr.decode()
+    nan = np.full(32000, np.nan, "<f4")
+    bad = run_live("--input", "-", "--json", "--format", "f32le", stdin=nan.tobytes())
+    assert bad.returncode == 0 and "NaN or infinite" in bad.stderr.decode()
+
+
+def test_raw_format_flags_need_stdin_and_set_overrides_any_key(tmp_path):
+    wrong = run_live("--input", str(tmp_path), "--rate", "48000")
+    assert wrong.returncode == 2 and "--input -" in error_line(wrong)
+    typo = run_live("--input", "-", "--set", "vad.min_confidence=0.5", stdin=b"")
+    assert typo.returncode == 2 and "did you mean pipeline.min_confidence?" in error_line(typo)
+    bad = run_live("--input", "-", "--set", "vad.hangover_ms=long", stdin=b"")
+    assert bad.returncode == 2 and "vad.hangover_ms" in error_line(bad)
+    audio = tmp_path / "b.wav"
+    parts = [silence(0.5)] + [np.concatenate([harmonic(0.8), silence(0.7)]) for _ in range(4)]
+    sf.write(audio, np.concatenate(parts), 16000)
+    # a hangover longer than the gaps between bursts joins them into fewer utterances
+    joined = run_live("--input", str(audio), "--json", "--set", "vad.hangover_ms=2000")
+    split = run_live("--input", str(audio), "--json", "--hangover-ms", "300")
+    assert len(parse_results(joined.stdout)) < len(parse_results(split.stdout))

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from streamer.labels import LABELS
+from streamer.messages import Result
 
 from .broker import Subscriber, broker, broker_factory, free_port  # noqa: F401 (fixtures)
 from .live import error_line, parse_results, run_live
@@ -401,3 +402,110 @@ def test_full_queue_drops_the_oldest_and_says_so(tmp_path):
     assert "mqtt: 3 results dropped while the queue was full" in stderr
     saved = tmp_path / "state" / "ser" / "mqtt-unsent.jsonl"
     assert [json.loads(line)["seq"] for line in saved.read_text().splitlines()] == [3, 4]
+
+
+def _result(seq: int, source: str, **changes) -> Result:
+    fields = {
+        "seq": seq,
+        "source": source,
+        "start_s": 0.0,
+        "end_s": 1.0,
+        "emotion": "happy",
+        "confidence": 0.5,
+        "probabilities": {"happy": 0.5, "sad": 0.5},
+        "latency_ms": 10.0,
+        "model": "default",
+    }
+    return Result(**{**fields, **changes})
+
+
+def test_the_sink_survives_a_result_it_cannot_publish(broker, caplog):  # noqa: F811
+    """A non-MQTT exception (a numpy float in a result from a buggy stage): logged, that
+    result skipped, every later one published; the supervisor keeps running."""
+    import asyncio
+
+    from streamer.config import MqttConfig
+    from streamer.sinks.mqtt import MqttSink
+
+    bad = _result(0, "a", probabilities={"happy": np.float32(0.5)})
+    with pytest.raises(TypeError):
+        bad.to_json()
+    sub = Subscriber(broker.port, [EMOTION])
+
+    async def run() -> MqttSink:
+        config = MqttConfig(host="127.0.0.1", port=broker.port)
+        sink = MqttSink(config, NODE, LABELS, "default")
+        sink.start()
+        sink.emit(bad)
+        for seq in range(1, 4):
+            sink.emit(_result(seq, "a"))
+        deadline = time.monotonic() + 20
+        while sink.published < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        sink.emit(_result(4, "a"))
+        await sink.aclose()
+        return sink
+
+    try:
+        sink = asyncio.run(run())
+        sub.wait_for(lambda s: len(s.on(EMOTION)) == 4)
+    finally:
+        sub.close()
+    assert [json.loads(m)["seq"] for m in sub.on(EMOTION)] == [1, 2, 3, 4]
+    assert sink.failures == 1 and "cannot be published" in caplog.text
+
+
+def test_a_full_queue_drops_the_busiest_source_first(tmp_path):
+    """Broker away: one busy stream cannot push out a quiet one's results."""
+    import asyncio
+
+    from streamer.config import MqttConfig
+    from streamer.sinks.mqtt import MqttSink, unsent_path
+
+    async def run() -> MqttSink:
+        config = MqttConfig(host="127.0.0.1", port=free_port(), queue_size=4, flush_timeout_s=0.2)
+        sink = MqttSink(config, NODE, LABELS, "default")
+        sink.start()
+        sink.emit(_result(0, "quiet"))
+        for seq in range(1, 10):
+            sink.emit(_result(seq, "busy"))
+        sink.emit(_result(10, "quiet"))
+        await sink.aclose()
+        return sink
+
+    os.environ["XDG_STATE_HOME"], saved = str(tmp_path), os.environ["XDG_STATE_HOME"]
+    try:
+        sink = asyncio.run(run())
+        kept = [json.loads(line) for line in unsent_path().read_text().splitlines()]
+    finally:
+        os.environ["XDG_STATE_HOME"] = saved
+    assert [(r["source"], r["seq"]) for r in kept] == [
+        ("quiet", 0),
+        ("busy", 8),
+        ("busy", 9),
+        ("quiet", 10),
+    ]
+    assert sink.dropped == 7 and sink.dropped_by_source == {"busy": 7}
+
+
+def test_client_ids_differ_between_processes_with_the_same_pid():
+    """Replicas in containers all run as pid 1: the id carries a random part."""
+    import asyncio
+
+    from streamer.config import MqttConfig
+    from streamer.sinks.mqtt import MqttSink
+
+    async def ids() -> set[str]:
+        return {MqttSink(MqttConfig(), NODE, LABELS, "x").client_id for _ in range(5)}
+
+    assert len(asyncio.run(ids())) == 5
+
+
+@pytest.mark.parametrize("prefix", ["ha/#", "ha/+/x", "ha\nx", "ha//x", "/ha"])
+def test_bad_discovery_prefix_is_a_config_error(prefix, tmp_path):
+    from streamer.config import ConfigError, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(f"[mqtt]\ndiscovery_prefix = {json.dumps(prefix)}\n")
+    with pytest.raises(ConfigError, match=r"mqtt\.discovery_prefix"):
+        load_config(path)

@@ -21,9 +21,10 @@ def _run_of(manifest: dict) -> dict:
         folds = [
             {
                 "fold": f["fold"],
-                "scores": {k: f[k] for k in ("accuracy", "unweighted_accuracy", "macro_f1")},
+                "scores": {k: f[k] for k in HEADLINE},
                 "variant_accuracy": {"snr10": 0.5, "telephone": 0.4},
             }
+            | ({"ungated_scores": {k: f["ungated"][k] for k in HEADLINE}} if "ungated" in f else {})
             for f in p["per_fold"]
         ]
         summary = copy.deepcopy(p["summary"])
@@ -38,7 +39,46 @@ def _run_of(manifest: dict) -> dict:
         "concentration": manifest["training"].get("session_mix", 0.0),
         "encoder": {k: manifest["encoder"][k] for k in ("sha256", "layers")},
     }
-    return {"protocols": protocols, "training": training}
+    return {
+        "protocols": protocols,
+        "training": training,
+        "history_gate": manifest["adaptation"].get("gate"),
+    }
+
+
+HEADLINE = ("accuracy", "unweighted_accuracy", "macro_f1")
+
+
+def _without_gate(manifest: dict) -> dict:
+    """The manifest as it was before its history gate: the networks' own scores as headline."""
+    out = copy.deepcopy(manifest)
+    out["adaptation"].pop("gate")
+    for p in out["evaluation"]["protocols"].values():
+        for f in p["per_fold"]:
+            f.update(f.pop("ungated"))
+    return out
+
+
+def test_a_gate_is_adopted_only_from_a_run_of_the_same_networks(bundle, tmp_path):
+    gated = json.loads((bundle / "manifest.json").read_text())
+    (bundle / "manifest.json").write_text(json.dumps(_without_gate(gated)))
+    run = _run_of(gated)  # gated scores, with the networks' own beside them
+    path = tmp_path / "evaluation.json"
+    path.write_text(json.dumps(run))
+    assert main([str(path), str(bundle)]) == 2  # a plain record refuses another gate
+    assert main([str(path), str(bundle), "--adopt-gate"]) == 0
+    got = json.loads((bundle / "manifest.json").read_text())
+    assert got["adaptation"]["gate"] == gated["adaptation"]["gate"]
+    for name, p in got["evaluation"]["protocols"].items():
+        want = gated["evaluation"]["protocols"][name]["per_fold"]
+        assert [f["accuracy"] for f in p["per_fold"]] == [f["accuracy"] for f in want]
+        assert [f["ungated"] for f in p["per_fold"]] == [f["ungated"] for f in want]
+    # other networks (one fold scored differently before the gate): nothing adopted
+    (bundle / "manifest.json").write_text(json.dumps(_without_gate(gated)))
+    run["protocols"]["ravdess"]["folds"][0]["ungated_scores"]["accuracy"] += 0.01
+    path.write_text(json.dumps(run))
+    assert main([str(path), str(bundle), "--adopt-gate"]) == 2
+    assert "gate" not in json.loads((bundle / "manifest.json").read_text())["adaptation"]
 
 
 @pytest.fixture

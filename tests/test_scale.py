@@ -4,10 +4,11 @@ shipped), one real mosquitto, 10 thin clients; one replica is killed mid-stream.
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -16,7 +17,7 @@ import soundfile as sf
 from .broker import Subscriber, broker, broker_factory, free_port, wait_port  # noqa: F401
 from .conftest import REPO
 from .live import LiveProcess, parse_results, run_live
-from .serve import ServeProcess, speech
+from .serve import ServeProcess, haproxy_env, make_secrets, speech
 
 ACTORS = [2, 3, 6, 8, 10, 13, 15, 17, 19, 22]
 CLIPS = ["01-01-01"] + [f"0{e}-02-01" for e in (3, 4, 5, 8)]  # emotion-intensity-statement
@@ -52,12 +53,9 @@ def test_two_replicas_behind_haproxy_survive_a_replica_kill(ravdess, broker, tmp
     try:
         for r in replicas:
             r.wait_ready()
-        env = {
-            **os.environ,
-            "SER_LB_BIND": f"127.0.0.1:{lb_port}",
-            "SER_REPLICA_1": f"127.0.0.1:{replicas[0].port}",
-            "SER_REPLICA_2": f"127.0.0.1:{replicas[1].port}",
-        }
+        secrets = make_secrets(tmp_path / "secrets")
+        tls_port = free_port()
+        env = haproxy_env(lb_port, tls_port, secrets, replicas)
         log = (tmp_path / "haproxy.log").open("wb")
         haproxy = subprocess.Popen(
             ["haproxy", "-db", "-f", str(REPO / "deploy" / "haproxy.cfg")],
@@ -72,6 +70,13 @@ def test_two_replicas_behind_haproxy_survive_a_replica_kill(ravdess, broker, tmp
         time.sleep(1.5)  # both replicas pass their health checks (rise 2, inter 500 ms)
         with urllib.request.urlopen(f"http://127.0.0.1:{lb_port}/healthz", timeout=5) as resp:
             assert resp.status == 200
+        trusted = ssl.create_default_context(cafile=str(secrets / "ser.crt"))
+        https = f"https://localhost:{tls_port}"
+        with urllib.request.urlopen(f"{https}/healthz", timeout=5, context=trusted) as resp:
+            assert resp.status == 200  # TLS terminated by HAProxy with the setup's certificate
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(f"{https}/metrics", timeout=5, context=trusted)
+        assert denied.value.code == 404  # replicas' metrics are not served to the outside
         url = f"ws://127.0.0.1:{lb_port}/v1/stream"
         for path in paths:
             clients.append(

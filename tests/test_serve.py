@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import subprocess
 import threading
 import time
 import urllib.error
@@ -15,7 +16,10 @@ import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from streamer.bundle import load_bundle
+
 from .broker import Subscriber, broker, broker_factory, free_port  # noqa: F401 (fixtures)
+from .conftest import DEFAULT_MODEL
 from .live import LiveProcess, parse_results, run_live
 from .serve import ServeProcess, SilentClient, encode, env_with, run_stream, speech
 from .test_mqtt import tls_files  # noqa: F401 (fixture)
@@ -59,7 +63,13 @@ def test_protocol_and_results_equal_the_json_output(server, stream_audio, expect
     assert _health(server.port, "/elsewhere")[0] == 404
     start = {"type": "start", "stream": "call-17", "sample_rate": 16000, "format": "s16le"}
     run = run_stream(server.url, encode(stream_audio, "s16le"), start=start, frame_bytes=3333)
-    assert run.first == {"type": "ready", "stream": "call-17", "model": "default"}
+    assert run.first == {
+        "type": "ready",
+        "stream": "call-17",
+        "model": "default",
+        "accuracy": load_bundle(DEFAULT_MODEL).accuracy_note(short=True),
+    }
+    assert "acted, same corpora" in run.first["accuracy"]
     assert run.extensions is None  # the client offered per-message deflate; PCM is not worth it
     assert [r["seq"] for r in run.results] == list(range(len(expected)))
     for got, want in zip(run.results, expected, strict=True):
@@ -70,7 +80,17 @@ def test_protocol_and_results_equal_the_json_output(server, stream_audio, expect
     assert run.close_code == 1000
 
 
-def test_reset_message_starts_a_new_speaker(server, ravdess):
+@pytest.fixture(scope="module")
+def history_server():
+    """A server reading with the speaker history ungated: its effect shows from the second
+    utterance on (the default gate reads a speaker's first few utterances alone)."""
+    with ServeProcess("--no-mqtt", "--workers", "1", "--set", "pipeline.adaptation=always") as s:
+        yield s
+
+
+def test_reset_message_starts_a_new_speaker(history_server, ravdess):
+    server = history_server
+
     def aligned(names: list[str]) -> np.ndarray:  # whole 30 ms VAD frames: same cut anywhere
         audio = speech(ravdess, names)
         return np.pad(audio, (0, -audio.size % 480))
@@ -122,7 +142,8 @@ class _ListSource:
         pass
 
 
-def test_thin_client_sends_a_speaker_reset_in_order(server, ravdess):
+def test_thin_client_sends_a_speaker_reset_in_order(history_server, ravdess):
+    server = history_server
     import asyncio
 
     from streamer.labels import LABELS
@@ -215,11 +236,11 @@ def test_bad_clients_beside_good_ones(stream_audio, expected):
         threads = [threading.Thread(target=good, args=(f"good-{i}",)) for i in range(2)]
         for t in threads:
             t.start()
-        # a third client leaves without stop (token in the query): its stream ends quietly
+        # a third client leaves without stop (token as a browser sends it): its stream ends
         gone = threading.Thread(
             target=run_stream,
-            args=(server.url + f"?token={token}", pcm),
-            kwargs={"read": False, "stop": False},
+            args=(server.url, pcm),
+            kwargs={"read": False, "stop": False, "subprotocols": ["ser.v1", f"ser.token.{token}"]},
         )
         gone.start()
         time.sleep(0.5)
@@ -234,6 +255,13 @@ def test_bad_clients_beside_good_ones(stream_audio, expected):
             "frame": run_stream(server.url, b"\0" * 8192, frame_bytes=8192, headers=auth),
             "token": run_stream(server.url, pcm, headers={"Authorization": "Bearer wrong"}),
             "no token": run_stream(server.url, pcm),
+            "query": run_stream(server.url + f"?token={token}", pcm),
+            "two headers": run_stream(
+                server.url,
+                pcm,
+                headers=[("Authorization", f"Bearer {token}"), ("Authorization", "Bearer x")],
+            ),
+            "subprotocol": run_stream(server.url, pcm, subprotocols=["ser.v1", "ser.token.wrong"]),
         }
         for t in threads:
             t.join(timeout=120)
@@ -244,7 +272,13 @@ def test_bad_clients_beside_good_ones(stream_audio, expected):
     assert codes["not JSON"][0] == 1008 and "not JSON" in codes["not JSON"][1]
     assert codes["format"][0] == 1008 and "mp3" in codes["format"][1]
     assert codes["frame"][0] == 1009 and "serve.max_frame_bytes" in codes["frame"][1]
-    assert codes["token"][0] == 4401 and codes["no token"][0] == 4401
+    # refused before the upgrade: HTTP 401 saying what is wrong, no WebSocket opened
+    http = {k: (r.http_status, r.http_body) for k, r in bad.items() if r.http_status}
+    assert http["token"] == (401, "wrong token\n")
+    assert http["subprotocol"] == (401, "wrong token\n")
+    assert http["no token"][0] == 401 and "Authorization: Bearer" in http["no token"][1]
+    assert http["query"][0] == 401  # a token in the URL is never read
+    assert http["two headers"] == (401, "more than one Authorization header: send one\n")
     assert token not in "\n".join(server.stderr)  # never logged
     for run in good_runs:
         assert [{k: r[k] for k in COMPARED} for r in run.results] == [
@@ -371,6 +405,35 @@ def test_sigterm_drains_finishes_in_flight_and_closes_with_1001(stream_audio, ex
     assert close_code == 1001
 
 
+def test_a_second_sigterm_stops_at_once_and_keeps_unsent_results(stream_audio, tmp_path):
+    """Broker away, results queued, a long drain grace: the second SIGTERM ends the process
+    within a second or two and the queued results are in the state file."""
+    config = _serve_config(
+        "drain_grace_s = 20.0\n\n[mqtt]\nenabled = true\nflush_timeout_s = 20.0\n"
+    )
+    env = env_with(XDG_STATE_HOME=str(tmp_path))
+    server = ServeProcess(
+        "--workers", "1", "--config", config, "--mqtt-port", str(free_port()), env=env
+    ).wait_ready()
+    try:
+        run = run_stream(server.url, encode(stream_audio, "s16le"))
+        assert len(run.results) == len(CLIPS)
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert _health(server.port)[0] == 503
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            code = server.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("\n".join(server.stderr)) from None
+        assert code == 0 and time.monotonic() - started < 3.0, "\n".join(server.stderr)
+    finally:
+        server.kill()
+    saved = tmp_path / "ser" / "mqtt-unsent.jsonl"
+    assert [json.loads(line)["seq"] for line in saved.read_text().splitlines()] == [0, 1, 2]
+
+
 @pytest.mark.slow
 def test_thin_client_survives_a_server_restart(ravdess, tmp_path):
     import soundfile as sf
@@ -492,3 +555,135 @@ def test_an_idle_stream_times_out_with_its_results(stream_audio, expected):
     ]
     assert messages[-1] == {"type": "end", "utterances": len(expected), "reason": "idle"}
     assert close_code == 1000
+
+
+def _scrape(
+    port: int, token: str | None = None
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_what_the_clients_did(stream_audio, expected):
+    token = "tk-metrics"
+    config = _serve_config('token_env = "SER_TEST_TOKEN"\n')
+    with ServeProcess(
+        "--no-mqtt", "--workers", "1", "--config", config, env=env_with(SER_TEST_TOKEN=token)
+    ) as server:
+        auth = {"Authorization": f"Bearer {token}"}
+        # with a token, /metrics asks for it too
+        assert _health(server.port, "/metrics")[0] == 401
+        before = _scrape(server.port, token)
+        pcm = encode(stream_audio, "s16le")
+        runs = [
+            run_stream(server.url, pcm, headers=auth, start={"type": "start", "stream": f"m{i}"})
+            for i in range(2)
+        ]
+        assert run_stream(server.url, pcm, headers={"Authorization": "Bearer no"}).http_status
+        assert run_stream(server.url, b"", start="nope", headers=auth).close_code == 1008
+        after = _scrape(server.port, token)
+    emotions: dict[str, int] = {}
+    for run in runs:
+        assert len(run.results) == len(expected)
+        for r in run.results:
+            emotions[r["emotion"]] = emotions.get(r["emotion"], 0) + 1
+    n = sum(emotions.values())
+    assert before[("ser_utterances_total", ())] == 0
+    assert after[("ser_utterances_total", ())] == n
+    for emotion, count in emotions.items():
+        assert after[("ser_results_total", (("emotion", emotion),))] == count
+    assert after[("ser_latency_seconds_count", ())] == n
+    assert after[("ser_streams_total", ())] == 2
+    assert after[("ser_refusals_total", (("reason", "token"),))] == 1
+    assert after[("ser_refusals_total", (("reason", "protocol"),))] == 1
+    assert after[("ser_streams_open", ())] == 0
+    assert after[("ser_feature_workers_healthy", ())] == 1
+    assert after[("ser_feature_worker_restarts_total", ())] == 0
+    info = [k for k in after if k[0] == "ser_build_info"]
+    assert info and ("bundle", "default") in info[0][1]
+    assert ("ser_mqtt_connected", ()) not in after  # --no-mqtt: no MQTT series
+
+
+def test_the_documented_client_works_and_says_when_the_token_is_refused(ravdess, tmp_path):
+    import re
+    import sys
+
+    from .conftest import REPO
+
+    serving = (REPO / "docs" / "serving.md").read_text()  # the README links it
+    code = next(
+        block
+        for block in re.findall(r"```python\n(.*?)```", serving, re.DOTALL)
+        if "connect(" in block
+    )
+    client = tmp_path / "client.py"
+    client.write_text(code)
+    wav = tmp_path / "clip.wav"
+    import soundfile as sf
+
+    sf.write(wav, speech(ravdess, CLIPS[:1]), 16000)
+    token = "tk-readme"
+    config = _serve_config('token_env = "SER_TEST_TOKEN"\n')
+    with ServeProcess(
+        "--no-mqtt", "--workers", "1", "--config", config, env=env_with(SER_TEST_TOKEN=token)
+    ) as server:
+
+        def run(env_token: str | None) -> subprocess.CompletedProcess[str]:
+            env = env_with()
+            env.pop("SER_TOKEN", None)
+            if env_token:
+                env["SER_TOKEN"] = env_token
+            return subprocess.run(
+                [sys.executable, str(client), server.url, str(wav)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+        good, missing, wrong = run(token), run(None), run("nope")
+    messages = [json.loads(line) for line in good.stdout.splitlines()]
+    assert good.returncode == 0 and [m["type"] for m in messages] == ["ready", "result", "end"]
+    assert missing.returncode == 1 and "refused: HTTP 401 missing token" in missing.stderr
+    assert wrong.returncode == 1 and "refused: HTTP 401 wrong token" in wrong.stderr
+    assert "Traceback" not in missing.stderr + wrong.stderr
+
+
+def test_the_thin_client_ends_at_once_on_a_refused_token(ravdess, tmp_path):
+    import soundfile as sf
+
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, speech(ravdess, CLIPS[:1]), 16000)
+    config = _serve_config('token_env = "SER_TEST_TOKEN"\n')
+    with ServeProcess(
+        "--no-mqtt", "--workers", "1", "--config", config, env=env_with(SER_TEST_TOKEN="right")
+    ) as server:
+        outcomes = {}
+        for name, value in (("missing", None), ("wrong", "nope")):
+            env = env_with()
+            env.pop("SER_TOKEN", None)
+            if value:
+                env["SER_TOKEN"] = value
+            started = time.monotonic()
+            url = server.url.replace("ws://", "ws://user:secret@") + "?x=secret"
+            proc = run_live("--connect", url, "--input", str(wav), "--json", env=env)
+            outcomes[name] = (proc, time.monotonic() - started)
+    for name, (proc, took_s) in outcomes.items():
+        errors = [x for x in proc.stderr.decode().splitlines() if "error" in x]
+        assert proc.returncode == 1 and len(errors) == 1, proc.stderr.decode()
+        assert "SER_TOKEN" in errors[0] and took_s < 10, (name, errors)
+        assert "secret" not in proc.stderr.decode()  # the URL's password and query never shown
+    assert "set SER_TOKEN" in outcomes["missing"][0].stderr.decode()
+    assert "SER_TOKEN is not the server's token" in outcomes["wrong"][0].stderr.decode()

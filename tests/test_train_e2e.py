@@ -58,6 +58,10 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
         "first_utterance",
     }
     assert manifest["adaptation"]["prior_weight"] == 2.0
+    # the history gate (default 3.5,8,5) is the bundle's and every evaluation's
+    assert manifest["adaptation"]["gate"]["low"] == 3.5
+    assert "history gate 3.5-8" in ev["protocols"]["ravdess"]["adaptation"]
+    assert 0.0 <= ev["protocols"]["ravdess"]["summary"]["ungated_accuracy"]["mean"] <= 1.0
     assert len(manifest["adaptation"]["mean"]) == 696
     assert manifest["calibration"]["temperature"] > 0
     uncertainty = manifest["calibration"]["uncertainty"]  # ser-live's default min_confidence
@@ -69,10 +73,11 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
         assert noise not in proc.stderr, proc.stderr[-2000:]
     assert "Saved artifact" not in proc.stdout and "Captures:" not in proc.stdout
     evaluation = json.loads((out / "evaluation.json").read_text())["protocols"]["ravdess"]
-    assert [f["test_speakers"] for f in evaluation["folds"]] == [
-        ["ravdess:1", "ravdess:11", "ravdess:20", "ravdess:21"],
-        ["ravdess:4", "ravdess:10", "ravdess:12", "ravdess:14"],
-    ]
+    # only the speakers that were there; the label says what ran
+    assert [f["test_speakers"] for f in evaluation["folds"]] == [["ravdess:1"], ["ravdess:4"]]
+    assert ev["protocols"]["ravdess"]["folds_total"] == 6
+    assert ev["protocols"]["ravdess"]["title"].endswith(": 2 of 6 folds, 2 test speakers")
+    assert "2 of its 6 folds can run" in proc.stderr and "do not trust them" in proc.stderr
     assert [f["n_train"] for f in evaluation["folds"]] == [60, 60]
     confusion = np.array(evaluation["pooled"]["confusion"])
     assert confusion.shape == (8, 8) and confusion.sum() == 120
@@ -238,6 +243,19 @@ def test_two_corpora_every_protocol_speech_detector_and_resume(ravdess, nemo, tm
     for name, protocol in again["protocols"].items():
         assert protocol["folds_from_cache"] == protocol["folds_evaluated"], name
         assert protocol["summary"] == evaluation["protocols"][name]["summary"]
+
+
+def test_actors_of_one_fold_fail_before_any_features_saying_why(ravdess, tmp_path):
+    proc = ser_train(
+        *("--data", str(ravdess), "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path)),
+        *("--actors", "1,11"),
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "no fold has both training and test speakers" in lines[0]
+    assert "fold 1: 1, 11, 20, 21" in lines[0] and "--skip-eval" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.rglob("*.npy"))  # failed before extracting anything
 
 
 def test_protocol_the_corpora_cannot_run_fails_before_any_features(ravdess, tmp_path):

@@ -43,6 +43,9 @@ def test_wheel_in_a_fresh_venv_runs_from_any_folder(tmp_path):
         "ser_models/small/cnn.tflite",
         "ser_models/small/speech.tflite",
         "ser_models/README.md",
+        "ser_models/default/README.md",  # the model cards
+        "ser_models/small/README.md",
+        "ser/__init__.py",  # import ser: the Python API
         "streamer/demo/ravdess-demo.flac",
         "streamer/demo/README.md",
     ):
@@ -88,3 +91,18 @@ def test_wheel_in_a_fresh_venv_runs_from_any_folder(tmp_path):
     assert [r["model"] for r in parse_results(small.stdout)] == ["small"]
     version = _run(venv / "bin" / "ser-live", "--version", cwd=elsewhere)
     assert version.startswith("ser-live 0.")
+    api = subprocess.run(
+        [
+            python,
+            "-c",
+            "import ser; print([r.emotion for r in ser.Recognizer().predict_file('speech.wav')])",
+        ],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert api.returncode == 0, api.stderr
+    assert api.stdout.strip() == str([result["emotion"]])  # the same as ser-live said

@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from streamer.adaptation import INPUTS
+from streamer.adaptation import INPUTS, HistoryGate
 from streamer.features import FEATURE_SPEC
 from streamer.labels import LABELS
 from streamer.native_log import NativeStderrFilter
@@ -38,7 +38,7 @@ from train.evaluate import (
     public,
 )
 from train.featurize import Extracted, default_cache_dir
-from train.protocols import PROTOCOLS, select
+from train.protocols import PROTOCOLS, Protocol, select
 from train.report import combination_table, plot_confusion, print_calibration, print_evaluation
 from train.robustness import NATURAL_VARIANTS, TEST_VARIANTS, check_variant
 
@@ -104,6 +104,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "alone ('z', default: the shipped bundles), or the raw features beside them with the "
         "amount of history ('raw+z+history': better on held-emotion sessions, worse across "
         "corpora; EXPERIMENTS.md, 'Sessions as people talk')",
+    )
+    p.add_argument(
+        "--history-gate",
+        default="3.5,8,5",
+        metavar="LOW,HIGH,WARMUP",
+        help="how far to trust the speaker's history (streamer/adaptation.py): not below LOW "
+        "effective emotions shown so far, fully from HIGH, growing over WARMUP utterances; "
+        "written into the bundle, applied live and in every evaluation (default 3.5,8,5); "
+        "'off': always trust it (bundles before the gate)",
     )
     p.add_argument(
         "--session-mix",
@@ -261,6 +270,20 @@ def _configs(args: argparse.Namespace) -> Setup:
     )
 
 
+def _history_gate(text: str) -> HistoryGate | None:
+    """--history-gate LOW,HIGH,WARMUP (or off) -> the gate; DataError when malformed."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        low, high, warmup = (float(v) for v in text.split(","))
+        return HistoryGate(low, high, warmup)
+    except ValueError:
+        raise DataError(
+            f"--history-gate {text!r}: expected LOW,HIGH,WARMUP with 1 <= LOW < HIGH, e.g. "
+            "3.5,8,5, or 'off'"
+        ) from None
+
+
 def _layers(args: argparse.Namespace) -> tuple[int, ...]:
     """--encoder-layers as indices into the encoder's pooled layers; DataError if malformed or
     beyond the encoder file's layers."""
@@ -292,11 +315,53 @@ def _check_before_featurizing(
     of them. Raises DataError."""
     corpus = np.array([c.corpus for c in clips])
     protocols = select(protocol_names, sorted(set(corpus.tolist()))) if evaluate else []
-    if setup.config.ensemble_split != "speakers":
-        return
     speakers = np.array([c.speaker_key for c in clips])
     y = np.array([LABELS.index(c.label) for c in clips])
-    sizes = [len(set(speakers.tolist()))]
+    short: list[tuple[str, int, int]] = []  # (protocol, folds that run, folds it defines)
+    for protocol in protocols:
+        folds = protocol.folds(corpus, speakers, y)
+        present = sorted({s.split(":", 1)[-1] for s in speakers[corpus == protocol.test_corpus]})
+        if not folds:
+            groups = "; ".join(
+                f"fold {i}: {', '.join(g)}" for i, g in enumerate(protocol.fold_groups(), 1)
+            )
+            raise DataError(
+                f"protocol {protocol.name}: no fold has both training and test speakers with "
+                f"speakers {', '.join(present)} (a fold holds out all of its speakers at once: "
+                f"{groups or 'the other corpus is held out'}); take speakers from at least two "
+                "folds, or --skip-eval to train without evaluating"
+            )
+        if len(folds) < protocol.fold_count():
+            short.append((protocol.name, len(folds), protocol.fold_count()))
+    n_speakers = len(set(speakers.tolist()))
+    if setup.config.ensemble_split == "speakers":
+        _check_speaker_ensemble(setup, protocols, corpus, speakers, y)
+    for name, ran, total in short:  # warnings only once nothing is wrong
+        logger.warning(
+            "protocol %s: %d of its %d folds can run with these speakers; its scores are "
+            "labelled so, and do not compare with the full protocol's",
+            name,
+            ran,
+            total,
+        )
+    if evaluate and (n_speakers < 8 or len(clips) < 400):
+        logger.warning(
+            "only %d speakers and %d clips: fold scores this small vary by many points; "
+            "do not trust them as the model's accuracy",
+            n_speakers,
+            len(clips),
+        )
+
+
+def _check_speaker_ensemble(
+    setup: Setup,
+    protocols: Sequence[Protocol],
+    corpus: np.ndarray,
+    speakers: np.ndarray,
+    y: np.ndarray,
+) -> None:
+    n_speakers = len(set(speakers.tolist()))
+    sizes = [n_speakers]
     for protocol in protocols:
         sizes += [len(set(speakers[f.train].tolist())) for f in protocol.folds(corpus, speakers, y)]
     if min(sizes) < setup.config.ensemble:
@@ -434,6 +499,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"wrote the speech detector into {args.out}")
         return 0
     setup = _configs(args)
+    gate = _history_gate(args.history_gate) if setup.adapt else None
     data = _load(
         args,
         console,
@@ -470,6 +536,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 cache_dir=fold_cache,
                 on_epoch=lambda _e, task=task: progress.advance(task),  # type: ignore[misc]
                 on_fold=fold_done,
+                gate=gate,
             )
         print_evaluation(console, evaluation)
         if args.combine_report and (rows := compare_combinations(evaluation)):
@@ -494,6 +561,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             "calibration": calibration,
             "speech": speech_record,
             "training": setup.to_dict(),
+            "history_gate": gate.to_dict() if gate is not None else None,
         }
         (args.out / "evaluation.json").write_text(
             json.dumps(summary, indent=2, default=json_default) + "\n"
@@ -531,6 +599,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         calibration=calibration,
         speech=speech_section,
         encoder=args.encoder,
+        gate=gate,
         seconds={
             "evaluation": round(evaluation_s, 1),
             **{f"protocol_{e['protocol']}": e["seconds"] for e in evaluations},

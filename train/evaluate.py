@@ -23,7 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from streamer.adaptation import AdaptationPrior, adapt_in_order, adapt_sessions
+from streamer.adaptation import (
+    AdaptationPrior,
+    HistoryGate,
+    adapt_in_order,
+    adapt_sessions,
+    gate_in_order,
+    stream_orders,
+)
 from streamer.features import FEATURE_SPEC
 from streamer.labels import LABELS
 from streamer.scoring import apply_temperature, combine
@@ -362,6 +369,47 @@ def fold_key(data: Dataset, protocol: Protocol, fold: Fold, setup: Setup) -> str
 SESSION_SCORES = ("accuracy", "unweighted_accuracy", "alone", "change")
 
 
+def gate_predictions(
+    predictions: dict[str, np.ndarray],
+    data: Dataset,
+    fold: Fold,
+    order_seed: int,
+    gate: HistoryGate,
+) -> dict[str, np.ndarray]:
+    """A fold's predictions with the bundle's history gate applied as live applies it: each
+    reading with history mixed with the same utterance's alone reading ("variant:
+    first_utterance"), per stream in utterance order: the protocol's own per-speaker orders
+    ("clean") and every drawn session ("session:KIND"). The ungated clean readings stay under
+    "ungated:clean" (calibration and the check that cached folds are the same models use
+    them). Noise and channel variants stay ungated (no alone reading of them is kept)."""
+    if "variant:first_utterance" not in predictions:
+        return predictions
+    out = dict(predictions)
+    speakers = data.speakers[fold.test]
+    orders = [rows for _, rows in stream_orders(speakers, np.random.default_rng(order_seed))]
+    out["ungated:clean"] = predictions["clean"]
+    out["clean"] = gate_in_order(
+        predictions["clean"], predictions["variant:first_utterance"], orders, gate
+    )
+    if "session:first" not in predictions:
+        return out
+    alone = dict(zip(predictions["rows:first"].tolist(), predictions["session:first"], strict=True))
+    for kind in SESSION_KINDS:
+        if kind == "first" or f"session:{kind}" not in predictions:
+            continue
+        rows = predictions[f"rows:{kind}"]
+        lengths = [
+            len(s.rows) for s in draw_sessions(kind, fold.test, data.y, data.speakers, order_seed)
+        ]
+        starts = np.cumsum([0, *lengths[:-1]])
+        streams = [np.arange(a, a + n) for a, n in zip(starts, lengths, strict=True)]
+        alone_rows = np.stack([alone[int(r)] for r in rows])
+        out[f"session:{kind}"] = gate_in_order(
+            predictions[f"session:{kind}"], alone_rows, streams, gate
+        )
+    return out
+
+
 def session_scores(
     predictions: dict[str, np.ndarray], y: np.ndarray, protocol: Protocol
 ) -> dict[str, dict[str, float]]:
@@ -426,6 +474,7 @@ def evaluate_protocol(
     cache_dir: Path | None,
     on_epoch: Callable[[int], None] | None = None,
     on_fold: Callable[[Fold, bool], None] | None = None,
+    gate: HistoryGate | None = None,
 ) -> dict[str, Any]:
     """Train and test once per fold of `protocol`; `on_fold(fold, cached)` after each.
     Returns the evaluation (JSON-able) with its out-of-fold 8-label probabilities under
@@ -452,8 +501,12 @@ def evaluate_protocol(
             if path is not None:
                 _save_cached(path, predictions)
         n_cached += cached
+        if gate is not None and setup.adapt:  # after the cache: the gate is post-processing
+            seed = setup.config.seed + 1000 + fold.number - 1
+            predictions = gate_predictions(predictions, data, fold, seed, gate)
         y = data.y[fold.test]
-        oof[fold.test] = predictions["clean"]
+        # calibration is fitted on the networks' own readings (it is applied before the gate)
+        oof[fold.test] = predictions.get("ungated:clean", predictions["clean"])
         for k, v in predictions.items():
             if k.startswith("component:"):
                 name = k.split(":", 1)[1]
@@ -470,6 +523,11 @@ def evaluate_protocol(
                 "test_speakers": list(fold.test_speakers),
                 "n_train": int(fold.train.sum()),
                 "scores": scores(predictions["clean"]),
+                **(
+                    {"ungated_scores": scores(predictions["ungated:clean"])}
+                    if "ungated:clean" in predictions
+                    else {}
+                ),
                 "variant_accuracy": {
                     k.split(":", 1)[1]: scores(v)["accuracy"]
                     for k, v in predictions.items()
@@ -497,6 +555,8 @@ def evaluate_protocol(
         summary[group] = {
             name: mean_std([r[group][name] for r in results]) for name in results[0][group]
         }
+    if all("ungated_scores" in r for r in results):  # what the networks alone gave
+        summary["ungated_accuracy"] = mean_std([r["ungated_scores"]["accuracy"] for r in results])
     summary["sessions"] = {
         kind: {
             key: mean_std([r["sessions"][kind][key] for r in results if kind in r["sessions"]])
@@ -509,7 +569,12 @@ def evaluate_protocol(
     labels, scored = protocol.scored(data.y[evaluated], oof[evaluated])
     return {
         "protocol": protocol.name,
-        "title": protocol.title,
+        "title": protocol.title
+        if len(folds) == protocol.fold_count()
+        else (
+            f"{protocol.title}: {len(folds)} of {protocol.fold_count()} folds, "
+            f"{len({s for f in folds for s in f.test_speakers})} test speakers"
+        ),
         "adaptation": (
             f"causal per-speaker (network inputs: {setup.inputs}; training sessions: "
             + (
@@ -517,13 +582,19 @@ def evaluate_protocol(
                 if setup.concentration
                 else "balanced)"
             )
+            + (
+                f"; history gate {gate.low:g}-{gate.high:g} effective emotions, warm-up "
+                f"{gate.warmup:g}"
+                if gate is not None
+                else ""
+            )
             if setup.adapt
             else "none"
         ),
         "sessions_drawn": DRAW,
         "train_corpora": list(protocol.train_corpora or data.corpora),
         "folds_evaluated": len(results),
-        "folds_total": len(folds),
+        "folds_total": protocol.fold_count(),
         "folds_from_cache": n_cached,
         "labels": list(protocol.scored_labels),
         "folds": results,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.adaptation import AdaptationPrior
+from streamer.adaptation import AdaptationPrior, HistoryGate
 from streamer.bundle import (
     CNN_KERAS_FILE,
     CNN_TFLITE_FILE,
@@ -170,9 +170,11 @@ def write_bundle(
     speech: dict[str, Any] | None,
     seconds: dict[str, float],
     encoder: Path | None = None,
+    gate: HistoryGate | None = None,
 ) -> dict[str, Any]:
     """Write the model files and `manifest.json` into `out`; returns the manifest. `encoder`:
-    the encoder file the head was trained on (copied in, with its convert record)."""
+    the encoder file the head was trained on (copied in, with its convert record); `gate`:
+    the history gate the evaluation applied (live applies it too)."""
     from train.model import to_tflite
 
     config, cnn_config = setup.config, setup.cnn
@@ -241,7 +243,11 @@ def write_bundle(
             "data_fingerprint_sha256": data.fingerprint(),
             "seconds": seconds,
         },
-        "adaptation": final.prior.to_dict() if final.prior is not None else None,
+        "adaptation": (
+            final.prior.to_dict() | ({"gate": gate.to_dict()} if gate is not None else {})
+            if final.prior is not None
+            else None
+        ),
         # with a CNN, the bundle's output combines both networks' probabilities ("combine"),
         # then the calibration's temperature
         "cnn": cnn_manifest,
@@ -255,6 +261,9 @@ def write_bundle(
         "packages": package_versions(),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    from train.model_card import CARD, render
+
+    (out / CARD).write_text(render(out))  # the model card, from the manifest just written
     return manifest
 
 
@@ -301,6 +310,9 @@ def update_speech_section(out: Path, speech: dict[str, Any]) -> None:
     manifest = json.loads(path.read_text())
     manifest["speech"] = speech
     path.write_text(json.dumps(manifest, indent=2) + "\n")
+    from train.model_card import CARD, render
+
+    (out / CARD).write_text(render(out))
 
 
 def confusion_title(evaluation: dict[str, Any]) -> str:

@@ -84,8 +84,19 @@ class Protocol:
             if set(speakers[train].tolist()) & set(speakers[test].tolist()):
                 raise AssertionError(f"{self.name} fold {number}: a speaker on both sides")
             if test.any() and train.any():
-                out.append(Fold(number, group, train, test))
+                present = set(speakers[test].tolist())  # a subset run names only who was there
+                out.append(Fold(number, tuple(s for s in group if s in present), train, test))
         return out
+
+    def fold_count(self) -> int:
+        """The folds the protocol defines (a subset of the speakers may run fewer)."""
+        return 1 if self.cross_corpus else len(CORPORA[self.test_corpus].folds)
+
+    def fold_groups(self) -> tuple[tuple[str, ...], ...]:
+        """The speakers of each fold, as the corpus names them (cross-corpus: one group)."""
+        if self.cross_corpus:
+            return ()
+        return tuple(tuple(str(s) for s in fold) for fold in CORPORA[self.test_corpus].folds)
 
     def scored(
         self, y: npt.NDArray[np.integer], probs: npt.NDArray[np.floating]

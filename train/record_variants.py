@@ -60,6 +60,68 @@ def _same_setup(manifest: dict[str, Any], training: dict[str, Any]) -> None:
             )
 
 
+def _headline(fold: dict[str, Any]) -> dict[str, Any]:
+    """A bundle's per-fold entry as the networks alone scored it (before any history gate)."""
+    return {"fold": fold["fold"], **{k: fold.get("ungated", fold)[k] for k in HEADLINE}}
+
+
+def _shared(
+    manifest: dict[str, Any], evaluation: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    """(the manifest's evaluation, its protocols, [(name, the run's protocol)] for the protocols
+    both hold)."""
+    recorded = manifest.get("evaluation") or {}
+    protocols = recorded.get("protocols", {})
+    runs = evaluation.get("protocols", {})
+    return recorded, protocols, [(n, r) for n, r in runs.items() if n in protocols]
+
+
+def _ungated_of_run(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """An evaluation's per-fold scores of its networks alone (before its history gate)."""
+    return [
+        {"fold": f["fold"], **{k: f["ungated_scores"][k] for k in HEADLINE}} for f in run["folds"]
+    ]
+
+
+def adopt_gate(manifest: dict[str, Any], evaluation: dict[str, Any]) -> list[str]:
+    """Give the bundle the history gate of `evaluation` (an --eval-only run of the same folds
+    with --history-gate): its networks' per-fold scores before the gate must equal the
+    bundle's; then every protocol's headline, per-fold scores and session kinds become the
+    gated ones (the networks' own kept under "ungated"), and adaptation.gate is set. Returns
+    the protocols updated."""
+    gate = evaluation.get("history_gate")
+    if not gate:
+        raise RecordError("the evaluation ran without --history-gate: nothing to adopt")
+    _same_setup(manifest, evaluation.get("training", {}))
+    recorded, protocols, shared = _shared(manifest, evaluation)
+    updated = []
+    for name, run in shared:
+        theirs = _ungated_of_run(run)
+        mine = protocols[name]["per_fold"]
+        if [_headline(f) for f in mine] != theirs:
+            raise RecordError(
+                f"protocol {name}: the evaluation's networks scored differently per fold, so "
+                "its folds are not the bundle's: nothing recorded"
+            )
+        for fold, run_fold in zip(mine, run["folds"], strict=True):
+            fold["ungated"] = _headline(fold) | {"fold": fold["fold"]}
+            fold["ungated"].pop("fold")
+            fold.update({k: run_fold["scores"][k] for k in HEADLINE})
+        summary = protocols[name]["summary"]
+        for key in ("accuracy", "unweighted_accuracy", "macro_f1", "recall", "sessions"):
+            if key in run["summary"]:
+                summary[key] = run["summary"][key]
+        summary["ungated_accuracy"] = run["summary"].get("ungated_accuracy")
+        protocols[name]["adaptation"] = run.get("adaptation", protocols[name].get("adaptation"))
+        updated.append(name)
+    if not updated:
+        raise RecordError("the evaluation shares no protocol with the bundle: nothing recorded")
+    if recorded.get("protocol") in protocols:
+        recorded["summary"] = protocols[recorded["protocol"]]["summary"]
+    manifest["adaptation"]["gate"] = gate
+    return updated
+
+
 def merge(
     manifest: dict[str, Any], evaluation: dict[str, Any], rerun: str | None = None
 ) -> list[str]:
@@ -67,16 +129,26 @@ def merge(
     the protocols updated. Raises RecordError when the runs differ (with `rerun`: only when
     their setups differ; the run is then recorded as a rerun, see the module docstring)."""
     _same_setup(manifest, evaluation.get("training", {}))
-    recorded = manifest.get("evaluation") or {}
-    protocols = recorded.get("protocols", {})
+    bundle_gate = (manifest.get("adaptation") or {}).get("gate")
+    if bundle_gate != evaluation.get("history_gate"):
+        raise RecordError(
+            f"the evaluation's history gate ({evaluation.get('history_gate')}) is not the "
+            f"bundle's ({bundle_gate}): rerun with the bundle's --history-gate, or --adopt-gate"
+        )
+    recorded, protocols, shared = _shared(manifest, evaluation)
     updated = []
-    for name, run in evaluation.get("protocols", {}).items():
-        if name not in protocols:
-            continue
+    for name, run in shared:
         mine = protocols[name]["per_fold"]
         theirs = [
             {"fold": f["fold"], **{k: f["scores"][k] for k in HEADLINE}} for f in run["folds"]
         ]
+        if rerun is None and bundle_gate:  # the networks' own scores, and the gated ones
+            gated_mine = [{k: f[k] for k in ("fold", *HEADLINE)} for f in mine]
+            if [_headline(f) for f in mine] != _ungated_of_run(run) or gated_mine != theirs:
+                raise RecordError(
+                    f"protocol {name}: the evaluation's clean per-fold scores differ from the "
+                    "bundle's: nothing recorded (--rerun NOTE records it beside them)"
+                )
         if rerun is not None:
             protocols[name]["rerun"] = {
                 "note": rerun,
@@ -88,7 +160,7 @@ def merge(
             }
             updated.append(name)
             continue
-        if [{k: f[k] for k in ("fold", *HEADLINE)} for f in mine] != theirs:
+        if not bundle_gate and [{k: f[k] for k in ("fold", *HEADLINE)} for f in mine] != theirs:
             raise RecordError(
                 f"protocol {name}: the evaluation's clean per-fold scores differ from the "
                 "bundle's, so its folds are not the bundle's: nothing recorded (--rerun NOTE "
@@ -120,6 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("evaluation", type=Path, help="evaluation.json of a ser-train --eval-only run")
     p.add_argument("bundle", type=Path, help="the bundle folder whose manifest gets the scores")
     p.add_argument(
+        "--adopt-gate",
+        action="store_true",
+        help="the evaluation ran the bundle's folds with --history-gate: make that gate the "
+        "bundle's, with the gated scores as its headline (the networks' own kept beside)",
+    )
+    p.add_argument(
         "--rerun",
         metavar="NOTE",
         help="the run retrained the folds elsewhere: record it beside the bundle's scores, "
@@ -130,7 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         manifest = json.loads(manifest_path.read_text())
         evaluation = json.loads(args.evaluation.read_text())
-        updated = merge(manifest, evaluation, args.rerun)
+        if args.adopt_gate:
+            updated = adopt_gate(manifest, evaluation)
+            merge(manifest, evaluation, None)  # then its variants and sessions, as usual
+        else:
+            updated = merge(manifest, evaluation, args.rerun)
     except OSError as exc:
         print(
             f"record_variants: error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr
@@ -143,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"record_variants: error: {exc}", file=sys.stderr)
         return 2
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    from train.model_card import CARD, render
+
+    (manifest_path.parent / CARD).write_text(render(manifest_path.parent))  # card follows
     kind = "a rerun's scores" if args.rerun else "variant scores"
     print(f"recorded {kind} of {', '.join(updated)} in {manifest_path}")
     return 0

@@ -11,22 +11,32 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from streamer.labels import COLOURS, letter
 from streamer.state import BrokerStatus, LiveState
 
 _BAR_WIDTH = 30
 _LEVEL_FLOOR_DB = -60.0
 _SPARKS = "▁▂▃▄▅▆▇█"
-# one colour per label in the timeline (labels beyond these cycle through them)
-_LABEL_STYLES = (
-    "white",
-    "cyan",
-    "yellow",
-    "blue",
-    "red",
-    "magenta",
-    "green",
-    "bright_yellow",
-)
+_FALLBACK_STYLES = ("white", "cyan", "yellow", "blue", "red", "magenta", "green")
+_COMPACT_BELOW_ROWS = 40  # shorter terminals: probabilities in two columns, fewer history rows
+
+
+def _styles(labels: tuple[str, ...]) -> dict[str, str]:
+    return {
+        label: COLOURS.get(label, _FALLBACK_STYLES[i % len(_FALLBACK_STYLES)])
+        for i, label in enumerate(labels)
+    }
+
+
+def middle_ellipsis(text: str, width: int) -> str:
+    """`text` cut to `width` characters with "…" in the middle (both ends of a path say most)."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    head = (width - 1) // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")
 
 
 def sparkline(values: list[float], low: float = -1.0, high: float = 1.0) -> str:
@@ -42,24 +52,25 @@ def sparkline(values: list[float], low: float = -1.0, high: float = 1.0) -> str:
 def _timeline(state: LiveState) -> Table:
     """Emotion of each recent utterance (one coloured letter, oldest left) and the trend's
     arousal and valence over the same utterances as sparklines."""
-    styles = {label: _LABEL_STYLES[i % len(_LABEL_STYLES)] for i, label in enumerate(state.labels)}
+    styles = _styles(state.labels)
     strip = Text()
     for r in state.timeline:
         if not r.is_speech:
             strip += Text("·", style="grey50")
             continue
         strip += Text(
-            r.emotion[:1].upper(), style=("dim " if r.uncertain else "bold ") + styles[r.emotion]
+            letter(r.emotion), style=("dim " if r.uncertain else "bold ") + styles[r.emotion]
         )
-    legend = Text("  ")
+    legend = Text()
     for label in state.labels:
-        legend += Text(f"{label[:1].upper()}", style="bold " + styles[label]) + Text(f" {label} ")
+        legend += Text(letter(label), style="bold " + styles[label]) + Text(f" {label} ")
     legend += Text("·", style="grey50") + Text(" not speech")
     trends = [r.trend for r in state.timeline if r.trend is not None]
     grid = Table.grid(padding=(0, 1))
     grid.add_column(justify="right")
     grid.add_column()
-    grid.add_row("emotions", strip + legend if state.timeline else Text("-", "grey50"))
+    grid.add_row("emotions", strip if state.timeline else Text("-", "grey50"))
+    grid.add_row("", legend)
     if trends:
         last = trends[-1]
         grid.add_row(
@@ -78,6 +89,11 @@ def _timeline(state: LiveState) -> Table:
             Text(sparkline([t.valence for t in trends]), "green") + f" {last.valence:+.2f}",
         )
     return grid
+
+
+def _count(n: int, noun: str) -> str:
+    """ "1 utterance", "2 utterances"."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _bar(fraction: float, width: int = _BAR_WIDTH, style: str = "green") -> Text:
@@ -100,44 +116,46 @@ def _broker_line(broker: BrokerStatus | None, now_s: float, unit: str = "") -> T
     return text
 
 
-def render(state: LiveState, now_s: float | None = None) -> RenderableType:
-    """Everything the dashboard shows, from `state` alone."""
+def render(
+    state: LiveState, now_s: float | None = None, width: int = 120, height: int = 50
+) -> RenderableType:
+    """Everything the dashboard shows, from `state` alone, for a `width` x `height` terminal
+    (below 40 rows: probabilities in two columns and fewer history rows, so 80x24 fits)."""
     now_s = time.monotonic() if now_s is None else now_s
-    accuracy = (
-        f"{state.model_accuracy:.1%} 6-fold speaker-independent accuracy"
-        if state.model_accuracy is not None
-        else "accuracy not recorded"
-    )
+    compact = height < _COMPACT_BELOW_ROWS
+    accuracy = state.model_accuracy or "accuracy not recorded"
     header = Text.assemble(
         ("ser ", "bold"),
         (f"model {state.model_name}", "cyan"),
-        f" ({accuracy})  ",
-        ("source ", "bold"),
-        state.source or "-",
-        f"  up {now_s - state.started_wall_s:.0f} s",
+        f" ({accuracy})",
     )
+    header.truncate(width, overflow="ellipsis")
+    up = f"  up {now_s - state.started_wall_s:.0f} s"
+    source = middle_ellipsis(state.source or "-", max(8, width - len("source ") - len(up) - 1))
+    header_source = Text.assemble(("source ", "bold"), source, up)
 
     level_fraction = (max(state.level_db, _LEVEL_FLOOR_DB) - _LEVEL_FLOOR_DB) / -_LEVEL_FLOOR_DB
     vad = Text("SPEECH", style="bold green") if state.in_speech else Text("silence", "grey50")
     level = Text.assemble("input ", _bar(level_fraction), f" {state.level_db:6.1f} dBFS  ", vad)
 
     current = Table.grid(padding=(0, 1))
-    current.add_column(justify="right")
-    current.add_column()
-    current.add_column(justify="right")
+    columns = 2 if compact else 1
+    for _ in range(columns):
+        current.add_column(justify="right")
+        current.add_column()
+        current.add_column(justify="right")
+    bar_width = 12 if compact else _BAR_WIDTH
     last = state.last
+    cells: list[tuple[Text | str, Text, str]] = []
     if last is None:
         title = "waiting for speech"
-        for label in state.labels:
-            current.add_row(label, _bar(0.0), "")
+        cells = [(label, _bar(0.0, bar_width), "") for label in state.labels]
     elif not last.is_speech:
-        style = "dim"
         title = (
             f"#{last.seq} not speech (speech probability {last.speech:.0%})"
             f"  {last.start_s:.2f}-{last.end_s:.2f} s"
         )
-        for label in state.labels:
-            current.add_row(Text(label, style="grey50"), _bar(0.0), "")
+        cells = [(Text(label, style="grey50"), _bar(0.0, bar_width), "") for label in state.labels]
     else:
         style = "dim" if last.uncertain else "bold"
         title = (
@@ -149,11 +167,20 @@ def render(state: LiveState, now_s: float | None = None) -> RenderableType:
         for label in state.labels:
             p = last.probabilities.get(label, 0.0)
             is_top = label == last.emotion
-            current.add_row(
-                Text(label, style=style if is_top else ""),
-                _bar(p, style="magenta" if is_top else "blue"),
-                f"{p:.0%}",
+            cells.append(
+                (
+                    Text(label, style=style if is_top else ""),
+                    _bar(p, bar_width, style="magenta" if is_top else "blue"),
+                    f"{p:.0%}",
+                )
             )
+    rows = (len(cells) + columns - 1) // columns
+    for row_index in range(rows):
+        row: list[Text | str] = []
+        for c in range(columns):
+            i = row_index + c * rows
+            row.extend(cells[i] if i < len(cells) else ("", Text(), ""))
+        current.add_row(*row)
 
     history = Table(expand=True, box=None, header_style="bold")
     for name, justify in (
@@ -166,10 +193,13 @@ def render(state: LiveState, now_s: float | None = None) -> RenderableType:
         ("latency ms", "right"),
     ):
         history.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for r in state.history:
+    source_width = max(8, width - 56)
+    fixed_rows = 1 + 1 + 1 + (rows + 2) + 7 + 3 + 3  # headers, panels, counters
+    shown = list(state.history)[: max(1, height - fixed_rows)] if compact else state.history
+    for r in shown:
         history.add_row(
             str(r.seq),
-            r.source[-24:],
+            middle_ellipsis(r.source, source_width),
             f"{r.start_s:.2f}",
             f"{r.end_s - r.start_s:.2f}",
             r.emotion if r.is_speech else "(not speech)",
@@ -181,18 +211,21 @@ def render(state: LiveState, now_s: float | None = None) -> RenderableType:
     pct = state.latency_percentiles()
     latency = f"{pct[0]:.0f} / {pct[1]:.0f} ms" if pct else "-"
     counters = Text.assemble(
-        f"utterances {state.utterances}  dropped: short {state.dropped_short}, "
-        f"backlog {state.dropped_backlog}  failed {state.failed}  overflows {state.overflows}  "
-        f"lost blocks {state.dropped_blocks}  latency p50/p95 {latency}  "
-        f"speaker resets {state.resets} (r: a new speaker starts)\n",
+        f"{_count(state.utterances, 'utterance')}  dropped: short {state.dropped_short}, "
+        f"backlog {state.dropped_backlog}  failed {state.failed}  "
+        f"overflows {state.overflows}  lost blocks {state.dropped_blocks}\n"
+        f"latency p50/p95 {latency}  speaker resets {state.resets} (r: a new speaker starts)\n",
         *(
             ("server ", _broker_line(state.remote, now_s, unit=" x 0.1 s audio"))
             if state.remote is not None
             else ("mqtt ", _broker_line(state.broker, now_s))
         ),
     )
+    notes = [Text(state.note, style="italic")] if state.note else []
     return Group(
         header,
+        header_source,
+        *notes,
         level,
         Panel(current, title=title, title_align="left"),
         Panel(_timeline(state), title="over time", title_align="left"),
@@ -203,10 +236,15 @@ def render(state: LiveState, now_s: float | None = None) -> RenderableType:
 
 async def run_dashboard(state: LiveState, refresh_hz: float, console: Console) -> None:
     """Redraw until cancelled. Only this task touches the terminal; no refresh thread."""
-    with Live(render(state), console=console, auto_refresh=False, transient=False) as live:
+
+    def draw() -> RenderableType:
+        size = console.size
+        return render(state, width=size.width, height=size.height)
+
+    with Live(draw(), console=console, auto_refresh=False, transient=False) as live:
         try:
             while True:
                 await asyncio.sleep(1.0 / refresh_hz)
-                live.update(render(state), refresh=True)
+                live.update(draw(), refresh=True)
         finally:
-            live.update(render(state), refresh=True)
+            live.update(draw(), refresh=True)

@@ -17,11 +17,13 @@ Topics: `<prefix>/<node_id>/emotion` (every result, QoS 1, not retained) and
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import os
 import re
+import secrets
 import socket
 import ssl
 import time
@@ -220,32 +222,69 @@ class MqttSink:
         self._tls = _tls_context(config)
         self._state = state
         self._queue: deque[Result] = deque()
+        self._per_source: collections.Counter[str] = collections.Counter()  # queued per source
+        self.dropped_by_source: collections.Counter[str] = collections.Counter()
+        # unique per process: scaled replicas (all pid 1 in containers) never share an id
+        self.client_id = f"ser-{node_id}-{os.getpid()}-{secrets.token_hex(3)}"
+        if self.config.password_env and not self.config.tls:
+            logger.warning(
+                "mqtt: the password ($%s) goes to %s:%d without TLS: set mqtt.tls = true "
+                "unless the network to the broker is yours",
+                self.config.password_env,
+                self.config.host,
+                self.config.port,
+            )
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.published = 0
+        self._hurry = False
+        self.failures = 0  # unexpected (non-MQTT) errors the supervisor survived
         self.connected_once = False
         self._first_attempt = asyncio.Event()  # set once the first connection attempt ended
         self._status = BrokerStatus("connecting")
         self._last_error: str | None = None
         self._update()
 
+    @property
+    def status(self) -> BrokerStatus:
+        """Connection state and counters now."""
+        return self._status
+
     # ---- the pipeline side: never blocks ----
 
     def emit(self, result: Result) -> None:
         if len(self._queue) >= self.config.queue_size:
-            self._queue.popleft()
-            self.dropped += 1
+            self._drop_fairly()
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 logger.warning(
-                    "mqtt: queue full (%d results), dropped %d oldest so far (mqtt.queue_size)",
+                    "mqtt: queue full (%d results), dropped %d so far, oldest of the busiest "
+                    "source first (mqtt.queue_size)",
                     self.config.queue_size,
                     self.dropped,
                 )
         self._queue.append(result)
+        self._per_source[result.source] += 1
         self._wake.set()
         self._update()
+
+    def _drop_fairly(self) -> None:
+        """Drop the oldest queued result of the source with the most queued: while the broker
+        is away one busy stream cannot push every other stream's results out."""
+        busiest, _ = self._per_source.most_common(1)[0]
+        for i, queued in enumerate(self._queue):
+            if queued.source == busiest:
+                del self._queue[i]
+                break
+        self._forget(busiest)
+        self.dropped += 1
+        self.dropped_by_source[busiest] += 1
+
+    def _forget(self, source: str) -> None:
+        self._per_source[source] -= 1
+        if self._per_source[source] <= 0:
+            del self._per_source[source]
 
     def _update(self, state: str | None = None, retry_at_s: float | None = None) -> None:
         s = self._status
@@ -265,11 +304,23 @@ class MqttSink:
     def start(self) -> None:
         self._task = asyncio.create_task(self._supervise(), name="ser-mqtt")
 
+    def hurry(self) -> None:
+        """Stop at once on `aclose` (a second SIGTERM/SIGINT): no flush, what is queued is
+        saved to `unsent_path()`."""
+        self._hurry = True
+        if self._task is not None and self._closing.is_set():
+            self._task.cancel()
+
     async def aclose(self) -> int:
         """Flush within `flush_timeout_s`, publish `offline`, disconnect. Returns the unsent count;
         unsent results are appended to `unsent_path()`."""
         self._closing.set()
         self._wake.set()
+        if self._hurry and self._task is not None:  # a second stop signal: persist, go
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
         if not self.keep_unreached and self._task is not None:
             # a broker that is there answers the first attempt at once; give it that long
             with contextlib.suppress(TimeoutError):
@@ -329,7 +380,7 @@ class MqttSink:
             self.config.port,
             username=self.config.username or None,
             password=self._password,
-            identifier=f"ser-{self.node_id}-{os.getpid()}",
+            identifier=self.client_id,
             keepalive=self.config.keepalive_s,
             timeout=10.0,
             will=aiomqtt.Will(self.topics.status, "offline", qos=1, retain=True),
@@ -342,6 +393,8 @@ class MqttSink:
         backoff = _BACKOFF_MIN_S
         deadline: float | None = None
         while True:
+            if self._hurry:  # checked here too: Python 3.11's wait_for may swallow a cancel
+                return
             if self._closing.is_set():
                 if not self._queue and self._status.state != "connected":
                     return  # nothing to flush
@@ -366,8 +419,13 @@ class MqttSink:
                     await self._connected(client)
                     await client.publish(self.topics.status, "offline", qos=1, retain=True)
                     return
-            except aiomqtt.MqttError as exc:
-                message = _describe(exc, self.config)
+            except Exception as exc:  # the supervisor survives anything: logged, retried
+                if isinstance(exc, aiomqtt.MqttError):
+                    message = _describe(exc, self.config)
+                else:
+                    message = f"unexpected {type(exc).__name__}: {exc}"
+                    logger.exception("mqtt: publishing failed unexpectedly; reconnecting")
+                    self.failures += 1
                 if message != self._last_error:
                     # said once at the end instead, when this run may give up on the broker
                     quiet = not self.keep_unreached and not self.connected_once
@@ -398,12 +456,21 @@ class MqttSink:
             while True:
                 while self._queue:
                     result = self._queue[0]
+                    try:
+                        payload = result.to_json()
+                    except Exception:  # one bad result must not stop every later one
+                        logger.exception("mqtt: result %s cannot be published; skipped", result.seq)
+                        self.failures += 1
+                        self._queue.popleft()
+                        self._forget(result.source)
+                        continue
                     await self._until_lost(
                         watcher,
-                        client.publish(self.topics.emotion, result.to_json(), qos=self.config.qos),
+                        client.publish(self.topics.emotion, payload, qos=self.config.qos),
                     )
                     if self._queue and self._queue[0] is result:  # not dropped meanwhile
                         self._queue.popleft()
+                        self._forget(result.source)
                     self.published += 1
                     self._update()
                 if self._closing.is_set():
