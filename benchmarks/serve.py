@@ -1,7 +1,7 @@
 """Benchmark `ser-serve`: concurrent real-time streams, idle connection cost, thin client.
 
 Usage: .venv/bin/python benchmarks/serve.py [--data ../shared/data/ravdess] [--levels 10,50,100]
-       [--seconds 40] [--max] [--idle 1000] [--workers 2] [--model small]
+       [--seconds 40] [--max] [--idle 1000] [--workers 2] [--model small] [--set K=V ...]
 
 Starts `ser-serve --no-mqtt` as a subprocess and drives it from this process (asyncio websockets
 clients: load generator and server share the machine's cores). Prints Markdown; BENCHMARKS.md
@@ -284,9 +284,18 @@ def main() -> None:
     p.add_argument("--idle", type=int, default=1000)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--model", default=None, help="bundle folder or shipped name (default: default)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a config key for the server (repeatable), e.g. pipeline.adaptation=always",
+    )
     args = p.parse_args()
     if args.model:
         MODEL_ARGS.extend(["--model", args.model])
+    for assignment in args.set:
+        MODEL_ARGS.extend(["--set", assignment])
     print(
         "| streams | utterances | latency p50 / p95 ms | worst send lag s | server CPU % | "
         "server RSS MB | sustained |\n|---|---|---|---|---|---|---|"

@@ -320,15 +320,14 @@ class StdinSource:
         decoder = PcmDecoder(pcm, self.sample_rate)
         peak = 0
         data = first
-        if raw and pcm.format == "s16le":
-            data += await self._read_head(_FLOAT_CHECK_BYTES - len(data))
-            if looks_like_float32(data):
-                logger.warning(
-                    "stdin: this raw audio looks like 32-bit floats, read as %s: "
-                    "say --format f32le (and --rate/--channels)",
-                    _describe(pcm),
-                )
+        # the first seconds, kept aside to tell floats read as s16le: never waited for
+        probe: bytearray | None = bytearray() if raw and pcm.format == "s16le" else None
         while True:
+            if probe is not None:
+                probe += data
+                if len(probe) >= _FLOAT_CHECK_BYTES or not data:
+                    _warn_if_float(bytes(probe), pcm)
+                    probe = None
             samples = decoder.decode(data)
             if samples.size:
                 peak = max(peak, int(np.abs(samples.astype(np.int32)).max()))
@@ -339,6 +338,8 @@ class StdinSource:
             data = await self._read(self.block_len * pcm.frame_bytes)
             if not data:
                 break
+        if probe is not None:  # the input ended before the probe was full
+            _warn_if_float(bytes(probe), pcm)
         for block in blocker.split(decoder.decode(b"", last=True), final=True):
             yield _stamp(block, time.monotonic())
         if raw and decoder.nonfinite:
@@ -355,6 +356,16 @@ class StdinSource:
                 peak,
                 _describe(pcm),
             )
+
+
+def _warn_if_float(head: bytes, pcm: PcmFormat) -> None:
+    """Say so when raw stdin audio read as s16le looks like 32-bit floats."""
+    if looks_like_float32(head):
+        logger.warning(
+            "stdin: this raw audio looks like 32-bit floats, read as %s: "
+            "say --format f32le (and --rate/--channels)",
+            _describe(pcm),
+        )
 
 
 _MAX_WAV_HEADER = 1 << 20

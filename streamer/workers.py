@@ -142,11 +142,6 @@ class FeatureWorkers:
             loop.add_reader(fd, died)
         self._unwatch = lambda: [loop.remove_reader(fd) for fd in sentinels]
 
-    def pids(self) -> list[int]:
-        """The live worker processes' ids (for tests and diagnostics)."""
-        processes = getattr(self._executor, "_processes", None) or {}
-        return sorted(int(pid) for pid in processes)
-
     async def analyse(
         self, samples: npt.NDArray[np.int16], sample_rate: int, key: Hashable = ""
     ) -> features.Analysis:

@@ -21,6 +21,7 @@ from .broker import free_port, wait_port
 from .conftest import REPO
 from .live import parse_results, run_live
 from .serve import ServeProcess, env_with, haproxy_env, make_secrets, speech
+from .test_serve import _serve_config
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CLIPS = ["03-01-05-02-01-01-05", "03-01-03-02-02-01-05", "03-01-04-01-01-02-05"]
@@ -144,7 +145,7 @@ def test_microphone_page_gives_ser_live_results(playwright, wav, expected):
 
 
 def test_permission_refused_and_wrong_token_are_said_on_the_page(playwright, wav):
-    config = ServeConfig('token_env = "SER_TEST_TOKEN"\n')
+    config = _serve_config('token_env = "SER_TEST_TOKEN"\n')
     with ServeProcess(
         "--no-mqtt", "--workers", "1", "--config", config, env=env_with(SER_TEST_TOKEN="right")
     ) as server:
@@ -243,9 +244,3 @@ def test_through_haproxy_the_page_survives_a_replica_kill(playwright, ravdess, t
             haproxy.wait(timeout=10)
         for r in replicas:
             r.kill()
-
-
-def ServeConfig(serve_table: str) -> str:  # noqa: N802 (reads like the config it writes)
-    from .test_serve import _serve_config
-
-    return _serve_config(serve_table)

@@ -104,8 +104,7 @@ def adopt_gate(manifest: dict[str, Any], evaluation: dict[str, Any]) -> list[str
                 "its folds are not the bundle's: nothing recorded"
             )
         for fold, run_fold in zip(mine, run["folds"], strict=True):
-            fold["ungated"] = _headline(fold) | {"fold": fold["fold"]}
-            fold["ungated"].pop("fold")
+            fold["ungated"] = {k: v for k, v in _headline(fold).items() if k != "fold"}
             fold.update({k: run_fold["scores"][k] for k in HEADLINE})
         summary = protocols[name]["summary"]
         for key in ("accuracy", "unweighted_accuracy", "macro_f1", "recall", "sessions"):
