@@ -4,7 +4,9 @@ probabilities are averaged with the statistics model's); with a "speech" section
 `speech.keras` and `speech.tflite` (the speech detector: P(speech) of an utterance); with an
 "encoder" section also `encoder.tflite` (a pretrained speech encoder, streamer/encoder.py, with
 its source, licence and sha256) and `encoder_head.keras` / `encoder_head.tflite` (the network over
-its pooled layers, whose probabilities are averaged with the others').
+its pooled layers, whose probabilities are averaged with the others'); with an "alone" section
+also `alone.tflite`: the network that reads an utterance alone, without the speaker's history,
+from an unadapted input (the encoder's embedding, or the statistics; streamer/classifier.py).
 
 The manifest records labels, sample rate, the feature spec, the evaluation protocol and scores.
 Loading checks it against this code's `FEATURE_SPEC`; a mismatch is an error, never a silent skew.
@@ -33,6 +35,7 @@ SPEECH_TFLITE_FILE = "speech.tflite"
 ENCODER_FILE = "encoder.tflite"
 HEAD_KERAS_FILE = "encoder_head.keras"
 HEAD_TFLITE_FILE = "encoder_head.tflite"
+ALONE_TFLITE_FILE = "alone.tflite"
 TRAIN_HINT = "train one with `ser-train --data DIR --out DIR`, or use the shipped 'default'"
 DEFAULT_BUNDLE = "default"
 
@@ -73,6 +76,17 @@ class EncoderSection:
 
 
 @dataclass(frozen=True)
+class AloneSpec:
+    """The bundle's network that reads an utterance alone (no speaker history) from an
+    unadapted input: the encoder's embedding when the bundle has an encoder (`reads_embedding`),
+    else the statistics vector; with its own calibration temperature."""
+
+    tflite_path: Path
+    reads_embedding: bool
+    temperature: float
+
+
+@dataclass(frozen=True)
 class Bundle:
     """A loaded, validated manifest; model files are resolved, not yet opened."""
 
@@ -98,6 +112,21 @@ class Bundle:
         (bundles made before the gate)."""
         data = (self.manifest.get("adaptation") or {}).get("gate")
         return HistoryGate.from_dict(data) if data else None
+
+    @property
+    def alone(self) -> AloneSpec | None:
+        """The optional alone network, when the manifest has an "alone" section."""
+        data = self.manifest.get("alone")
+        if not data:
+            return None
+        reads = str(data["reads"])
+        if reads not in ("embedding", "statistics"):
+            raise ValueError(f"alone.reads {reads!r}: expected 'embedding' or 'statistics'")
+        return AloneSpec(
+            tflite_path=self.path / str(data.get("tflite", ALONE_TFLITE_FILE)),
+            reads_embedding=reads == "embedding",
+            temperature=float(data.get("temperature", 1.0)),
+        )
 
     @property
     def cnn(self) -> CnnSpec | None:
@@ -297,6 +326,18 @@ def load_bundle(path: Path) -> Bundle:
         for needed in (encoder.encoder_path, encoder.head_path):
             if not needed.is_file():
                 raise BundleError(f"{needed} is missing: {TRAIN_HINT}")
+    try:
+        alone = bundle.alone
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{manifest_path}: 'alone' is malformed ({exc}): {TRAIN_HINT}") from exc
+    if alone is not None:
+        if alone.reads_embedding and encoder is None:
+            raise BundleError(
+                f"{manifest_path}: 'alone' reads the encoder's embedding but the bundle has no "
+                f"encoder: {TRAIN_HINT}"
+            )
+        if not alone.tflite_path.is_file():
+            raise BundleError(f"{alone.tflite_path} is missing: {TRAIN_HINT}")
     if cnn is not None:
         if not cnn.tflite_path.is_file():
             raise BundleError(f"{cnn.tflite_path} is missing: {TRAIN_HINT}")

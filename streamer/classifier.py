@@ -23,7 +23,7 @@ import numpy.typing as npt
 from streamer.adaptation import AdaptiveCentering, AdaptiveNormalizer
 from streamer.bundle import Bundle, BundleError, EncoderSection, load_bundle
 from streamer.encoder import Encoder, UtteranceEncoder
-from streamer.features import Analysis, log_mel_windows
+from streamer.features import FEATURE_SPEC, Analysis, log_mel_windows
 from streamer.native_log import NativeStderrFilter
 from streamer.scoring import apply_temperature, combine
 
@@ -38,6 +38,8 @@ class ModelInput:
     log_mel: npt.NDArray[np.float32] | None  # (n_frames, n_mels); None: the bundle has no CNN
     # (len(layers) * 1024,) the encoder's embedding; None: the bundle has no encoder
     embedding: npt.NDArray[np.float32] | None = None
+    # True: unadapted inputs, for the bundle's alone network (`SpeakerAdapter.alone`)
+    alone: bool = False
 
 
 _ALONE = object()  # the stream key of `SpeakerAdapter.alone`'s throwaway state
@@ -48,9 +50,10 @@ class SpeakerAdapter:
     utterance order: it uses that stream's earlier utterances (see streamer/adaptation.py)."""
 
     def __init__(self, bundle: Bundle, *, history: bool = True) -> None:
-        """`history` False: every utterance is adapted as a stream's first (no memory kept;
+        """`history` False: every utterance is read alone (`alone`; no memory kept;
         `pipeline.adaptation = "off"`)."""
         self._history = history
+        self._has_alone = bundle.alone is not None
         prior, cnn = bundle.adaptation, bundle.cnn
         self._normalizer = AdaptiveNormalizer(prior) if prior is not None else None
         self._centring = (
@@ -73,19 +76,31 @@ class SpeakerAdapter:
 
     def push(self, stream: Hashable, analysis: Analysis) -> ModelInput:
         """The utterance's model input, every view adapted with the stream's earlier
-        utterances (none when the adapter keeps no history)."""
-        inputs = self._push(stream, analysis)
+        utterances (an adapter that keeps no history gives `alone`'s)."""
         if not self._history:
-            self.reset(stream)
-        return inputs
+            return self.alone(analysis)
+        return self._push(stream, analysis)
 
     @property
     def keeps_history(self) -> bool:
         return self._history
 
     def alone(self, analysis: Analysis) -> ModelInput:
-        """The utterance's model input as a stream's first (no history; nothing kept): the
-        reading the bundle's history gate weighs against `push`'s."""
+        """The utterance's model input with no history (nothing kept): the reading the bundle's
+        history gate weighs against `push`'s. For a bundle with an alone network, the unadapted
+        views it reads (`alone` set); else adapted as a stream's first."""
+        if self._has_alone:
+            if self._encoder and analysis.embedding is None:
+                raise ValueError(
+                    "this bundle has an encoder: its input needs the encoder's embedding "
+                    "(FeatureWorkers(encoder=bundle.encoder) or Classifier.analyse)"
+                )
+            return ModelInput(
+                analysis.vector,
+                analysis.log_mel if self._log_mel else None,
+                analysis.embedding if self._encoder else None,
+                alone=True,
+            )
         inputs = self._push(_ALONE, analysis)
         self.reset(_ALONE)
         return inputs
@@ -156,12 +171,29 @@ class Classifier:
         speech = bundle.speech
         self._speech = _Model(speech.tflite_path, 1, num_threads) if speech is not None else None
         encoder = bundle.encoder
-        self._num_threads = num_threads
+        self.num_threads = num_threads
         self._embedder: UtteranceEncoder | None = None  # in-process, opened when first needed
         self._head: _Model | None = None
-        self._embedding_dim = 0
+        self._embedding_dim = self._raw_embedding_dim = 0  # the head's input; the encoder's
         if encoder is not None:
-            self._head, self._embedding_dim = _open_encoder(encoder, n_labels, num_threads)
+            self._head, self._embedding_dim, self._raw_embedding_dim = _open_encoder(
+                encoder, n_labels, num_threads
+            )
+        alone = bundle.alone
+        self._alone: _Model | None = None
+        self._alone_reads_embedding = False
+        self._alone_temperature = 1.0
+        if alone is not None:
+            self._alone = _Model(alone.tflite_path, n_labels, num_threads)
+            self._alone_reads_embedding = alone.reads_embedding
+            self._alone_temperature = alone.temperature
+            wanted = (self._raw_embedding_dim if alone.reads_embedding else FEATURE_SPEC.dim,)
+            if self._alone.input_shape != wanted:
+                raise BundleError(
+                    f"{alone.tflite_path} reads {self._alone.input_shape} but the unadapted "
+                    f"{'embedding' if alone.reads_embedding else 'statistics'} are {wanted}; "
+                    "retrain the bundle"
+                )
         prior = bundle.adaptation
         if prior is not None and self._stats.input_shape != (prior.output_dim(len(prior.mean)),):
             raise BundleError(
@@ -218,7 +250,7 @@ class Classifier:
             raise ValueError(f"{self.bundle.path}: this bundle has no encoder")
         if self._embedder is None:
             self._embedder = UtteranceEncoder(
-                section.encoder_path, section.layers, num_threads=self._num_threads
+                section.encoder_path, section.layers, num_threads=self.num_threads
             )
         return self._embedder.embed(audio, sample_rate)
 
@@ -243,8 +275,15 @@ class Classifier:
                 out.append(exc)
         return out
 
+    @property
+    def has_alone_networks(self) -> bool:
+        """Whether utterances alone are read by a network of their own (`ModelInput.alone`)."""
+        return self._alone is not None
+
     def _predict_one(self, inputs: ModelInput) -> npt.NDArray[np.float32]:
         x = np.asarray(inputs.features, dtype=np.float32)
+        if inputs.alone:
+            return self._predict_alone(inputs, x)
         parts = [self._stats.run(x)]
         if self._cnn is not None:
             if inputs.log_mel is None:
@@ -261,16 +300,34 @@ class Classifier:
         probs = combine(parts, self._combine)
         return apply_temperature(probs, self._temperature) if self._temperature != 1.0 else probs
 
+    def _predict_alone(
+        self, inputs: ModelInput, x: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.float32]:
+        """The alone network's reading of an unadapted input, calibrated with its temperature."""
+        if self._alone is None:
+            raise ValueError(f"{self.bundle.path}: this bundle has no alone network")
+        if self._alone_reads_embedding:
+            if inputs.embedding is None or inputs.embedding.shape != self._alone.input_shape:
+                raise ValueError(
+                    f"this bundle's alone network needs a {self._alone.input_shape} embedding"
+                )
+            x = np.asarray(inputs.embedding, dtype=np.float32)
+        probs = self._alone.run(x)
+        t = self._alone_temperature
+        return apply_temperature(probs, t) if t != 1.0 else probs
+
     def probabilities(self, audio: npt.ArrayLike, sample_rate: int) -> dict[str, float]:
         """One utterance (mono, shape (n,)) -> {label: probability} in the bundle's label order."""
         # a single utterance: no speaker history
-        probs = self.predict(self.adapter().push(0, self.analyse(audio, sample_rate)))
+        probs = self.predict(self.adapter().alone(self.analyse(audio, sample_rate)))
         return dict(zip(self.bundle.labels, (float(p) for p in probs), strict=True))
 
 
-def _open_encoder(section: EncoderSection, n_labels: int, num_threads: int) -> tuple[_Model, int]:
-    """The bundle's head and its input size, after checking the encoder file (sha256, layers)
-    that the feature workers will run."""
+def _open_encoder(
+    section: EncoderSection, n_labels: int, num_threads: int
+) -> tuple[_Model, int, int]:
+    """The bundle's head, its input size and the encoder's embedding size, after checking the
+    encoder file (sha256, layers) that the feature workers will run."""
     digest = hashlib.sha256()
     with open(section.encoder_path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -298,4 +355,4 @@ def _open_encoder(section: EncoderSection, n_labels: int, num_threads: int) -> t
             f"{section.head_path} reads {head.input_shape} but the encoder's layers "
             f"{list(section.layers)} give ({adapted},) as adapted; retrain the bundle"
         )
-    return head, adapted
+    return head, adapted, dim

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import logging
+import re
 import signal
 import sys
 import time
@@ -356,17 +357,21 @@ def print_devices() -> None:
 
 def _stream_name(args: argparse.Namespace, source: Source) -> str:
     """--stream, else HOST-mic for a microphone, "stdin", or the file's name ("demo")."""
-    import re
     import socket
 
     if args.stream:
         return str(args.stream)
     if source.live:
         name = f"{socket.gethostname()}-mic"
-    elif source.name == "-":
-        name = "stdin"
+    elif isinstance(source, StdinSource):
+        name = source.name
     else:
         name = Path(source.name).name
+    return _safe_name(name)
+
+
+def _safe_name(name: str) -> str:
+    """A stream name the server takes: letters, digits and _.:@- only, at most 128."""
     return re.sub(r"[^A-Za-z0-9_.:@-]+", "-", name).strip("-")[:128] or "stream"
 
 
@@ -392,22 +397,38 @@ async def run_remote(
         history_size=config.dashboard.history,
         timeline_size=config.dashboard.timeline,
     )
-    sinks: list[Sink] = [JsonLinesSink(on_closed=source.stop)] if use_json else []
-    remote = RemotePipeline(
-        args.connect,
-        _stream_name(args, source),
-        sinks,
-        state,
-        token=os.environ.get("SER_TOKEN") or None,
-    )
+    streams = _remote_streams(args, config, source)
+    stopping = False
+    current: list[RemotePipeline] = []
+
+    def stop_sending() -> None:  # stdout closed, or a stop signal: no further file either
+        nonlocal stopping
+        stopping = True
+        for _, part in streams:
+            part.stop()
+
+    sinks: list[Sink] = [JsonLinesSink(on_closed=stop_sending)] if use_json else []
+    token = os.environ.get("SER_TOKEN") or None
+
+    async def send_all() -> None:
+        """Each (name, source) in turn as one server stream (a folder: a stream per file)."""
+        seq = 0  # contiguous over the run, as locally
+        for name, part in streams:
+            if stopping:
+                break
+            remote = RemotePipeline(args.connect, name, sinks, state, token=token, first_seq=seq)
+            current[:] = [remote]
+            await remote.run(part)
+            seq = remote.next_seq
+
     loop = asyncio.get_running_loop()
-    run_task = asyncio.create_task(remote.run(source), name="ser-remote")
+    run_task = asyncio.create_task(send_all(), name="ser-remote")
     stops = 0
 
     def request_stop() -> None:  # as ser-live's: the last results, but not forever
         nonlocal stops
         stops += 1
-        source.stop()
+        stop_sending()
         if stops == 1:
             loop.call_later(DRAIN_TIMEOUT_S, run_task.cancel)
         else:
@@ -424,7 +445,7 @@ async def run_remote(
                 run_dashboard(state, config.dashboard.refresh_hz, Console()), name="ser-dashboard"
             )
             if source.live:  # a file has no speaker to change mid-way; stdin is its data
-                keys.enter_context(key_commands({"r": lambda: _reset(remote)}))
+                keys.enter_context(key_commands({"r": lambda: _reset(current[0])}))
         try:
             await run_task
         except asyncio.CancelledError:
@@ -437,9 +458,27 @@ async def run_remote(
             loop.remove_signal_handler(sig)
         await cancel_quietly(dashboard)
         logger.info(
-            "%d results from the server, %d reconnections", state.utterances, remote.reconnects
+            "%d results from the server, %d reconnections",
+            state.utterances,
+            sum(r.reconnects for r in current),
         )
     return 0
+
+
+def _remote_streams(
+    args: argparse.Namespace, config: Config, source: Source
+) -> list[tuple[str, Source]]:
+    """What `--connect` sends: (stream name, source) pairs, one after another. A folder (or
+    several files) is one stream per file, named after the file (prefixed with --stream when
+    given), so each file starts with no speaker history, as it does locally."""
+    if not isinstance(source, FileSource) or len(source.paths) == 1:
+        return [(_stream_name(args, source), source)]
+    out: list[tuple[str, Source]] = []
+    for path in source.paths:
+        part = FileSource([path], source.sample_rate, config.audio.block_ms, source.realtime)
+        name = f"{args.stream}-{path.name}" if args.stream else path.name
+        out.append((_safe_name(name), part))
+    return out
 
 
 class _Resettable(Protocol):
@@ -574,11 +613,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         use_json = args.json or not sys.stdout.isatty()
         if args.connect:
             source = make_source(args, config, 16_000)
-            if isinstance(source, FileSource) and len(source.paths) > 1:
-                raise SourceError(
-                    "--connect sends one stream: a microphone, one file or stdin (not a folder)",
-                    exit_code=2,
-                )
             return asyncio.run(run_remote(args, config, source, use_json=use_json))
         bundle = resolve_bundle(config)
         source = make_source(args, config, bundle.sample_rate)

@@ -35,6 +35,8 @@ class Snapshot:
     mqtt_dropped: int = 0
     mqtt_published: int = 0
     mqtt_failures: int = 0
+    inference_healthy: bool = True
+    inference_restarts: int = 0
 
 
 class _LiveCollector(Collector):
@@ -63,6 +65,16 @@ class _LiveCollector(Collector):
             "ser_feature_worker_restarts",
             "Feature worker pools replaced after a worker died.",
             value=s.worker_restarts,
+        )
+        yield GaugeMetricFamily(
+            "ser_inference_healthy",
+            "1 while the shared classifier answers.",
+            value=int(s.inference_healthy),
+        )
+        yield CounterMetricFamily(
+            "ser_inference_restarts",
+            "Shared classifier reopened, or its batch loop restarted, after failures.",
+            value=s.inference_restarts,
         )
         if s.mqtt_connected is None:
             return

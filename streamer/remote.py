@@ -72,7 +72,9 @@ class RemotePipeline:
         token: str | None = None,
         buffer_s: float = 30.0,
         give_up_s: float = 60.0,
+        first_seq: int = 0,
     ) -> None:
+        """`first_seq`: the `seq` of this stream's first result (the run's count so far)."""
         self.connect_url = url
         self.url = redact_url(url)  # for log lines and the screen: no password or query
         self.stream = stream
@@ -90,7 +92,7 @@ class RemotePipeline:
         self._more = asyncio.Event()  # audio (or the end of input) arrived
         self._room = asyncio.Event()  # the buffer has room again
         self._input_done = False
-        self._seq = 0
+        self._seq = first_seq
         self._sent = 0  # samples sent over all connections
         self._offset_s = 0.0  # source time of the current connection's first sample
         self._status("connecting")
@@ -234,6 +236,11 @@ class RemotePipeline:
         except ConnectionClosed:
             return False
         return False
+
+    @property
+    def next_seq(self) -> int:
+        """The `seq` the next result would get."""
+        return self._seq
 
     def _emit(self, data: dict[str, Any]) -> None:
         result = Result.from_dict(data)

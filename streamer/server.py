@@ -316,15 +316,19 @@ class StreamServer:
             mqtt_dropped=status.dropped if status else 0,
             mqtt_published=status.published if status else 0,
             mqtt_failures=int(getattr(mqtt, "failures", 0)),
+            inference_healthy=bool(shared is None or shared.inference.healthy),
+            inference_restarts=shared.inference.restarts if shared else 0,
         )
 
     def health(self) -> str:
         """ "ok" while streams can be served; else what stops them ("starting", "draining",
-        "feature workers restarting")."""
+        "feature workers restarting", "classifier restarting")."""
         if self.state != "accepting":
             return self.state
         if self._shared is not None and not self._shared.workers.healthy:
             return "feature workers restarting"
+        if self._shared is not None and not self._shared.inference.healthy:
+            return "classifier restarting"
         return "ok"
 
     # ---- HTTP: health check, authentication, and refusing what is not a stream ----

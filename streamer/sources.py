@@ -221,7 +221,7 @@ class StdinSource:
     input that was all near-silence or held NaNs is said on stderr at the end."""
 
     live = False
-    name = "-"
+    name = "stdin"  # the results' source, as through `--connect` (ser-serve's stream name)
 
     def __init__(
         self,
@@ -255,7 +255,7 @@ class StdinSource:
         return head
 
     async def blocks(self) -> AsyncIterator[SourceItem]:
-        blocker = _Blocker("-", self.sample_rate, self.block_len)
+        blocker = _Blocker(self.name, self.sample_rate, self.block_len)
         head = await self._read_head(MAGIC_BYTES)
         self.container = container_kind(head)
         if self.container == "wav":
@@ -276,7 +276,7 @@ class StdinSource:
         else:
             async for block in self._stream_pcm(blocker, self.pcm, head, raw=True):
                 yield block
-        yield EndOfStream("-")
+        yield EndOfStream(self.name)
 
     async def _wav_header(self, head: bytes) -> tuple[WavHeader | None, bytes]:
         """Read until the WAV header is whole: (header, bytes read so far); header None when

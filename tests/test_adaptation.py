@@ -212,3 +212,27 @@ def test_gate_in_order_simulates_streams_in_their_order():
         state = GatedHistory(gate)
         for i in rows:
             assert np.allclose(got[i], state.push(0, h[i], a[i]))
+
+
+def test_first_copies_add_every_clip_adapted_as_a_streams_first_utterance():
+    from train.evaluate import adapted_training_set
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 4))
+    y = np.arange(12) % 3
+    speakers = np.repeat(["a", "b", "c"], 4)
+    prior = AdaptationPrior.from_features(x)
+    base = adapted_training_set({"clean": x}, y, speakers, prior, seed=0)
+    more = adapted_training_set({"clean": x}, y, speakers, prior, seed=0, first_copies=2)
+    n = len(base[0])
+    assert len(more[0]) == n + 2 * 12
+    np.testing.assert_array_equal(more[0][:n], base[0])  # the usual copies are unchanged
+    alone = np.stack([AdaptiveNormalizer(prior).push(0, row) for row in x])
+    for k in range(2):  # each clip normalised with no history: its own stream
+        copy = slice(n + 12 * k, n + 12 * (k + 1))
+        np.testing.assert_allclose(more[0][copy], alone, rtol=1e-6)
+        np.testing.assert_array_equal(more[1][copy], y)
+        np.testing.assert_array_equal(more[2][copy], speakers)
+    # without adaptation there is nothing to copy
+    plain = adapted_training_set({"clean": x}, y, speakers, None, seed=0, first_copies=2)
+    assert len(plain[0]) == 12

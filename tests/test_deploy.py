@@ -43,6 +43,9 @@ def test_compose_publishes_only_the_load_balancer_and_hardens_every_service(comp
         assert replica["read_only"] is True and replica["cap_drop"] == ["ALL"]
         assert replica["env_file"] == ["secrets/ser.env"]
         assert "ser-state:/var/lib/ser" in replica["volumes"]  # unsent results persist
+    # a crash of the service path (a native one in LiteRT, the broker, the balancer) restarts
+    for name in ("replica1", "replica2", "mosquitto", "haproxy"):
+        assert services[name]["restart"] == "unless-stopped", name
     assert "ports" not in services["mosquitto"]
     assert services["haproxy"]["environment"]["SER_LB_CERT"] == "/etc/ser/ser.pem"
 

@@ -60,7 +60,7 @@ def test_stdin_raw_pcm(ravdess):
     proc = run_live("--input", "-", "--json", stdin=pcm)
     assert proc.returncode == 0, proc.stderr.decode()
     results = parse_results(proc.stdout)
-    assert len(results) == 1 and results[0]["source"] == "-"
+    assert len(results) == 1 and results[0]["source"] == "stdin"  # as through --connect
 
 
 def _speech_span(clip: np.ndarray, below_peak_db: float = 30.0) -> tuple[float, float, float]:

@@ -687,3 +687,31 @@ def test_the_thin_client_ends_at_once_on_a_refused_token(ravdess, tmp_path):
         assert "secret" not in proc.stderr.decode()  # the URL's password and query never shown
     assert "set SER_TOKEN" in outcomes["missing"][0].stderr.decode()
     assert "SER_TOKEN is not the server's token" in outcomes["wrong"][0].stderr.decode()
+
+
+def test_thin_client_sends_a_folder_file_by_file_and_stdin_as_locally(ravdess, tmp_path):
+    from pathlib import Path
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    names = ["03-01-05-01-01-01-03", "03-01-04-02-02-01-03", "03-01-01-01-01-02-03"]
+    for name in names:
+        (folder / f"{name}.flac").symlink_to(ravdess / "Actor_03" / f"{name}.flac")
+    local = parse_results(run_live("--input", str(folder), "--json").stdout)
+    piped = (ravdess / "Actor_03" / f"{names[0]}.flac").read_bytes()
+    local_stdin = parse_results(run_live("--input", "-", "--json", stdin=piped).stdout)
+    with ServeProcess("--no-mqtt", "--workers", "1") as server:
+        proc = run_live("--connect", server.url, "--input", str(folder), "--json")
+        via_stdin = run_live("--connect", server.url, "--input", "-", "--json", stdin=piped)
+    assert proc.returncode == 0, proc.stderr.decode()
+    remote = parse_results(proc.stdout)
+    # one stream per file, named after it, each starting without history: as locally
+    assert [r["source"] for r in remote] == [Path(r["source"]).name for r in local]
+    assert [r["source"] for r in remote] == sorted(f"{n}.flac" for n in names)
+    for here, there in zip(local, remote, strict=True):
+        assert there["emotion"] == here["emotion"]
+        for label, p in here["probabilities"].items():
+            assert there["probabilities"][label] == pytest.approx(p, abs=1e-4)
+    assert via_stdin.returncode == 0, via_stdin.stderr.decode()
+    assert [r["source"] for r in parse_results(via_stdin.stdout)] == ["stdin"]
+    assert [r["source"] for r in local_stdin] == ["stdin"]

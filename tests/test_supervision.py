@@ -107,3 +107,49 @@ def test_ser_live_replaces_a_killed_worker_and_loses_nothing(stream_audio, tmp_p
     assert "a feature worker died" in log and "feature workers replaced" in log
     got = parse_results(out)
     assert [r["emotion"] for r in got] == [r["emotion"] for r in expected]
+
+
+def test_an_unusable_classifier_is_reopened_and_its_loop_restarted(ravdess, caplog):
+    import asyncio
+
+    import numpy as np
+    import soundfile as sf
+
+    from streamer.bundle import load_bundle
+    from streamer.classifier import Classifier, ModelInput
+    from streamer.inference import FAILED_BATCHES, BatchedInference
+
+    from .conftest import SMALL_MODEL
+
+    clf = Classifier(load_bundle(SMALL_MODEL))
+    audio, rate = sf.read(ravdess / "Actor_03" / "03-01-05-01-01-01-03.flac", dtype="float32")
+    inputs = clf.adapter().push("s", clf.analyse(audio, rate))
+
+    async def main() -> None:
+        inference = BatchedInference(clf)
+        good = await inference.predict(inputs)
+        # a malformed input fails alone and never reopens the classifier
+        for _ in range(FAILED_BATCHES + 1):
+            with pytest.raises(ValueError):
+                await inference.predict(ModelInput(np.zeros(3, np.float32), inputs.log_mel))
+        assert inference.restarts == 0 and inference.classifier is clf
+        # a LiteRT interpreter left unusable: every utterance fails until it is reopened
+        clf._stats._interpreter = None  # the fault injected
+        for _ in range(FAILED_BATCHES):
+            with pytest.raises(AttributeError):
+                await inference.predict(inputs)
+        assert inference.restarts == 1 and inference.healthy
+        assert inference.classifier is not clf
+        np.testing.assert_allclose(await inference.predict(inputs), good, atol=1e-6)
+        # the batch loop itself failing (its thread pool gone): that batch fails, the loop
+        # comes back with a new thread
+        inference._thread.shutdown(wait=True)  # the fault injected
+        with pytest.raises(RuntimeError):
+            await inference.predict(inputs)
+        np.testing.assert_allclose(await inference.predict(inputs), good, atol=1e-6)
+        assert inference.restarts == 2
+        await inference.aclose()
+
+    asyncio.run(main())
+    log = caplog.text
+    assert "reopening it from" in log and "the inference loop failed: restarting it" in log

@@ -15,6 +15,7 @@ import soundfile as sf
 from streamer.classifier import Classifier
 from streamer.features import analyse
 from streamer.labels import LABELS
+from streamer.scoring import apply_temperature
 from train import nonspeech
 
 
@@ -34,6 +35,7 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
     proc = ser_train(
         *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(tmp_path / "cache")),
         *("--actors", "1,4", "--epochs", "3", "--no-speech-detector", "--augment", "snr15"),
+        "--alone-network",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "found 120 RAVDESS speech (English, 24 actors) clips" in proc.stdout
@@ -55,8 +57,13 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
         "cheapmic",
         "clipped",
         "quiet",
-        "first_utterance",
+        "first_utterance",  # read by the alone network
+        "first_adapted",  # the same clips alone through the speaker-adapted networks
     }
+    assert "read by an unadapted network" in ev["protocols"]["ravdess"]["adaptation"]
+    assert manifest["alone"]["tflite"] == "alone.tflite" and (out / "alone.tflite").is_file()
+    assert manifest["alone"]["reads"] == "statistics"  # no encoder here
+    assert manifest["alone"]["temperature"] > 0
     assert manifest["adaptation"]["prior_weight"] == 2.0
     # the history gate (default 3.5,8,5) is the bundle's and every evaluation's
     assert manifest["adaptation"]["gate"]["low"] == 3.5
@@ -88,6 +95,31 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
     probs = clf.probabilities(audio, rate)
     assert list(probs) == list(LABELS)
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
+    # an utterance alone is read by the alone network, from the unadapted statistics
+    analysis = clf.analyse(audio, rate)
+    alone = clf.adapter().alone(analysis)
+    assert alone.alone and np.array_equal(alone.features, analysis.vector)
+    expected = _run_tflite(out / "alone.tflite", analysis.vector)
+    expected = apply_temperature(expected, manifest["alone"]["temperature"])
+    np.testing.assert_allclose(clf.predict(alone), expected, atol=1e-6)
+    np.testing.assert_allclose(list(probs.values()), expected, atol=1e-6)
+    # ... and not by the speaker-adapted network (a fresh stream's first utterance)
+    adapted = clf.predict(clf.adapter().push("s", analysis))
+    assert not np.allclose(adapted, expected, atol=1e-3)
+    # pipeline.adaptation = "off": every utterance alone, through the alone network
+    off = clf.adapter(history=False)
+    for _ in range(2):
+        np.testing.assert_allclose(clf.predict(off.push("s", analysis)), expected, atol=1e-6)
+
+
+def _run_tflite(path, x):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x.reshape(1, -1))
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0]
 
 
 @pytest.mark.slow
@@ -304,3 +336,43 @@ def test_exported_copy_predicts_exactly_like_the_trained_model(tmp_path):
             lite.get_tensor(lite.get_output_details()[0]["index"])[0], ref, atol=1e-5
         )
     assert (tmp_path / "m.keras").stat().st_size < 1.5 * (tmp_path / "m.tflite").stat().st_size
+
+
+@pytest.mark.slow
+def test_alone_only_gives_a_bundle_alone_networks_when_its_folds_are_the_same(ravdess, tmp_path):
+    out, cache = tmp_path / "bundle", tmp_path / "cache"
+    common = (
+        *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(cache)),
+        *("--actors", "1,4", "--epochs", "2", "--ensemble", "1", "--no-robustness"),
+        *("--no-speech-detector", "--augment", ""),
+    )
+    assert ser_train(*common).returncode == 0  # no alone network unless asked
+    before = json.loads((out / "manifest.json").read_text())
+    assert before["alone"] is None and not (out / "alone.tflite").exists()
+    # another seed trains other networks: refused, nothing written
+    other = ser_train(*common, "--alone-only", "--seed", "1")
+    assert other.returncode == 2
+    (line,) = other.stderr.strip().splitlines()[-1:]
+    assert line.startswith("ser-train: error: --alone-only: the evaluation's training config")
+    assert json.loads((out / "manifest.json").read_text()) == before
+    proc = ser_train(*common, "--alone-only")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    after = json.loads((out / "manifest.json").read_text())
+    assert after["alone"]["tflite"] == "alone.tflite" and (out / "alone.tflite").is_file()
+    protocol = after["evaluation"]["protocols"]["ravdess"]
+    # the networks' own per-fold scores are the bundle's, kept beside the gated ones
+    assert [f["ungated"] for f in protocol["per_fold"]] == [
+        f["ungated"] for f in before["evaluation"]["protocols"]["ravdess"]["per_fold"]
+    ]
+    variants = protocol["summary"]["variant_accuracy"]
+    assert (
+        variants["first_adapted"]
+        == before["evaluation"]["protocols"]["ravdess"]["summary"]["variant_accuracy"][
+            "first_utterance"
+        ]
+    )
+    assert "read by an unadapted network" in protocol["adaptation"]
+    assert "alone_evaluation" in json.loads((out / "evaluation.json").read_text())
+    assert "alone.tflite" in (out / "README.md").read_text()  # the card, regenerated
+    clf = Classifier.from_dir(out)
+    assert clf.has_alone_networks

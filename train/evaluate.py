@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ def adapted_training_set(
     augment: tuple[str, ...] = (),
     label_mask: np.ndarray | None = None,
     concentration: float = 0.0,
+    first_copies: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Training features as the model will meet them live: adapted causally per speaker, the
     clean clips in N_ORDERS random orders, each `augment` variant (noisy, reverberant, channel
@@ -75,13 +76,21 @@ def adapted_training_set(
     each). `concentration` > 0: every copy but each third is cut into sessions whose emotion
     mix is drawn from a Dirichlet(concentration) (train/sessions.py `training_sessions`), so
     held and skewed sessions are common; 0: every copy is one balanced session per speaker.
+    `first_copies` > 0: that many more clean copies with every clip adapted as a stream's first
+    utterance (no history), so the networks also learn to read an utterance alone.
     Returns features, labels, the speaker of each row and its label mask (if given)."""
     sets = [("clean", r) for r in range(N_ORDERS if prior is not None else 1)]
     sets += [(variant, N_ORDERS + k) for k, variant in enumerate(augment)]
+    if prior is not None:
+        sets += [("first", N_ORDERS + len(augment) + k) for k in range(first_copies)]
     xs, order = [], []
     for variant, r in sets:
         rng = np.random.default_rng(seed + r)
-        if prior is None:
+        if variant == "first" and prior is not None:  # every clip its own stream
+            clips = np.arange(len(y))
+            xs.append(adapt_in_order(features["clean"], clips, prior, rng))
+            order.append(clips)
+        elif prior is None:
             xs.append(features[variant])
             order.append(np.arange(len(y)))
         elif concentration > 0 and r % 3:
@@ -205,6 +214,35 @@ class Setup:
     # the training sessions' emotion mix (0: balanced sessions only)
     inputs: str = "z"
     concentration: float = 0.0
+    # clean training copies with every clip adapted as a stream's first utterance (0: none)
+    first_copies: int = 0
+    # also train a network on the unadapted inputs to read each utterance alone (a stream's
+    # first, and what the history gate weighs the speaker-adapted reading against: the head
+    # over the encoder's embedding where there is one, else the statistics network). Not in
+    # `to_dict`: its folds are `alone_setup()`'s, cached under that setup's fold key
+    alone: bool = False
+
+    def alone_setup(self) -> Setup:
+        """The setup of the networks that read an utterance alone: no adaptation, no CNN, and
+        the plain loss. Unadapted features tell the corpora apart, so a loss masked to each
+        corpus's labels lets these networks say "calm" at no cost to voices like a corpus that
+        has no calm (measured: 40 % of nEMO's held-out clips called calm, 29.7 % accuracy on
+        its fold 1); the plain loss teaches them it does not occur there."""
+        return replace(
+            self,
+            cnn=None,
+            adapt=False,
+            inputs="z",
+            concentration=0.0,
+            alone=False,
+            mask_labels=False,
+            first_copies=0,
+        )
+
+    @property
+    def has_alone(self) -> bool:
+        """Whether this setup trains an alone network beside its speaker-adapted ones."""
+        return self.alone and self.adapt and self.cnn is None
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -217,6 +255,7 @@ class Setup:
         out |= {"combine": self.combine} if self.combine != "mean" else {}
         out |= {"inputs": self.inputs} if self.inputs != "z" else {}
         out |= {"concentration": self.concentration} if self.concentration else {}
+        out |= {"first_copies": self.first_copies} if self.first_copies else {}
         if self.head is not None:
             out |= {"head": self.head.to_dict(), "encoder": self.encoder}
         return out
@@ -227,7 +266,8 @@ class Setup:
     def epochs_per_fold(self) -> int:
         stats = int(self.config.epochs) * int(self.config.ensemble)
         head = int(self.head.epochs) * int(self.head.ensemble) if self.head is not None else 0
-        return stats + head + (self.cnn.epochs if self.cnn else 0)
+        alone = self.alone_setup().epochs_per_fold() if self.has_alone else 0
+        return stats + head + (self.cnn.epochs if self.cnn else 0) + alone
 
 
 def train_fold(
@@ -290,6 +330,7 @@ def fit_dense(
         augment=setup.augment,
         label_mask=mask,
         concentration=setup.concentration,
+        first_copies=setup.first_copies,
     )
     model = fit(
         x,
@@ -437,6 +478,25 @@ def session_scores(
     return out
 
 
+def with_alone_readings(
+    predictions: dict[str, np.ndarray], alone: dict[str, np.ndarray], test: np.ndarray
+) -> dict[str, np.ndarray]:
+    """A fold's predictions with each utterance's alone reading taken from the alone network
+    (`alone`: the same fold's predictions by `Setup.alone_setup()`; `test`: the fold's boolean
+    test mask): its encoder head where it has one, else its statistics network. The
+    "variant:first_utterance" and "first" sessions become its readings; the speaker-adapted
+    networks' own reading of each clip alone stays under "variant:first_adapted"."""
+    reading = alone.get("component:encoder", alone["clean"])
+    out = dict(predictions)
+    if "variant:first_utterance" in predictions:
+        out["variant:first_adapted"] = predictions["variant:first_utterance"]
+    out["variant:first_utterance"] = reading
+    if "rows:first" in predictions:  # each clip alone: no history, so its clean reading
+        position = {int(r): j for j, r in enumerate(np.flatnonzero(test))}
+        out["session:first"] = reading[[position[int(r)] for r in predictions["rows:first"]]]
+    return out
+
+
 def _dtype_of(key: str) -> type:
     """What a fold cache entry's array holds: row indices ("rows:KIND") or probabilities."""
     return np.intp if key.startswith("rows:") else np.float32
@@ -466,6 +526,31 @@ def _save_cached(path: Path, predictions: dict[str, np.ndarray]) -> None:
     tmp.replace(path)
 
 
+def _fold_predictions(
+    data: Dataset,
+    protocol: Protocol,
+    fold: Fold,
+    setup: Setup,
+    *,
+    cache_dir: Path | None,
+    on_epoch: Callable[[int], None] | None,
+) -> tuple[dict[str, np.ndarray], bool]:
+    """`setup`'s predictions of `fold` (`predict_fold`) from the cache, or trained and cached;
+    and whether they came from the cache."""
+    key = fold_key(data, protocol, fold, setup)
+    path = cache_dir / key[:2] / f"{key}.npz" if cache_dir is not None else None
+    predictions = _load_cached(path, int(fold.test.sum())) if path is not None else None
+    if predictions is not None:
+        return predictions, True
+    models = train_fold(data, fold, setup, on_epoch)
+    # fold i (0-based) tests in the utterance order seed + 1000 + i, as before corpora
+    order_seed = setup.config.seed + 1000 + fold.number - 1
+    predictions = predict_fold(data, fold, models, order_seed)
+    if path is not None:
+        _save_cached(path, predictions)
+    return predictions, False
+
+
 def evaluate_protocol(
     data: Dataset,
     protocol: Protocol,
@@ -484,22 +569,20 @@ def evaluate_protocol(
     if not folds:
         raise ValueError(f"protocol {protocol.name}: no fold has both training and test speakers")
     oof = np.zeros((len(data.y), len(LABELS)), dtype=np.float32)
+    oof_alone = np.zeros_like(oof) if setup.has_alone else None  # the alone network's
     components: dict[str, np.ndarray] = {}  # each network alone, out of fold
     fold_of = np.full(len(data.y), -1)
     results: list[dict[str, Any]] = []
     n_cached = 0
     for fold in folds:
-        key = fold_key(data, protocol, fold, setup)
-        path = cache_dir / key[:2] / f"{key}.npz" if cache_dir is not None else None
-        predictions = _load_cached(path, int(fold.test.sum())) if path is not None else None
-        cached = predictions is not None
-        if predictions is None:
-            models = train_fold(data, fold, setup, on_epoch)
-            # fold i (0-based) tests in the utterance order seed + 1000 + i, as before corpora
-            order_seed = setup.config.seed + 1000 + fold.number - 1
-            predictions = predict_fold(data, fold, models, order_seed)
-            if path is not None:
-                _save_cached(path, predictions)
+        predictions, cached = _fold_predictions(
+            data, protocol, fold, setup, cache_dir=cache_dir, on_epoch=on_epoch
+        )
+        if setup.has_alone:
+            alone, _ = _fold_predictions(
+                data, protocol, fold, setup.alone_setup(), cache_dir=cache_dir, on_epoch=on_epoch
+            )
+            predictions = with_alone_readings(predictions, alone, fold.test)
         n_cached += cached
         if gate is not None and setup.adapt:  # after the cache: the gate is post-processing
             seed = setup.config.seed + 1000 + fold.number - 1
@@ -507,6 +590,8 @@ def evaluate_protocol(
         y = data.y[fold.test]
         # calibration is fitted on the networks' own readings (it is applied before the gate)
         oof[fold.test] = predictions.get("ungated:clean", predictions["clean"])
+        if oof_alone is not None:
+            oof_alone[fold.test] = predictions["variant:first_utterance"]
         for k, v in predictions.items():
             if k.startswith("component:"):
                 name = k.split(":", 1)[1]
@@ -588,6 +673,7 @@ def evaluate_protocol(
                 if gate is not None
                 else ""
             )
+            + ("; utterances alone read by an unadapted network" if setup.has_alone else "")
             if setup.adapt
             else "none"
         ),
@@ -602,6 +688,7 @@ def evaluate_protocol(
         "pooled": scores_of_probabilities(labels, scored, protocol.scored_labels),
         "seconds": round(time.perf_counter() - started, 1),
         "_oof": oof[evaluated],
+        **({"_oof_alone": oof_alone[evaluated]} if oof_alone is not None else {}),
         "_components": {name: p[evaluated] for name, p in components.items()},
         "_y": data.y[evaluated],
         "_fold": fold_of[evaluated],
@@ -640,13 +727,16 @@ def calibrate(probs: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> dict[str
     }
 
 
-def calibrate_protocols(evaluations: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """`calibrate` over the pooled out-of-fold predictions of the in-corpus protocols (the
-    8-label ones: every clip is held out once there); None when none ran."""
-    pooled = [e for e in evaluations if e["labels"] == list(LABELS)]
+def calibrate_protocols(
+    evaluations: Sequence[dict[str, Any]], key: str = "_oof"
+) -> dict[str, Any] | None:
+    """`calibrate` over the pooled out-of-fold predictions (`key`: "_oof" the bundle's
+    networks', "_oof_alone" its alone network's) of the in-corpus protocols (the 8-label ones:
+    every clip is held out once there); None when none ran."""
+    pooled = [e for e in evaluations if e["labels"] == list(LABELS) and key in e]
     if not pooled:
         return None
-    probs = np.concatenate([e["_oof"] for e in pooled])
+    probs = np.concatenate([e[key] for e in pooled])
     y = np.concatenate([e["_y"] for e in pooled])
     fold_of = np.concatenate([e["_fold"] + 100 * i for i, e in enumerate(pooled)])
     result = calibrate(probs, y, fold_of)

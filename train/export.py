@@ -19,6 +19,7 @@ import numpy as np
 
 from streamer.adaptation import AdaptationPrior, HistoryGate
 from streamer.bundle import (
+    ALONE_TFLITE_FILE,
     CNN_KERAS_FILE,
     CNN_TFLITE_FILE,
     ENCODER_FILE,
@@ -104,6 +105,11 @@ def evaluation_record(evaluations: list[dict[str, Any]]) -> dict[str, Any] | Non
             "per_fold": [
                 {"fold": f["fold"], "test_speakers": f["test_speakers"]}
                 | {k: f["scores"][k] for k in headline}
+                | (  # the networks' own, before the history gate
+                    {"ungated": {k: f["ungated_scores"][k] for k in headline}}
+                    if "ungated_scores" in f
+                    else {}
+                )
                 for f in e["folds"]
             ],
         }
@@ -129,15 +135,22 @@ class FinalModels:
     cnn_prior: AdaptationPrior | None
     head: Any | None = None  # the network over encoder embeddings
     head_prior: AdaptationPrior | None = None
+    # the network that reads an utterance alone (an unadapted input; `Setup.alone`), and
+    # whether that input is the encoder's embedding (else the statistics)
+    alone: Any | None = None
+    alone_reads_embedding: bool = False
 
 
 def train_final(data: Dataset, setup: Setup, on_epoch: Callable[[int], None]) -> FinalModels:
-    """Both networks on every clip (adapted and augmented as in evaluation), ready to export."""
+    """Every network on every clip (adapted and augmented as in evaluation), ready to export."""
     from train.model import for_export
 
     everything = np.ones(len(data.y), dtype=bool)
     trained = train_fold(data, Fold(0, (), everything, ~everything), setup, on_epoch)
     cnn = trained.cnn
+    alone, reads_embedding = (
+        train_final_alone(data, setup, on_epoch) if setup.has_alone else (None, False)
+    )
     return FinalModels(
         for_export(trained.stats),
         trained.prior,
@@ -145,7 +158,57 @@ def train_final(data: Dataset, setup: Setup, on_epoch: Callable[[int], None]) ->
         cnn.prior if cnn is not None else None,
         for_export(trained.head) if trained.head is not None else None,
         trained.head_prior,
+        alone,
+        reads_embedding,
     )
+
+
+def write_alone(
+    out: Path, model: Any | None, reads_embedding: bool, calibration: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Save the alone network as `alone.tflite` in `out` (no `.keras` copy: the bundle's size
+    budget); returns the manifest's "alone" section, None without one (a stale file removed)."""
+    from train.model import to_tflite
+
+    (out / ALONE_TFLITE_FILE).unlink(missing_ok=True)
+    if model is None:
+        return None
+    (out / ALONE_TFLITE_FILE).write_bytes(to_tflite(model))
+    return {
+        "purpose": "reads each utterance alone (no speaker history): a stream's first, "
+        "pipeline.adaptation = 'off', and what the history gate weighs the speaker-adapted "
+        "reading against",
+        "reads": "embedding" if reads_embedding else "statistics",
+        "input": "unadapted, standardised inside; trained with the plain (unmasked) loss",
+        "tflite": ALONE_TFLITE_FILE,
+        "parameters": int(model.count_params()),
+        "temperature": calibration["temperature"] if calibration else 1.0,
+        "calibration": calibration or {"temperature": 1.0, "method": "none"},
+    }
+
+
+def train_final_alone(
+    data: Dataset, setup: Setup, on_epoch: Callable[[int], None]
+) -> tuple[Any, bool]:
+    """The alone network on every clip, ready to export, and whether it reads the encoder's
+    embedding (when the setup has an encoder; else the statistics)."""
+    from train.evaluate import fit_dense
+    from train.model import for_export
+
+    alone = setup.alone_setup()
+    reads_embedding = data.embeddings is not None and alone.head is not None
+    inputs = data.embeddings if reads_embedding else data.features
+    assert inputs is not None
+    model, _ = fit_dense(
+        inputs,
+        data=data,
+        config=alone.head if reads_embedding else alone.config,
+        train=np.ones(len(data.y), dtype=bool),
+        setup=alone,
+        mask=alone.label_mask(data),
+        on_epoch=on_epoch,
+    )
+    return for_export(model), reads_embedding
 
 
 def write_speech_detector(out: Path, model: Any, record: dict[str, Any]) -> dict[str, Any]:
@@ -171,10 +234,12 @@ def write_bundle(
     seconds: dict[str, float],
     encoder: Path | None = None,
     gate: HistoryGate | None = None,
+    alone_calibration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the model files and `manifest.json` into `out`; returns the manifest. `encoder`:
     the encoder file the head was trained on (copied in, with its convert record); `gate`:
-    the history gate the evaluation applied (live applies it too)."""
+    the history gate the evaluation applied (live applies it too); `alone_calibration`: the
+    alone network's (`calibrate_protocols(..., "_oof_alone")`)."""
     from train.model import to_tflite
 
     config, cnn_config = setup.config, setup.cnn
@@ -208,6 +273,7 @@ def write_bundle(
         }
     final.stats.save(out / KERAS_FILE)
     (out / TFLITE_FILE).write_bytes(to_tflite(final.stats))
+    alone_manifest = write_alone(out, final.alone, final.alone_reads_embedding, alone_calibration)
     manifest = {
         "format_version": FORMAT_VERSION,
         "name": out.name,
@@ -255,6 +321,8 @@ def write_bundle(
         "encoder": encoder_manifest,
         # how the networks' probabilities become one, before the temperature
         "combine": setup.combine,
+        # the network that reads an utterance alone, when trained (Setup.alone)
+        "alone": alone_manifest,
         "calibration": calibration or {"temperature": 1.0, "method": "none"},
         "speech": speech,
         "evaluation": evaluation_record(evaluations),

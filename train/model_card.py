@@ -227,6 +227,21 @@ def render(bundle: Path) -> str:
             "sessions that act every emotion (balanced) gain less from history than without it "
             "(the networks' own scores are under each protocol's `ungated_accuracy`)."
         )
+    alone = manifest.get("alone")
+    if alone:
+        adapted = (ravdess.get("variant_accuracy") or {}).get("first_adapted")
+        lines.append(
+            "- An utterance with no history (a stream's first, `--no-adaptation`, and the "
+            "reading the history gate falls back to) is read by a network of its own, trained "
+            f"on the unadapted {alone.get('reads', 'statistics')} (`alone.tflite`, "
+            f"temperature {float(alone.get('temperature', 1.0)):.2f})"
+            + (
+                f"; the speaker-adapted networks scored {_pct(adapted['mean'])} on the same "
+                "RAVDESS clips alone."
+                if isinstance(adapted, dict)
+                else "."
+            )
+        )
     if not sessions:
         lines.append(
             "- Session kinds (held moods, mostly neutral speech) are not measured for this "

@@ -70,6 +70,7 @@ def variant_table(evaluation: dict[str, Any]) -> Table:
         "clipped": "clipped (12 dB too much gain)",
         "quiet": "low level (peak -40 dBFS)",
         "first_utterance": "each clip alone (no speaker history)",
+        "first_adapted": "each clip alone, through the speaker-adapted networks",
     }
     for key, value in evaluation["summary"]["variant_accuracy"].items():
         table.add_row(

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.adaptation import stream_orders
+from streamer.adaptation import GatedHistory, stream_orders
 from streamer.audio_io import read_audio
 from streamer.bundle import load_bundle, resolve_bundle_path
 from streamer.classifier import Classifier
@@ -35,22 +35,30 @@ from train.protocols import MERGED, SHARED_LABELS, to_label_space
 
 
 def predict_corpus(clf: Classifier, data: Dataset, alone: bool, seed: int) -> np.ndarray:
-    """(n, len(LABELS)) probabilities, each speaker's clips in one random order (or alone).
-    For a bundle with an encoder, the encoder runs on the audio as the live feature workers
-    run it."""
+    """(n, len(LABELS)) probabilities, each speaker's clips in one random order, read with
+    the speaker's history and mixed by the bundle's history gate as `ser-live` does (or each
+    alone). For a bundle with an encoder, the encoder runs on the audio as the live feature
+    workers run it."""
     out = np.zeros((len(data.y), len(LABELS)), dtype=np.float32)
     mels = data.mels["clean"] if data.mels is not None else None
     streams = np.arange(len(data.y)) if alone else data.speakers
+    spec = clf.bundle.history_gate
     for stream, rows in stream_orders(streams, np.random.default_rng(seed)):
         adapter = clf.adapter()
+        gate = GatedHistory(spec) if spec is not None else None
         for i in rows:
             mel = mels[i] if mels is not None else np.zeros((1, 40), np.float32)
             embedding = None
             if clf.has_encoder:
                 audio = read_audio(data.clips[i].path, ENCODER_SPEC.sample_rate)
                 embedding = clf.embed(audio, ENCODER_SPEC.sample_rate)
-            inputs = adapter.push(stream, Analysis(data.features["clean"][i], mel, embedding))
-            out[i] = clf.predict(inputs)
+            analysis = Analysis(data.features["clean"][i], mel, embedding)
+            if alone:
+                out[i] = clf.predict(adapter.alone(analysis))
+                continue
+            out[i] = clf.predict(adapter.push(stream, analysis))
+            if gate is not None:
+                out[i] = gate.push(stream, out[i], clf.predict(adapter.alone(analysis)))
     return out
 
 
