@@ -356,3 +356,46 @@ def test_combine_rule_is_read_and_checked(ravdess, tmp_path):
     (bad / "manifest.json").write_text(json.dumps(manifest | {"combine": "median"}))
     with pytest.raises(BundleError, match=r"'combine' is 'median'.*'mean' or 'geometric'"):
         load_bundle(bad)
+
+
+def test_an_alone_network_over_the_embedding_reads_utterances_alone(ravdess, tmp_path):
+    """A bundle with an encoder and an "alone" section (`ser-train --alone-network`): the
+    unadapted embedding goes to `alone.tflite`, calibrated with its own temperature. The
+    shipped head stands in for a trained alone network (same input size: 2048)."""
+    copy = tmp_path / "default"
+    shutil.copytree(DEFAULT_MODEL, copy, ignore=shutil.ignore_patterns("*.keras", "*.png"))
+    shutil.copyfile(copy / "encoder_head.tflite", copy / "alone.tflite")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["alone"] = {"reads": "embedding", "tflite": "alone.tflite", "temperature": 1.7}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    clf = Classifier.from_dir(copy)
+    assert clf.has_alone_networks
+    audio, rate = sf.read(ravdess / "Actor_07" / "03-01-05-02-01-01-07.flac", dtype="float32")
+    analysis = clf.analyse(audio, rate)
+    assert analysis.embedding is not None
+    from ai_edge_litert.interpreter import Interpreter
+
+    head = Interpreter(model_path=str(copy / "alone.tflite"))
+    head.allocate_tensors()
+    head.set_tensor(head.get_input_details()[0]["index"], analysis.embedding[None, :])
+    head.invoke()
+    raw = head.get_tensor(head.get_output_details()[0]["index"])[0]
+    alone = clf.predict(clf.adapter().alone(analysis))
+    np.testing.assert_allclose(alone, apply_temperature(raw, 1.7), atol=1e-6)
+    np.testing.assert_allclose(list(clf.probabilities(audio, rate).values()), alone, atol=1e-6)
+    # the speaker-adapted reading is another one
+    assert not np.allclose(clf.predict(clf.adapter().push("s", analysis)), alone, atol=1e-3)
+
+    # an alone network that does not read what its section says is refused on loading
+    shutil.copyfile(copy / "model.tflite", copy / "alone.tflite")  # reads 696 statistics
+    with pytest.raises(BundleError, match=r"alone\.tflite reads"):
+        Classifier.from_dir(copy)
+    manifest["alone"]["reads"] = "spectrogram"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="'alone' is malformed"):
+        load_bundle(copy)
+    # ... and one that reads an embedding in a bundle without an encoder
+    small = _copy_with(tmp_path, lambda m: m.update(alone={"reads": "embedding"}))
+    shutil.copyfile(small / "model.tflite", small / "alone.tflite")
+    with pytest.raises(BundleError, match="no encoder"):
+        load_bundle(small)

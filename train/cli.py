@@ -239,7 +239,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="give the existing bundle at --out a network for the utterance alone, without "
         "retraining its own: evaluates every protocol (its folds from the fold cache), checks "
         "the bundle's networks scored every fold as these did, trains the alone network on "
-        "every clip and records them, the gate's scores and the session kinds in its manifest",
+        "every clip and records it, the gated scores and the session kinds in its manifest",
     )
     p.add_argument(
         "-v",
@@ -584,11 +584,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
         print_calibration(console, calibration)
     alone_calibration = calibrate_protocols(evaluations, "_oof_alone")
     if alone_calibration is not None:
-        console.print("the networks for an utterance alone:")
+        console.print("the network for an utterance alone:")
         print_calibration(console, alone_calibration)
     evaluation_s = time.perf_counter() - t1
     if args.alone_only:
-        return _add_alone_networks(
+        return _add_alone_network(
             args,
             console,
             data,
@@ -690,7 +690,7 @@ def _summary(
     }
 
 
-def _add_alone_networks(
+def _add_alone_network(
     args: argparse.Namespace,
     console: Console,
     data: Dataset,
@@ -726,11 +726,10 @@ def _add_alone_networks(
     manifest["alone"] = write_alone(args.out, model, reads_embedding, alone_calibration)
     path.write_text(json.dumps(manifest, indent=2, default=json_default) + "\n")
     (args.out / CARD).write_text(render(args.out))
-    recorded = json.loads((args.out / "evaluation.json").read_text())
-    recorded["alone_evaluation"] = summary  # beside the bundle's own run
-    (args.out / "evaluation.json").write_text(
-        json.dumps(recorded, indent=2, default=json_default) + "\n"
-    )
+    record = args.out / "evaluation.json"  # the bundle's own run, when it kept it
+    recorded = json.loads(record.read_text()) if record.is_file() else {}
+    recorded["alone_evaluation"] = summary
+    record.write_text(json.dumps(recorded, indent=2, default=json_default) + "\n")
     console.print(
         f"gave {args.out} a network for the utterance alone and the gated scores of "
         f"{', '.join(updated)} in {time.perf_counter() - started:.0f} s"

@@ -299,6 +299,8 @@ def write_bundle(
             "augment": list(setup.augment),
             # training sessions' emotion mix: Dirichlet concentration (0: balanced sessions)
             "session_mix": setup.concentration,
+            # clean copies adapted as first utterances (train/evaluate.py; 0: none)
+            "first_copies": setup.first_copies,
             "loss": "cross-entropy masked to the labels of each clip's corpus"
             if setup.mask_labels
             else "cross-entropy",

@@ -46,6 +46,10 @@ def _same_setup(manifest: dict[str, Any], training: dict[str, Any]) -> None:
             manifest["training"].get("session_mix", 0.0),
             training.get("concentration", 0.0),
         ),
+        "first-utterance training copies": (
+            manifest["training"].get("first_copies", 0),
+            training.get("first_copies", 0),
+        ),
     }
     encoder = manifest.get("encoder")
     if encoder is not None or training.get("encoder") is not None:
