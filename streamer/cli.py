@@ -445,7 +445,7 @@ async def run_remote(
                 run_dashboard(state, config.dashboard.refresh_hz, Console()), name="ser-dashboard"
             )
             if source.live:  # a file has no speaker to change mid-way; stdin is its data
-                keys.enter_context(key_commands({"r": lambda: _reset(current[0])}))
+                keys.enter_context(key_commands({"r": lambda: _reset_current(current)}))
         try:
             await run_task
         except asyncio.CancelledError:
@@ -479,6 +479,12 @@ def _remote_streams(
         name = f"{args.stream}-{path.name}" if args.stream else path.name
         out.append((_safe_name(name), part))
     return out
+
+
+def _reset_current(current: Sequence[_Resettable]) -> None:
+    """The thin client's r key: the stream being sent now (none before the first starts)."""
+    if current:
+        _reset(current[0])
 
 
 class _Resettable(Protocol):
