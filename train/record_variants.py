@@ -115,11 +115,10 @@ def adopt_gate(manifest: dict[str, Any], evaluation: dict[str, Any]) -> list[str
             if key in run["summary"]:
                 summary[key] = run["summary"][key]
         summary["ungated_accuracy"] = run["summary"].get("ungated_accuracy")
+        variants = run["summary"].get("variant_accuracy", {})
         for variant in ("first_utterance", "first_adapted"):  # who reads an utterance alone
-            if variant in run["summary"].get("variant_accuracy", {}):
-                summary.setdefault("variant_accuracy", {})[variant] = run["summary"][
-                    "variant_accuracy"
-                ][variant]
+            if variant in variants:
+                summary.setdefault("variant_accuracy", {})[variant] = variants[variant]
         protocols[name]["adaptation"] = run.get("adaptation", protocols[name].get("adaptation"))
         updated.append(name)
     if not updated:
