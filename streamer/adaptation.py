@@ -279,9 +279,9 @@ class HistoryGate:
     """How far to trust a speaker's history (module docstring); stored in the bundle's
     manifest under adaptation.gate."""
 
-    low: float = 3.5  # effective labels shown so far at or below which history is not used
+    low: float = 4.0  # effective labels shown so far at or below which history is not used
     high: float = 8.0  # ... at or above which it is used fully
-    warmup: float = 5.0  # utterances over which trust grows, however varied they are
+    warmup: float = 2.0  # utterances over which trust grows, however varied they are
     max_history: int = 60  # as AdaptationPrior.max_history: older utterances fade
 
     def __post_init__(self) -> None:

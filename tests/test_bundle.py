@@ -193,7 +193,7 @@ def test_default_manifest_records_encoder_source_protocols_and_scores():
     # session kinds (train/sessions.py) of every protocol, from reruns that reproduced their
     # per-fold scores exactly (python -m train.record_variants), with the history gate
     gate = bundle.history_gate
-    assert gate is not None and (gate.low, gate.high, gate.warmup) == (3.5, 8.0, 5.0)
+    assert gate is not None and (gate.low, gate.high, gate.warmup) == (4.0, 8.0, 2.0)
     for name in ("ravdess", "nemo", "ravdess-to-nemo", "nemo-to-ravdess"):
         protocol = protocols[name]
         sessions = protocol["summary"]["sessions"]
@@ -212,10 +212,11 @@ def test_default_manifest_records_encoder_source_protocols_and_scores():
             protocol["summary"]["accuracy"]["mean"], abs=0.03
         ), name
         # what the session-kind issue is about: the gated history never erases a held emotion
-        # (measured worst: -1.04 points, RAVDESS -> nEMO held; it was -41.9 on nEMO's folds
-        # before the gate), and it still helps where a conversation mixes emotions
+        # by more than the issue's 1 point (measured worst: -0.85 points, RAVDESS -> nEMO
+        # held; it was -41.9 on nEMO's folds before the gate), and it still helps where a
+        # conversation mixes emotions
         for kind, scores in sessions.items():
-            assert scores["change"]["mean"] >= -0.0105, (name, kind)
+            assert scores["change"]["mean"] >= -0.010, (name, kind)
         assert sessions["balanced"]["change"]["mean"] >= 0.05, name
         assert sessions["switch"]["change"]["mean"] >= 0.04, name
         # the networks' own (ungated) score stays recorded beside the gated headline

@@ -69,7 +69,8 @@ def test_cnn_learns_a_local_pattern_and_exports_to_keras_and_litert(tmp_path):
     keras = pytest.importorskip("keras")
     from ai_edge_litert.interpreter import Interpreter
 
-    from train.cnn import fit_cnn, predict_cnn, stats_pooling_class
+    from streamer.adaptation import stream_orders
+    from train.cnn import fit_cnn, predict_cnn, predict_cnn_sessions, stats_pooling_class
     from train.model import for_export, to_tflite
 
     rng = np.random.default_rng(0)
@@ -84,6 +85,13 @@ def test_cnn_learns_a_local_pattern_and_exports_to_keras_and_litert(tmp_path):
     assert probs.shape == (40, 2)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert (probs.argmax(axis=1) == test_y).mean() >= 0.75  # 0.88 measured; chance 0.5
+    # sessions in the orders predict_cnn drew, each a fresh stream: the same readings
+    sessions = [rows for _, rows in stream_orders(streams, np.random.default_rng(3))]
+    in_sessions = predict_cnn_sessions(trained, test_mels, sessions, config.frames)
+    np.testing.assert_allclose(in_sessions, probs[np.concatenate(sessions)], atol=1e-5)
+    # one session holding every clip is one stream: centred unlike per-speaker streams
+    one = predict_cnn_sessions(trained, test_mels, [np.arange(40)], config.frames)
+    assert np.abs(one[4:] - probs[4:]).max() > 1e-3
 
     exported = for_export(trained.model)
     exported.save(tmp_path / "cnn.keras")

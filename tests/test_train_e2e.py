@@ -65,9 +65,12 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
     assert manifest["alone"]["reads"] == "statistics"  # no encoder here
     assert manifest["alone"]["temperature"] > 0
     assert manifest["adaptation"]["prior_weight"] == 2.0
-    # the history gate (default 3.5,8,5) is the bundle's and every evaluation's
-    assert manifest["adaptation"]["gate"]["low"] == 3.5
-    assert "history gate 3.5-8" in ev["protocols"]["ravdess"]["adaptation"]
+    # the history gate (default 4,8,2) is the bundle's and every evaluation's
+    assert (manifest["adaptation"]["gate"]["low"], manifest["adaptation"]["gate"]["warmup"]) == (
+        4.0,
+        2.0,
+    )
+    assert "history gate 4-8" in ev["protocols"]["ravdess"]["adaptation"]
     assert 0.0 <= ev["protocols"]["ravdess"]["summary"]["ungated_accuracy"]["mean"] <= 1.0
     assert len(manifest["adaptation"]["mean"]) == 696
     assert manifest["calibration"]["temperature"] > 0
@@ -140,6 +143,8 @@ def test_cnn_run_writes_a_two_network_bundle_that_classifies(ravdess, tmp_path):
     assert evaluation["training"]["cnn"]["epochs"] == 2
     for fold in evaluation["protocols"]["ravdess"]["folds"]:
         assert set(fold["component_accuracy"]) == {"stats", "cnn"}
+        # a CNN's sessions are simulated too (its log-mel centring per session)
+        assert {"first", "held", "balanced"} <= set(fold["sessions"])
     # the cache now holds a log-mel sequence beside each vector (clean and snr30)
     assert len(list((tmp_path / "cache").rglob("*.logmel.npy"))) == 2 * 240
 

@@ -107,11 +107,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--history-gate",
-        default="3.5,8,5",
+        default="4,8,2",
         metavar="LOW,HIGH,WARMUP",
         help="how far to trust the speaker's history (streamer/adaptation.py): not below LOW "
         "effective emotions shown so far, fully from HIGH, growing over WARMUP utterances; "
-        "written into the bundle, applied live and in every evaluation (default 3.5,8,5); "
+        "written into the bundle, applied live and in every evaluation (default 4,8,2); "
         "'off': always trust it (bundles before the gate)",
     )
     p.add_argument(
@@ -309,7 +309,7 @@ def _history_gate(text: str) -> HistoryGate | None:
     except ValueError:
         raise DataError(
             f"--history-gate {text!r}: expected LOW,HIGH,WARMUP with 1 <= LOW < HIGH, e.g. "
-            "3.5,8,5, or 'off'"
+            "4,8,2, or 'off'"
         ) from None
 
 

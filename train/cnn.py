@@ -255,6 +255,29 @@ def predict_cnn(
     over its `log_mel_windows`."""
     if trained.prior is not None:
         mels = centred_in_order(mels, streams, trained.prior, np.random.default_rng(order_seed))
+    return _predict_sequences(trained, mels, frames)
+
+
+def predict_cnn_sessions(
+    trained: TrainedCnn, mels: Mels, sessions: Sequence[npt.NDArray[np.intp]], frames: int
+) -> npt.NDArray[np.float32]:
+    """(sum of session lengths, n_labels) probabilities of the sessions' utterances (row
+    indices into `mels`, in utterance order), each session one live stream whose centring
+    starts fresh, as `ser-live` runs it; sessions concatenated."""
+    seqs: Mels = []
+    for stream, rows in enumerate(sessions):
+        if trained.prior is None:
+            seqs += [mels[i] for i in rows]
+            continue
+        centring = AdaptiveCentering(trained.prior)
+        seqs += [centring.push(stream, mels[i]) for i in rows]
+    if not seqs:
+        return np.empty((0, trained.model.output_shape[-1]), dtype=np.float32)
+    return _predict_sequences(trained, seqs, frames)
+
+
+def _predict_sequences(trained: TrainedCnn, mels: Mels, frames: int) -> npt.NDArray[np.float32]:
+    """(n, n_labels): each (already centred) sequence's mean over its `log_mel_windows`."""
     windows = [log_mel_windows(m, frames) for m in mels]
     probs = np.asarray(
         trained.model.predict(np.concatenate(windows), batch_size=256, verbose=0),

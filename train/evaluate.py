@@ -158,13 +158,16 @@ class FoldModels:
         self, data: Dataset, sessions: list[Session], variant: str = "clean"
     ) -> np.ndarray:
         """(sum of session lengths, n_labels) probabilities of the sessions' utterances, each
-        session one live stream with a fresh history (train/sessions.py); networks over
-        statistics and embeddings only (a CNN's sessions are not simulated)."""
+        session one live stream with a fresh history (train/sessions.py), every network's
+        adaptation (statistics, log-mel centring, embeddings) simulated as live runs it."""
+        from train.cnn import predict_cnn_sessions
         from train.model import predict
 
         rows = [s.rows for s in sessions]
         x = data.features[variant]
         parts = [predict(self.stats, _adapt_or_take(x, rows, self.prior))]
+        if self.cnn is not None and data.mels is not None:
+            parts.append(predict_cnn_sessions(self.cnn, data.mels[variant], rows, self.frames))
         if self.head is not None and data.embeddings is not None:
             e = data.embeddings[variant]
             parts.append(predict(self.head, _adapt_or_take(e, rows, self.head_prior)))
@@ -380,12 +383,11 @@ def predict_fold(
         out["variant:first_utterance"] = models.probs(
             clean, mels.get("clean"), alone, 0, emb.get("clean")
         )
-    if models.cnn is None:
-        for kind in SESSION_KINDS:
-            sessions = draw_sessions(kind, test, data.y, data.speakers, order_seed)
-            if sessions:
-                out[f"session:{kind}"] = models.session_probs(data, sessions)
-                out[f"rows:{kind}"] = np.concatenate([s.rows for s in sessions])
+    for kind in SESSION_KINDS:
+        sessions = draw_sessions(kind, test, data.y, data.speakers, order_seed)
+        if sessions:
+            out[f"session:{kind}"] = models.session_probs(data, sessions)
+            out[f"rows:{kind}"] = np.concatenate([s.rows for s in sessions])
     return out
 
 
@@ -402,6 +404,8 @@ def fold_key(data: Dataset, protocol: Protocol, fold: Fold, setup: Setup) -> str
         "mels": data.mels is not None,
         "setup": setup.to_dict(),
     } | ({"embeddings": sorted(data.embeddings)} if data.embeddings is not None else {})
+    if setup.cnn is not None:  # a CNN's folds cached before its sessions were simulated lack them
+        material["cnn_sessions"] = True
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 

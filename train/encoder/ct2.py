@@ -60,13 +60,27 @@ def read_model(path: Path, prefix: str = "") -> Ct2Model:
     spec_name = string()
     revision = take("I")
     variables: dict[str, npt.NDArray[np.generic]] = {}
-    for _ in range(take("I")):
-        name = string()
-        shape = tuple(take("I") for _ in range(take("B")))
-        dtype_id = take("B")
+    count, name = take("I"), ""
+    for index in range(count):
+        try:
+            name = string()
+            shape = tuple(take("I") for _ in range(take("B")))
+            dtype_id = take("B")
+            n_bytes = take("I")
+        except Ct2FormatError:
+            raise Ct2FormatError(
+                f"{path}: truncated at byte {pos} of {len(buf)}, after {index} of {count} "
+                f"variables (last whole one: {name or 'none'}); the file is incomplete, e.g. a "
+                "part of a split model.bin is missing"
+            ) from None
         if dtype_id >= len(_DTYPES):
             raise Ct2FormatError(f"{path}: variable {name} has unknown dtype id {dtype_id}")
-        n_bytes = take("I")
+        if pos + n_bytes > len(buf):
+            raise Ct2FormatError(
+                f"{path}: variable {index + 1} of {count} ({name}) needs {n_bytes} bytes from "
+                f"byte {pos}, the file ends at {len(buf)}; the file is incomplete, e.g. a part "
+                "of a split model.bin is missing"
+            )
         raw = buf[pos : pos + n_bytes]
         pos += n_bytes
         if not name.startswith(prefix):
