@@ -1,14 +1,14 @@
 """Benchmark the Whisper-base encoder as `ser-live` would run it (LiteRT, one thread).
 
 For each encoder file: load time and RSS of a fresh process that imports only
-`streamer.encoder` and loads the file, then ms of encoder per second of audio on real RAVDESS
+`ser.encoder` and loads the file, then ms of encoder per second of audio on real RAVDESS
 clips (trimmed to their own length, one clip per call and batches of 8), and Whisper's log-mel
 cost.
 
 Usage: .venv/bin/python benchmarks/encoder.py ENCODER.tflite [...] [--data ../shared/data/ravdess]
         [--clips 60]
 Prints a Markdown table; BENCHMARKS.md records the output. Make the encoder files with
-`python -m train.encoder.convert --quantize float16|int8|none --out FILE`. RSS is the fresh
+`python -m ser_train.encoder.convert --quantize float16|int8|none --out FILE`. RSS is the fresh
 process's peak (VmHWM).
 """
 
@@ -27,7 +27,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 LOAD = """
 import json, sys, time
 t = time.perf_counter()
-from streamer.encoder import Encoder, whisper_log_mel
+from ser.encoder import Encoder, whisper_log_mel
 import numpy as np
 e = Encoder(sys.argv[1], num_threads=1)
 e.embed([whisper_log_mel(np.zeros(48000, np.float32))])
@@ -51,8 +51,8 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=60)
     args = p.parse_args()
 
-    from streamer.audio_io import read_audio
-    from streamer.encoder import Encoder, whisper_log_mel
+    from ser.audio_io import read_audio
+    from ser.encoder import Encoder, whisper_log_mel
 
     files = sorted(args.data.rglob("*.flac"))[:: max(1, 1440 // args.clips)][: args.clips]
     audio = [read_audio(f, 16_000) for f in files]

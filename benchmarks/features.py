@@ -19,7 +19,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 FIRST_CALL = (
-    "import time; t=time.perf_counter(); from streamer.features import warm_up; warm_up(); "
+    "import time; t=time.perf_counter(); from ser.features import warm_up; warm_up(); "
     "print(time.perf_counter()-t)"
 )
 
@@ -41,10 +41,10 @@ def main() -> None:
 
     import numpy as np
 
-    from streamer.audio_io import list_audio_files, read_audio
-    from streamer.bundle import resolve_bundle_path
-    from streamer.classifier import Classifier
-    from streamer.features import FEATURE_SPEC, analyse, warm_up
+    from ser.audio_io import list_audio_files, read_audio
+    from ser.bundle import resolve_bundle_path
+    from ser.classifier import Classifier
+    from ser.features import FEATURE_SPEC, analyse, warm_up
 
     os.sched_setaffinity(0, {0})  # one core
     paths = list_audio_files(args.data)[:: max(1, 1440 // args.clips)][: args.clips]

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from proctree import tree
 
-CMD = [sys.executable, "-m", "streamer.cli", "--json", "--no-mqtt"]
+CMD = [sys.executable, "-m", "ser.cli", "--json", "--no-mqtt"]
 
 
 def _memory_mb(pid: int) -> tuple[float, float]:
@@ -101,7 +101,7 @@ def main() -> None:
 
     import soundfile as sf
 
-    from streamer.audio_io import read_audio
+    from ser.audio_io import read_audio
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

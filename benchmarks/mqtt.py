@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as paho
 
-from streamer.config import MqttConfig
-from streamer.labels import LABELS
-from streamer.messages import Result
-from streamer.sinks.mqtt import MqttSink
+from ser.config import MqttConfig
+from ser.labels import LABELS
+from ser.messages import Result
+from ser.sinks.mqtt import MqttSink
 
 
 def _free_port() -> int:

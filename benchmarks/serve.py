@@ -1,7 +1,8 @@
 """Benchmark `ser-serve`: concurrent real-time streams, idle connection cost, thin client.
 
 Usage: .venv/bin/python benchmarks/serve.py [--data ../shared/data/ravdess] [--levels 10,50,100]
-       [--seconds 40] [--max] [--idle 1000] [--workers 2] [--model small] [--set K=V ...]
+       [--seconds 40] [--max] [--burst 24] [--idle 1000] [--no-thin] [--workers 2] [--model small]
+       [--set K=V ...]
 
 Starts `ser-serve --no-mqtt` as a subprocess and drives it from this process (asyncio websockets
 clients: load generator and server share the machine's cores). Prints Markdown; BENCHMARKS.md
@@ -13,6 +14,9 @@ records the output.
   the audio in time), the server's CPU (all its processes, % of one core) and peak RSS.
   "sustained": p95 <= 500 ms and lag <= 0.2 s. `--max` adds levels in steps of 25 until a level
   is not sustained.
+- burst: `--burst N` streams connected first, then sent on one clock: in each of 3 rounds, 6 s
+  apart, every stream's utterance (a clip trimmed to its speech) ends within 100 ms of the
+  others'; the same latency and lag.
 - idle: `--idle` streams connected and started, sending nothing: server RSS per stream.
 - thin client: `ser-live --connect` (a file, real time) against full `ser-live` on the same file:
   time to the first "listening" line and peak RSS of all its processes.
@@ -99,7 +103,42 @@ def speech_streams(data: Path, n: int, seconds: float) -> list[np.ndarray]:
     return streams
 
 
-async def _one_stream(url: str, name: str, audio: np.ndarray, delay_s: float, out: dict) -> None:
+def burst_streams(data: Path, n: int, rounds: int, period_s: float, spread_s: float) -> list:
+    """n int16 streams whose utterances end together: in round r every stream's speech (one
+    clip of its actor, trimmed to its speech) ends at (r + 1) * period_s, give or take
+    spread_s / 2; then 1.5 s of silence."""
+    import librosa
+
+    rng = random.Random(2)
+    streams = []
+    for i in range(n):
+        clips = sorted((data / f"Actor_{i % 24 + 1:02d}").glob("*.flac"))
+        parts, pos = [], 0
+        for r in range(rounds):
+            audio, _ = sf.read(rng.choice(clips), dtype="int16")
+            _, (a, b) = librosa.effects.trim(audio.astype(np.float32) / 32768, top_db=35)
+            speech = audio[a:b]
+            end = int(((r + 1) * period_s + rng.uniform(-spread_s / 2, spread_s / 2)) * RATE)
+            start = max(pos, end - speech.size)
+            parts += [np.zeros(start - pos, np.int16), speech]
+            pos = start + speech.size
+        parts.append(np.zeros(int(1.5 * RATE), np.int16))
+        streams.append(np.concatenate(parts))
+    return streams
+
+
+async def _one_stream(
+    url: str,
+    name: str,
+    audio: np.ndarray,
+    delay_s: float,
+    out: dict,
+    *,
+    start: asyncio.Future[float] | None = None,
+    ready: list[str] | None = None,
+) -> None:
+    """One real-time stream; with `start`: once ready, wait for the shared start time (every
+    stream's clock the same, for bursts)."""
     from websockets.asyncio.client import connect
 
     await asyncio.sleep(delay_s)
@@ -109,6 +148,9 @@ async def _one_stream(url: str, name: str, audio: np.ndarray, delay_s: float, ou
         await ws.send(json.dumps({"type": "start", "stream": name}))
         assert json.loads(await ws.recv())["type"] == "ready"
         latencies: list[float] = []
+        if start is not None and ready is not None:
+            ready.append(name)
+            await asyncio.shield(start)
 
         async def receive() -> None:
             async for message in ws:
@@ -119,7 +161,7 @@ async def _one_stream(url: str, name: str, audio: np.ndarray, delay_s: float, ou
                     return
 
         receiver = asyncio.create_task(receive())
-        t0 = time.monotonic()
+        t0 = start.result() if start is not None else time.monotonic()
         for k, i in enumerate(range(0, audio.size, frame)):
             due = t0 + k * FRAME_S
             now = time.monotonic()
@@ -143,7 +185,7 @@ def start_server(
         [
             sys.executable,
             "-m",
-            "streamer.serve_cli",
+            "ser.serve_cli",
             "--port",
             str(port),
             "--no-mqtt",
@@ -195,18 +237,52 @@ def level(data: Path, n: int, seconds: float, workers: int) -> dict[str, float]:
     rss = peak.stop()
     server.terminate()
     server.wait(timeout=30)
+    return _summary(n, out) | {"cpu": cpu, "rss": rss}
+
+
+def _summary(n: int, out: dict[str, tuple[list[float], float]]) -> dict[str, float]:
+    """Latency percentiles over every stream's results, and the worst send lag."""
     latencies = [x for lat, _ in out.values() for x in lat]
-    lag = max(lag for _, lag in out.values())
     p50, p95 = np.percentile(latencies, [50, 95])
     return {
         "streams": n,
         "utterances": len(latencies),
         "p50": float(p50),
         "p95": float(p95),
-        "lag": lag,
-        "cpu": cpu,
-        "rss": rss,
+        "max": float(max(latencies)),
+        "lag": max(lag for _, lag in out.values()),
     }
+
+
+def burst(data: Path, n: int, rounds: int, workers: int) -> dict[str, float]:
+    """`n` streams connected first, then started on one clock; their utterances end within
+    100 ms of each other, `rounds` times, 6 s apart."""
+    port = free_port()
+    server = start_server(port, workers, ["--config", _config(n)])
+    streams = burst_streams(data, n, rounds, period_s=6.0, spread_s=0.1)
+    url = f"ws://127.0.0.1:{port}/v1/stream"
+    out: dict[str, tuple[list[float], float]] = {}
+    cpu0, t0 = _cpu_s(server.pid), time.monotonic()
+
+    async def all_streams() -> None:
+        start: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        ready: list[str] = []
+        tasks = [
+            asyncio.ensure_future(_one_stream(url, f"b{i}", a, 0.0, out, start=start, ready=ready))
+            for i, a in enumerate(streams)
+        ]
+        deadline = time.monotonic() + 60
+        while len(ready) < n:
+            assert time.monotonic() < deadline, f"{len(ready)} of {n} streams ready"
+            await asyncio.sleep(0.05)
+        start.set_result(time.monotonic() + 0.2)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(all_streams())
+    cpu = (_cpu_s(server.pid) - cpu0) / (time.monotonic() - t0) * 100
+    server.terminate()
+    server.wait(timeout=30)
+    return _summary(n, out) | {"cpu": cpu}
 
 
 def _config(max_streams: int) -> str:
@@ -257,7 +333,7 @@ def thin_vs_full(data: Path) -> list[tuple[str, float, float]]:
                 [
                     sys.executable,
                     "-m",
-                    "streamer.cli",
+                    "ser.cli",
                     "--input",
                     str(clip),
                     "--realtime",
@@ -291,6 +367,14 @@ def main() -> None:
         metavar="SECTION.KEY=VALUE",
         help="a config key for the server (repeatable), e.g. pipeline.adaptation=always",
     )
+    p.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N streams whose utterances end within 100 ms of each other (3 rounds)",
+    )
+    p.add_argument("--no-thin", action="store_true", help="skip the thin-client comparison")
     args = p.parse_args()
     if args.model:
         MODEL_ARGS.extend(["--model", args.model])
@@ -313,6 +397,14 @@ def main() -> None:
         )
         if args.max and ok and not levels:
             levels.append(n + 25)
+    if args.burst:
+        b = burst(args.data, args.burst, 3, args.workers)
+        print(
+            "\n| burst streams | utterances | latency p50 / p95 / max ms | worst send lag s | "
+            f"server CPU % |\n|---|---|---|---|---|\n| {args.burst} | {b['utterances']} | "
+            f"{b['p50']:.0f} / {b['p95']:.0f} / {b['max']:.0f} | {b['lag']:.2f} | {b['cpu']:.0f} |",
+            flush=True,
+        )
     if args.idle:
         before, after = idle_cost(args.idle, args.workers)
         print(
@@ -320,6 +412,8 @@ def main() -> None:
             f"| {args.idle} | {before:.0f} / {after:.0f} MB | "
             f"{(after - before) * 1024 / args.idle:.0f} kB |"
         )
+    if args.no_thin:
+        return
     print(
         "\n| client | start to 'listening' (median of 3) | peak RSS, all processes |\n|---|---|---|"
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from streamer.config import Config  # noqa: E402
+from ser.config import Config  # noqa: E402
 
 OUT = REPO / "docs" / "configuration.md"
 NAV = " · ".join(

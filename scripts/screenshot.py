@@ -19,18 +19,18 @@ sys.path.insert(0, str(REPO))
 
 from rich.console import Console  # noqa: E402
 
-from streamer.bundle import load_bundle, resolve_bundle_path  # noqa: E402
-from streamer.cli import DEMO_FILE, DEMO_NOTE  # noqa: E402
-from streamer.messages import Result  # noqa: E402
-from streamer.sinks.dashboard import render  # noqa: E402
-from streamer.state import LiveState  # noqa: E402
+from ser.bundle import load_bundle, resolve_bundle_path  # noqa: E402
+from ser.cli import DEMO_FILE, DEMO_NOTE  # noqa: E402
+from ser.messages import Result  # noqa: E402
+from ser.sinks.dashboard import render  # noqa: E402
+from ser.state import LiveState  # noqa: E402
 
 WIDTH, HEIGHT = 100, 34
 
 
 def main() -> int:
     proc = subprocess.run(
-        [sys.executable, "-m", "streamer.cli", "--input", str(DEMO_FILE), "--json", "--no-mqtt"],
+        [sys.executable, "-m", "ser.cli", "--input", str(DEMO_FILE), "--json", "--no-mqtt"],
         capture_output=True,
         check=True,
         cwd=REPO,

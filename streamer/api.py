@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.audio_io import float_to_int16, to_mono
-from streamer.bundle import Bundle, load_bundle, resolve_bundle_path
-from streamer.config import Config, replace
-from streamer.messages import AudioBlock, Result
-from streamer.sources import EndOfStream, FileSource, SourceItem, check_files
+from ser.audio_io import float_to_int16, to_mono
+from ser.bundle import Bundle, load_bundle, resolve_bundle_path
+from ser.config import Config, replace
+from ser.messages import AudioBlock, Result
+from ser.sources import EndOfStream, FileSource, SourceItem, check_files
 
 __all__ = ["Recognizer", "Result"]
 
@@ -180,10 +180,10 @@ class Recognizer:
     async def _run(
         self, source: Any, queue: asyncio.Queue[Result | None] | None = None
     ) -> list[Result]:
-        from streamer.classifier import Classifier
-        from streamer.pipeline import Pipeline
-        from streamer.state import LiveState
-        from streamer.workers import FeatureWorkers
+        from ser.classifier import Classifier
+        from ser.pipeline import Pipeline
+        from ser.state import LiveState
+        from ser.workers import FeatureWorkers
 
         classifier = Classifier(self.bundle)
         workers = FeatureWorkers(1, encoder=self.bundle.encoder)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamer.adaptation import AdaptationPrior, HistoryGate
-from streamer.features import FEATURE_SPEC
-from streamer.scoring import COMBINE_RULES
+from ser.adaptation import AdaptationPrior, HistoryGate
+from ser.features import FEATURE_SPEC
+from ser.scoring import COMBINE_RULES
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.adaptation import AdaptiveCentering, AdaptiveNormalizer
-from streamer.bundle import Bundle, BundleError, EncoderSection, load_bundle
-from streamer.encoder import Encoder, UtteranceEncoder
-from streamer.features import FEATURE_SPEC, Analysis, log_mel_windows
-from streamer.native_log import NativeStderrFilter
-from streamer.scoring import apply_temperature, combine
+from ser.adaptation import AdaptiveCentering, AdaptiveNormalizer
+from ser.bundle import Bundle, BundleError, EncoderSection, load_bundle
+from ser.encoder import Encoder, UtteranceEncoder
+from ser.features import FEATURE_SPEC, Analysis, log_mel_windows
+from ser.native_log import NativeStderrFilter
+from ser.scoring import apply_temperature, combine
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ class Classifier:
     def analyse(self, audio: npt.ArrayLike, sample_rate: int) -> Analysis:
         """One utterance (mono, shape (n,)) -> every feature view this bundle reads, computed
         in this process, as the feature workers compute them."""
-        from streamer.features import analyse
+        from ser.features import analyse
 
         analysis = analyse(audio, sample_rate)
         if self.bundle.encoder is None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from streamer.bundle import (
+from ser.bundle import (
     DEFAULT_BUNDLE,
     Bundle,
     BundleError,
@@ -23,10 +23,10 @@ from streamer.bundle import (
     resolve_bundle_path,
     shipped_bundles,
 )
-from streamer.config import Config, ConfigError, apply_overrides, load_config, replace
-from streamer.keys import key_commands
-from streamer.pcm import PcmFormat
-from streamer.sources import (
+from ser.config import Config, ConfigError, apply_overrides, load_config, replace
+from ser.keys import key_commands
+from ser.pcm import PcmFormat
+from ser.sources import (
     FileSource,
     MicrophoneSource,
     Source,
@@ -226,8 +226,7 @@ def configure_logging(args: argparse.Namespace) -> None:
     """Our loggers at INFO (-v: DEBUG, -q: WARNING) on stderr; other libraries' at WARNING."""
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    for name in ("ser", "streamer"):
-        logging.getLogger(name).setLevel(level)
+    logging.getLogger("ser").setLevel(level)  # every module's logger is ser.*
 
 
 async def cancel_quietly(task: asyncio.Task[None] | None) -> None:
@@ -311,7 +310,7 @@ def make_source(args: argparse.Namespace, config: Config, sample_rate: int) -> S
     if args.input == "-":
         return StdinSource(sample_rate, block_ms, pcm=pcm)
     if args.input is not None:
-        from streamer.audio_io import list_audio_files
+        from ser.audio_io import list_audio_files
 
         path = Path(args.input)
         if not path.exists():
@@ -383,12 +382,12 @@ async def run_remote(
 
     from rich.console import Console
 
-    from streamer.labels import LABELS
-    from streamer.pipeline import Sink
-    from streamer.remote import RemotePipeline, redact_url
-    from streamer.sinks.dashboard import run_dashboard
-    from streamer.sinks.jsonl import JsonLinesSink
-    from streamer.state import LiveState
+    from ser.labels import LABELS
+    from ser.pipeline import Sink
+    from ser.remote import RemotePipeline, redact_url
+    from ser.sinks.dashboard import run_dashboard
+    from ser.sinks.jsonl import JsonLinesSink
+    from ser.state import LiveState
 
     state = LiveState(
         model_name=f"on {redact_url(args.connect)}",
@@ -513,12 +512,12 @@ async def run_live(
 ) -> int:
     from rich.console import Console
 
-    from streamer.classifier import Classifier
-    from streamer.pipeline import Pipeline, Sink
-    from streamer.sinks.dashboard import run_dashboard
-    from streamer.sinks.jsonl import JsonLinesSink
-    from streamer.state import LiveState
-    from streamer.workers import FeatureWorkers
+    from ser.classifier import Classifier
+    from ser.pipeline import Pipeline, Sink
+    from ser.sinks.dashboard import run_dashboard
+    from ser.sinks.jsonl import JsonLinesSink
+    from ser.state import LiveState
+    from ser.workers import FeatureWorkers
 
     classifier = Classifier(bundle)
     state = LiveState(
@@ -533,7 +532,7 @@ async def run_live(
     sinks: list[Sink] = [JsonLinesSink(on_closed=source.stop)] if use_json else []
     mqtt = None
     if config.mqtt.enabled:
-        from streamer.sinks.mqtt import MqttSink, default_node_id
+        from ser.sinks.mqtt import MqttSink, default_node_id
 
         node_id = config.mqtt.node_id or default_node_id()
         mqtt = MqttSink(

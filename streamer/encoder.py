@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.audio_io import resample
-from streamer.features import Analysis, mel_filterbank
-from streamer.native_log import NativeStderrFilter
+from ser.audio_io import resample
+from ser.features import Analysis, mel_filterbank
+from ser.native_log import NativeStderrFilter
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.audio_io import resample
+from ser.audio_io import resample
 
 SAMPLE_RATE = 16_000
 STATISTICS = ("mean", "std", "min", "max", "p10", "p50", "p90", "slope")

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 
-from streamer.classifier import Classifier, ModelInput
+from ser.classifier import Classifier, ModelInput
 
 logger = logging.getLogger(__name__)
 

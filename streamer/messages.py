@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.trend import Trend
+from ser.trend import Trend
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,18 +14,18 @@ from typing import Protocol
 
 import numpy as np
 
-from streamer.adaptation import GatedHistory
-from streamer.classifier import Classifier
-from streamer.config import Config
-from streamer.features import Analysis
-from streamer.inference import BatchedInference
-from streamer.messages import NOT_SPEECH, AudioBlock, Result, Utterance
-from streamer.scoring import arousal_valence
-from streamer.segmenter import VadSegmenter, frame_level_db
-from streamer.sources import EndOfStream, Source, SourceError, SpeakerReset
-from streamer.state import LiveState
-from streamer.trend import Trend, TrendTracker
-from streamer.workers import FeatureWorkers
+from ser.adaptation import GatedHistory
+from ser.classifier import Classifier
+from ser.config import Config
+from ser.features import Analysis
+from ser.inference import BatchedInference
+from ser.messages import NOT_SPEECH, AudioBlock, Result, Utterance
+from ser.scoring import arousal_valence
+from ser.segmenter import VadSegmenter, frame_level_db
+from ser.sources import EndOfStream, Source, SourceError, SpeakerReset
+from ser.state import LiveState
+from ser.trend import Trend, TrendTracker
+from ser.workers import FeatureWorkers
 
 logger = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from streamer.messages import Result
-from streamer.pcm import FORMATS, PcmFormat
+from ser.messages import Result
+from ser.pcm import FORMATS, PcmFormat
 
 PATH = "/v1/stream"
 HEALTH_PATH = "/healthz"

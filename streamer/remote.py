@@ -28,13 +28,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer import protocol
-from streamer.messages import Result
-from streamer.pcm import PcmFormat
-from streamer.pipeline import Sink, emit_all
-from streamer.segmenter import frame_level_db
-from streamer.sources import EndOfStream, Source, SourceError, SpeakerReset
-from streamer.state import BrokerStatus, LiveState
+from ser import protocol
+from ser.messages import Result
+from ser.pcm import PcmFormat
+from ser.pipeline import Sink, emit_all
+from ser.segmenter import frame_level_db
+from ser.sources import EndOfStream, Source, SourceError, SpeakerReset
+from ser.state import BrokerStatus, LiveState
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from streamer.config import VadConfig
-from streamer.messages import AudioBlock, Utterance
+from ser.config import VadConfig
+from ser.messages import AudioBlock, Utterance
 
 _SILENT_DB = -120.0
 _EDGE_RUN = 3  # frames in a row that count as speech for reported boundaries

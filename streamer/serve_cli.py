@@ -9,8 +9,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from streamer.bundle import BundleError, load_bundle, resolve_bundle_path
-from streamer.cli import (
+from ser.bundle import BundleError, load_bundle, resolve_bundle_path
+from ser.cli import (
     STOP_SIGNALS,
     add_common_arguments,
     common_overrides,
@@ -19,8 +19,8 @@ from streamer.cli import (
     mqtt_overrides,
     version,
 )
-from streamer.config import Config, ConfigError, apply_overrides, replace
-from streamer.server import ServeError
+from ser.config import Config, ConfigError, apply_overrides, replace
+from ser.server import ServeError
 
 logger = logging.getLogger("ser.serve")
 
@@ -80,8 +80,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 
 async def serve(config: Config, started_s: float) -> int:
-    from streamer.server import StreamServer
-    from streamer.sinks.mqtt import MqttSink, default_node_id
+    from ser.server import StreamServer
+    from ser.sinks.mqtt import MqttSink, default_node_id
 
     bundle = load_bundle(resolve_bundle_path(config.pipeline.model))
     mqtt = None

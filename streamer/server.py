@@ -35,17 +35,17 @@ import numpy as np
 import numpy.typing as npt
 from websockets.typing import Subprotocol
 
-from streamer import metrics, protocol, web
-from streamer.bundle import Bundle
-from streamer.classifier import Classifier
-from streamer.config import Config, ConfigError
-from streamer.inference import BatchedInference
-from streamer.messages import AudioBlock, Result
-from streamer.pcm import PcmDecoder
-from streamer.pipeline import Pipeline, Sink
-from streamer.sources import EndOfStream, SourceItem, SpeakerReset
-from streamer.state import LiveState
-from streamer.workers import FeatureWorkers
+from ser import metrics, protocol, web
+from ser.bundle import Bundle
+from ser.classifier import Classifier
+from ser.config import Config, ConfigError
+from ser.inference import BatchedInference
+from ser.messages import AudioBlock, Result
+from ser.pcm import PcmDecoder
+from ser.pipeline import Pipeline, Sink
+from ser.sources import EndOfStream, SourceItem, SpeakerReset
+from ser.state import LiveState
+from ser.workers import FeatureWorkers
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from typing import Any, BinaryIO, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from streamer.audio_io import float_to_int16, to_mono
-from streamer.messages import AudioBlock
-from streamer.pcm import (
+from ser.audio_io import float_to_int16, to_mono
+from ser.messages import AudioBlock
+from ser.pcm import (
     MAGIC_BYTES,
     PcmDecoder,
     PcmFormat,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamer.messages import Result
+from ser.messages import Result
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.config import TrendConfig
+from ser.config import TrendConfig
 
 
 @dataclass(frozen=True)

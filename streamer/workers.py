@@ -26,9 +26,9 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 import numpy.typing as npt
 
-from streamer import features
-from streamer.bundle import EncoderSection
-from streamer.encoder import UtteranceEncoder, with_embedding
+from ser import features
+from ser.bundle import EncoderSection
+from ser.encoder import UtteranceEncoder, with_embedding
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streamer.labels import LABELS
+from ser.labels import LABELS
 
 RESULT_KEYS = {
     "seq",
@@ -40,7 +40,7 @@ def run_live(
 ) -> subprocess.CompletedProcess[bytes]:
     """Run `ser-live ARGS` to completion (with `--no-mqtt` unless `mqtt`)."""
     return subprocess.run(
-        [sys.executable, "-m", "streamer.cli", *args, *([] if mqtt else ["--no-mqtt"])],
+        [sys.executable, "-m", "ser.cli", *args, *([] if mqtt else ["--no-mqtt"])],
         input=stdin,
         capture_output=True,
         timeout=timeout,
@@ -118,7 +118,7 @@ class LiveProcess(BackgroundProcess):
     """`ser-live` running in the background."""
 
     def __init__(self, *args: str, env: dict[str, str] | None) -> None:
-        cmd = [sys.executable, "-m", "streamer.cli", *args]
+        cmd = [sys.executable, "-m", "ser.cli", *args]
         super().__init__(cmd, "listening on", env, subprocess.PIPE)
 
     def wait_listening(self, timeout: float = 60) -> None:

@@ -28,7 +28,7 @@ class ServeProcess(BackgroundProcess):
 
     def __init__(self, *args: str, port: int | None = None, env: dict[str, str] | None = None):
         self.port = port or free_port()
-        cmd = [sys.executable, "-m", "streamer.serve_cli", "--port", str(self.port), *args]
+        cmd = [sys.executable, "-m", "ser.serve_cli", "--port", str(self.port), *args]
         super().__init__(cmd, "serving on", env, subprocess.DEVNULL)
 
     @property

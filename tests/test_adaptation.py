@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.adaptation import (
+from ser.adaptation import (
     AdaptationPrior,
     AdaptiveCentering,
     AdaptiveNormalizer,
@@ -159,7 +159,7 @@ def _onehot(i: int, sure: float = 0.9, n: int = 8) -> np.ndarray:
 
 
 def test_effective_labels_counts_how_many_emotions_a_distribution_holds():
-    from streamer.adaptation import effective_labels
+    from ser.adaptation import effective_labels
 
     assert effective_labels(np.eye(8)[3]) == pytest.approx(1.0, abs=1e-3)
     assert effective_labels(np.full(8, 1 / 8)) == pytest.approx(8.0)
@@ -167,7 +167,7 @@ def test_effective_labels_counts_how_many_emotions_a_distribution_holds():
 
 
 def test_a_held_mood_keeps_the_alone_reading_and_a_varied_one_trusts_history():
-    from streamer.adaptation import GatedHistory, HistoryGate
+    from ser.adaptation import GatedHistory, HistoryGate
 
     gate = HistoryGate(low=3.5, high=8.0, warmup=5.0)
     held, varied = GatedHistory(gate), GatedHistory(gate)
@@ -183,7 +183,7 @@ def test_a_held_mood_keeps_the_alone_reading_and_a_varied_one_trusts_history():
 
 
 def test_gate_state_is_per_stream_fades_and_resets():
-    from streamer.adaptation import GatedHistory, HistoryGate
+    from ser.adaptation import GatedHistory, HistoryGate
 
     gate = HistoryGate(low=3.5, high=8.0, warmup=0.0, max_history=10)
     state = GatedHistory(gate)
@@ -200,7 +200,7 @@ def test_gate_state_is_per_stream_fades_and_resets():
 
 
 def test_gate_in_order_simulates_streams_in_their_order():
-    from streamer.adaptation import GatedHistory, HistoryGate, gate_in_order
+    from ser.adaptation import GatedHistory, HistoryGate, gate_in_order
 
     gate = HistoryGate()
     rng = np.random.default_rng(0)
@@ -215,7 +215,7 @@ def test_gate_in_order_simulates_streams_in_their_order():
 
 
 def test_first_copies_add_every_clip_adapted_as_a_streams_first_utterance():
-    from train.evaluate import adapted_training_set
+    from ser_train.evaluate import adapted_training_set
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(12, 4))

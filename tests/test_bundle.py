@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.adaptation import AdaptiveCentering, AdaptiveNormalizer
-from streamer.bundle import BundleError, load_bundle
-from streamer.classifier import Classifier
-from streamer.features import FEATURE_SPEC, extract, log_mel_frames, log_mel_windows
-from streamer.labels import LABELS
-from streamer.scoring import apply_temperature, combine
-from train.robustness import NATURAL_VARIANTS
-from train.sessions import SESSION_KINDS
+from ser.adaptation import AdaptiveCentering, AdaptiveNormalizer
+from ser.bundle import BundleError, load_bundle
+from ser.classifier import Classifier
+from ser.features import FEATURE_SPEC, extract, log_mel_frames, log_mel_windows
+from ser.labels import LABELS
+from ser.scoring import apply_temperature, combine
+from ser_train.robustness import NATURAL_VARIANTS
+from ser_train.sessions import SESSION_KINDS
 
 from .conftest import DEFAULT_MODEL, SMALL_MODEL
 
@@ -30,8 +30,8 @@ LITERT_ONLY = """
 import asyncio, json, sys
 import soundfile as sf
 from pathlib import Path
-from streamer.classifier import Classifier
-from streamer.workers import FeatureWorkers
+from ser.classifier import Classifier
+from ser.workers import FeatureWorkers
 clf = Classifier.from_dir(Path(sys.argv[1]))
 clips = [sf.read(path, dtype="int16") for path in sys.argv[2:]]
 probs = [clf.probabilities(*clip) for clip in clips]
@@ -112,7 +112,7 @@ def test_small_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess, tmp
     reply = _litert_only(SMALL_MODEL, clip, long)
 
     keras = pytest.importorskip("keras")
-    from train.cnn import stats_pooling_class
+    from ser_train.cnn import stats_pooling_class
 
     stats_pooling_class()  # the CNN's custom layer, registered for safe-mode loading
     model = keras.models.load_model(SMALL_MODEL / "model.keras", safe_mode=True)
@@ -145,7 +145,7 @@ def test_small_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess, tmp
 
 
 # models/small scored on nEMO, a corpus it never heard (EXPERIMENTS.md row 18; `python -m
-# train.score_bundle --model small --data ../shared/data/nemo`): the cross-corpus bar
+# ser_train.score_bundle --model small --data ../shared/data/nemo`): the cross-corpus bar
 SMALL_ON_NEMO = 0.365
 
 
@@ -191,7 +191,7 @@ def test_default_manifest_records_encoder_source_protocols_and_scores():
         assert abs(clean - protocol["summary"]["ungated_accuracy"]["mean"]) < 0.03, name
     assert protocols["ravdess"]["rerun"]["summary"]["accuracy"]["mean"] >= 0.76
     # session kinds (train/sessions.py) of every protocol, from reruns that reproduced their
-    # per-fold scores exactly (python -m train.record_variants), with the history gate
+    # per-fold scores exactly (python -m ser_train.record_variants), with the history gate
     gate = bundle.history_gate
     assert gate is not None and (gate.low, gate.high, gate.warmup) == (4.0, 8.0, 2.0)
     for name in ("ravdess", "nemo", "ravdess-to-nemo", "nemo-to-ravdess"):
@@ -245,7 +245,7 @@ def test_default_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess):
     reply = _litert_only(DEFAULT_MODEL, clip)
 
     keras = pytest.importorskip("keras")
-    from streamer.encoder import Encoder, whisper_log_mel
+    from ser.encoder import Encoder, whisper_log_mel
 
     bundle = load_bundle(DEFAULT_MODEL)
     assert bundle.encoder is not None and bundle.encoder.adaptation is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.calibration import uncertainty_threshold
+from ser_train.calibration import uncertainty_threshold
 
 
 def _predictions(confidences: list[float], correct: list[bool]) -> tuple[np.ndarray, np.ndarray]:
@@ -37,8 +37,8 @@ def test_combination_report_scores_each_rule_on_the_same_folds():
     """`ser-train --combine-report`: two calibrated networks with independent errors; every rule
     scored on the same folds, the combinations more accurate than the weaker network and, having
     agreeing evidence averaged rather than added, under-confident (T < 1)."""
-    from streamer.labels import LABELS
-    from train.evaluate import compare_combinations
+    from ser.labels import LABELS
+    from ser_train.evaluate import compare_combinations
 
     rng = np.random.default_rng(0)
     n, k = 600, len(LABELS)

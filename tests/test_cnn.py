@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from streamer.adaptation import AdaptationPrior, stream_orders
-from train.cnn import CnnConfig, centred_in_order, random_window, spec_augment
+from ser.adaptation import AdaptationPrior, stream_orders
+from ser_train.cnn import CnnConfig, centred_in_order, random_window, spec_augment
 
 N_MELS = 6
 
@@ -69,9 +69,9 @@ def test_cnn_learns_a_local_pattern_and_exports_to_keras_and_litert(tmp_path):
     keras = pytest.importorskip("keras")
     from ai_edge_litert.interpreter import Interpreter
 
-    from streamer.adaptation import stream_orders
-    from train.cnn import fit_cnn, predict_cnn, predict_cnn_sessions, stats_pooling_class
-    from train.model import for_export, to_tflite
+    from ser.adaptation import stream_orders
+    from ser_train.cnn import fit_cnn, predict_cnn, predict_cnn_sessions, stats_pooling_class
+    from ser_train.model import for_export, to_tflite
 
     rng = np.random.default_rng(0)
     mels, y = _steady_and_pulsed(128, rng)
@@ -115,9 +115,9 @@ def test_cnn_learns_a_local_pattern_and_exports_to_keras_and_litert(tmp_path):
 def test_sweep_packs_cached_features_within_its_quantisation_and_runs(ravdess, tmp_path, capsys):
     import shutil
 
-    from train.cnn_sweep import DB_STEP, PACK_VARIANTS, load_pack, main
-    from train.corpora import scan
-    from train.featurize import featurize_all
+    from ser_train.cnn_sweep import DB_STEP, PACK_VARIANTS, load_pack, main
+    from ser_train.corpora import scan
+    from ser_train.featurize import featurize_all
 
     data = tmp_path / "data"
     for actor in ("Actor_01", "Actor_02"):

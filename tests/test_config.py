@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamer.config import ConfigError, load_config
+from ser.config import ConfigError, load_config
 
 
 def _load(tmp_path, text: str):
@@ -24,7 +24,7 @@ def test_defaults_are_auto():
 def test_repository_config_toml_lists_the_defaults():
     from pathlib import Path
 
-    from streamer.config import Config
+    from ser.config import Config
 
     assert load_config(Path(__file__).resolve().parents[1] / "config.toml") == Config()
 

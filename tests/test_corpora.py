@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.labels import LABELS
-from train.corpora import CORPORA, DataError, detect, parse_data_arg, scan
-from train.corpora.nemo import LABEL_MAP
+from ser.labels import LABELS
+from ser_train.corpora import CORPORA, DataError, detect, parse_data_arg, scan
+from ser_train.corpora.nemo import LABEL_MAP
 
 from .synth import harmonic
 

@@ -6,10 +6,10 @@ import io
 
 from rich.console import Console
 
-from streamer.labels import LABELS
-from streamer.messages import Result
-from streamer.sinks.dashboard import render
-from streamer.state import BrokerStatus, LiveState
+from ser.labels import LABELS
+from ser.messages import Result
+from ser.sinks.dashboard import render
+from ser.state import BrokerStatus, LiveState
 
 
 def _result(seq: int, emotion: str, confidence: float, uncertain: bool = False) -> Result:
@@ -83,7 +83,7 @@ def test_dashboard_before_any_result_and_broker_retrying():
 
 
 def test_sparkline_maps_the_range_onto_eight_levels():
-    from streamer.sinks.dashboard import sparkline
+    from ser.sinks.dashboard import sparkline
 
     assert sparkline([-1.0, -0.5, 0.0, 0.5, 1.0]) == "▁▃▅▆█"
     assert sparkline([-3.0, 3.0]) == "▁█"  # clipped to [-1, 1]
@@ -91,8 +91,8 @@ def test_sparkline_maps_the_range_onto_eight_levels():
 
 
 def test_timeline_strip_and_trend_sparklines():
-    from streamer.config import TrendConfig
-    from streamer.trend import TrendTracker
+    from ser.config import TrendConfig
+    from ser.trend import TrendTracker
 
     state = LiveState("m", "70% acted", LABELS, timeline_size=4, source="mic", started_wall_s=0.0)
     tracker = TrendTracker(LABELS, TrendConfig(window_utterances=1))
@@ -144,7 +144,7 @@ def test_not_speech_results_show_no_emotion():
 
 
 def test_every_emotion_has_its_own_letter_and_colour():
-    from streamer.labels import COLOURS, LETTERS
+    from ser.labels import COLOURS, LETTERS
 
     assert set(LETTERS) == set(LABELS) == set(COLOURS)
     assert len(set(LETTERS.values())) == len(LABELS)  # sad S, surprised U
@@ -154,7 +154,7 @@ def test_every_emotion_has_its_own_letter_and_colour():
 
 
 def test_80_by_24_fits_and_long_sources_keep_both_ends():
-    from streamer.sinks.dashboard import middle_ellipsis
+    from ser.sinks.dashboard import middle_ellipsis
 
     state = _state()
     path = "/home/user/recordings/2026/december/call-centre/line-04/very-long-file-name.wav"

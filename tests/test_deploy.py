@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 import yaml
 
-from streamer.config import load_config
+from ser.config import load_config
 
 from .broker import broker, broker_factory, free_port, wait_port  # noqa: F401 (fixtures)
 from .conftest import REPO

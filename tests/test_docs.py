@@ -75,7 +75,7 @@ def test_readme_is_a_front_door():
 def test_model_cards_match_their_manifests():
     bundles = [str(REPO / "models" / name) for name in ("default", "small")]
     check = subprocess.run(
-        [sys.executable, "-m", "train.model_card", *bundles, "--check"],
+        [sys.executable, "-m", "ser_train.model_card", *bundles, "--check"],
         capture_output=True,
         text=True,
         check=False,

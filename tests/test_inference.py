@@ -8,9 +8,9 @@ import asyncio
 import numpy as np
 import soundfile as sf
 
-from streamer.classifier import Classifier
-from streamer.features import Analysis
-from streamer.inference import BatchedInference
+from ser.classifier import Classifier
+from ser.features import Analysis
+from ser.inference import BatchedInference
 
 from .conftest import DEFAULT_MODEL
 
@@ -46,7 +46,7 @@ def test_concurrent_utterances_are_batched_and_equal_single_predictions(ravdess)
 
 
 def test_a_failing_input_fails_alone(ravdess):
-    from streamer.classifier import ModelInput
+    from ser.classifier import ModelInput
 
     classifier = Classifier.from_dir(DEFAULT_MODEL)
     audio, rate = sf.read(ravdess / "Actor_04" / "03-01-05-02-01-01-04.flac", dtype="float32")

@@ -9,7 +9,7 @@ import pty
 import sys
 import termios
 
-from streamer.keys import key_commands
+from ser.keys import key_commands
 
 
 def test_r_on_a_terminal_calls_its_handler_and_the_terminal_is_restored(monkeypatch):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.labels import LABELS
-from train.model import TrainConfig, fit, mix_targets, predict, targets_of
+from ser.labels import LABELS
+from ser_train.model import TrainConfig, fit, mix_targets, predict, targets_of
 
 CALM, NEUTRAL = LABELS.index("calm"), LABELS.index("neutral")
 
@@ -63,7 +63,7 @@ def test_targets_carry_masks_and_mixup_unites_them():
 
 
 def test_corpus_weights_give_each_corpus_the_same_total():
-    from train.evaluate import corpus_weights
+    from ser_train.evaluate import corpus_weights
 
     speakers = np.array(["ravdess:1"] * 10 + ["nemo:EB0"] * 25 + ["nemo:WR0"] * 5)
     w = corpus_weights(speakers)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from streamer.labels import LABELS
-from train.corpora.ravdess import parse_ravdess_name
+from ser.labels import LABELS
+from ser_train.corpora.ravdess import parse_ravdess_name
 
 
 def test_parses_every_field():

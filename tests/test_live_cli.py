@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.bundle import load_bundle
+from ser.bundle import load_bundle
 
 from .conftest import DEFAULT_MODEL
 from .live import error_line, parse_results, run_live
@@ -19,7 +19,7 @@ from .synth import harmonic, silence
 
 def _burst_file(path: Path, rate: int, channels: int = 1, fmt: str | None = None) -> Path:
     mono = np.concatenate([silence(0.8), harmonic(0.9), silence(0.8)])
-    from streamer.audio_io import resample
+    from ser.audio_io import resample
 
     mono = resample(mono, 16_000, rate)
     data = np.stack([mono] * channels, axis=1) if channels > 1 else mono
@@ -287,7 +287,7 @@ def test_a_closed_stdout_ends_the_run_quietly(ravdess, tmp_path):
     for name in names:
         (tmp_path / name).symlink_to(ravdess / "Actor_07" / name)
     live = subprocess.Popen(
-        [sys.executable, "-m", "streamer.cli", "--input", str(tmp_path), "--json", "--no-mqtt"],
+        [sys.executable, "-m", "ser.cli", "--input", str(tmp_path), "--json", "--no-mqtt"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

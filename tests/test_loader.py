@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from train.corpora import DataError, scan
-from train.featurize import featurize_all
+from ser_train.corpora import DataError, scan
+from ser_train.featurize import featurize_all
 
 from .synth import harmonic
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.metrics import confusion_matrix, mean_std, scores_from_confusion
+from ser_train.metrics import confusion_matrix, mean_std, scores_from_confusion
 
 
 def test_scores_match_hand_computation():

@@ -84,7 +84,7 @@ def test_capture_at_another_rate_is_resampled(pulse, ravdess, tmp_path):  # noqa
 
 def test_list_devices_shows_the_virtual_default(pulse):  # noqa: F811
     proc = subprocess.run(
-        [sys.executable, "-m", "streamer.cli", "--list-devices"],
+        [sys.executable, "-m", "ser.cli", "--list-devices"],
         env=pulse.env,
         capture_output=True,
         text=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.model import TrainConfig, fit, predict
+from ser_train.model import TrainConfig, fit, predict
 
 
 def blobs(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,8 +14,8 @@ import paho.mqtt.publish as paho_publish
 import pytest
 import soundfile as sf
 
-from streamer.labels import LABELS
-from streamer.messages import Result
+from ser.labels import LABELS
+from ser.messages import Result
 
 from .broker import Subscriber, broker, broker_factory, free_port  # noqa: F401 (fixtures)
 from .live import error_line, parse_results, run_live
@@ -53,7 +53,7 @@ def _start_realtime(
         [
             sys.executable,
             "-m",
-            "streamer.cli",
+            "ser.cli",
             "--input",
             str(audio),
             "--json",
@@ -424,8 +424,8 @@ def test_the_sink_survives_a_result_it_cannot_publish(broker, caplog):  # noqa: 
     result skipped, every later one published; the supervisor keeps running."""
     import asyncio
 
-    from streamer.config import MqttConfig
-    from streamer.sinks.mqtt import MqttSink
+    from ser.config import MqttConfig
+    from ser.sinks.mqtt import MqttSink
 
     bad = _result(0, "a", probabilities={"happy": np.float32(0.5)})
     with pytest.raises(TypeError):
@@ -459,8 +459,8 @@ def test_a_full_queue_drops_the_busiest_source_first(tmp_path):
     """Broker away: one busy stream cannot push out a quiet one's results."""
     import asyncio
 
-    from streamer.config import MqttConfig
-    from streamer.sinks.mqtt import MqttSink, unsent_path
+    from ser.config import MqttConfig
+    from ser.sinks.mqtt import MqttSink, unsent_path
 
     async def run() -> MqttSink:
         config = MqttConfig(host="127.0.0.1", port=free_port(), queue_size=4, flush_timeout_s=0.2)
@@ -492,8 +492,8 @@ def test_client_ids_differ_between_processes_with_the_same_pid():
     """Replicas in containers all run as pid 1: the id carries a random part."""
     import asyncio
 
-    from streamer.config import MqttConfig
-    from streamer.sinks.mqtt import MqttSink
+    from ser.config import MqttConfig
+    from ser.sinks.mqtt import MqttSink
 
     async def ids() -> set[str]:
         return {MqttSink(MqttConfig(), NODE, LABELS, "x").client_id for _ in range(5)}
@@ -503,7 +503,7 @@ def test_client_ids_differ_between_processes_with_the_same_pid():
 
 @pytest.mark.parametrize("prefix", ["ha/#", "ha/+/x", "ha\nx", "ha//x", "/ha"])
 def test_bad_discovery_prefix_is_a_config_error(prefix, tmp_path):
-    from streamer.config import ConfigError, load_config
+    from ser.config import ConfigError, load_config
 
     path = tmp_path / "c.toml"
     path.write_text(f"[mqtt]\ndiscovery_prefix = {json.dumps(prefix)}\n")

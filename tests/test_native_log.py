@@ -7,7 +7,7 @@ import sys
 
 SCRIPT = r"""
 import os, sys
-from streamer.native_log import NativeStderrFilter
+from ser.native_log import NativeStderrFilter
 with NativeStderrFilter() as f:
     os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
     os.write(2, b"E0000 00:00:1.2 3 cuda_platform.cc:52] failed call to cuInit: (303)\n")

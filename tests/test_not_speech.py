@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.bundle import load_bundle, resolve_bundle_path
-from streamer.messages import NOT_SPEECH
-from train import nonspeech
+from ser.bundle import load_bundle, resolve_bundle_path
+from ser.messages import NOT_SPEECH
+from ser_train import nonspeech
 
 from .live import parse_results, run_live
 
@@ -81,7 +81,7 @@ def test_speech_in_natural_conditions_is_speech(ravdess, nemo, tmp_path):
     """Speech over music, babble, laughter or applause, shouted, broadcast-compressed, far or on
     the phone (train/robustness.py NATURAL_VARIANTS) is not refused, through ser-live; and the
     bundle's held-out evaluation says at most 1 % refused in every such condition."""
-    from train.robustness import NATURAL_VARIANTS, make_variant
+    from ser_train.robustness import NATURAL_VARIANTS, make_variant
 
     bundle = load_bundle(resolve_bundle_path("default"))
     assert bundle.speech is not None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.pcm import PcmFormat, container_kind, looks_like_float32, parse_wav_header
+from ser.pcm import PcmFormat, container_kind, looks_like_float32, parse_wav_header
 
 
 def _file(fmt: str, subtype: str | None = None, channels: int = 1, rate: int = 16000) -> bytes:

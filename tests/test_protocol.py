@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from streamer.pcm import PcmDecoder, PcmFormat
-from streamer.protocol import ProtocolError, parse_control, parse_start
+from ser.pcm import PcmDecoder, PcmFormat
+from ser.protocol import ProtocolError, parse_control, parse_start
 
 
 def test_start_with_defaults_and_a_server_made_name():

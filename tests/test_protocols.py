@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.labels import LABELS
-from train.corpora import DataError
-from train.protocols import PROTOCOLS, SHARED_LABELS, select, to_label_space
+from ser.labels import LABELS
+from ser_train.corpora import DataError
+from ser_train.protocols import PROTOCOLS, SHARED_LABELS, select, to_label_space
 
 
 def _rows() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

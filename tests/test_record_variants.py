@@ -1,4 +1,4 @@
-"""`python -m train.record_variants`: variant scores enter a bundle's manifest only from a run
+"""`python -m ser_train.record_variants`: variant scores enter a bundle's manifest only from a run
 that evaluated the bundle's own folds."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from train.record_variants import main
+from ser_train.record_variants import main
 
 from .conftest import DEFAULT_MODEL
 

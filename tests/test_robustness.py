@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from train.robustness import (
+from ser_train.robustness import (
     CHANNELS,
     TEST_VARIANTS,
     add_noise,
@@ -148,7 +148,7 @@ def _voice(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
 
 
 def test_natural_conditions_are_seeded_variants_of_the_same_length():
-    from train.robustness import NATURAL_VARIANTS, check_variant, make_variant, speech_power
+    from ser_train.robustness import NATURAL_VARIANTS, check_variant, make_variant, speech_power
 
     voice = _voice()
     for name in NATURAL_VARIANTS:
@@ -162,7 +162,7 @@ def test_natural_conditions_are_seeded_variants_of_the_same_length():
 
 
 def test_mixtures_are_at_their_stated_level():
-    from train.robustness import mix_at, speech_power, with_music
+    from ser_train.robustness import mix_at, speech_power, with_music
 
     voice = _voice()
     other = np.random.default_rng(1).normal(size=voice.size)
@@ -175,7 +175,7 @@ def test_mixtures_are_at_their_stated_level():
 
 
 def test_shout_clips_and_broadcast_compresses_the_dynamics():
-    from train.robustness import compress, make_variant
+    from ser_train.robustness import compress, make_variant
 
     voice = _voice()
     shouted = make_variant(voice, "shout", 0)

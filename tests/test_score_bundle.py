@@ -1,4 +1,4 @@
-"""`python -m train.score_bundle`: a shipped bundle scored on a corpus's speakers, as `ser-live`
+"""`python -m ser_train.score_bundle`: a shipped bundle scored on a corpus's speakers, as `ser-live`
 runs it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from train.protocols import SHARED_LABELS
+from ser_train.protocols import SHARED_LABELS
 
 from .test_train_e2e import _tiny_nemo
 
@@ -24,7 +24,7 @@ def test_shipped_bundles_on_nemo(nemo, tmp_path, model, trained_on):
     args = ["--data", f"nemo={data}", "--cache-dir", str(tmp_path / "cache"), "--workers", "1"]
     args += ["--model", model]
     proc = subprocess.run(
-        [sys.executable, "-m", "train.score_bundle", *args, "--json", str(out)],
+        [sys.executable, "-m", "ser_train.score_bundle", *args, "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.labels import LABELS
-from streamer.scoring import CIRCUMPLEX, apply_temperature, arousal_valence, combine
-from train.calibration import ece_sampling_floor, expected_calibration_error, fit_temperature
+from ser.labels import LABELS
+from ser.scoring import CIRCUMPLEX, apply_temperature, arousal_valence, combine
+from ser_train.calibration import ece_sampling_floor, expected_calibration_error, fit_temperature
 
 
 def _softmax(z):

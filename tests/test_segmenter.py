@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from streamer.config import VadConfig
-from streamer.messages import AudioBlock
-from streamer.segmenter import UtteranceTracker, VadSegmenter
+from ser.config import VadConfig
+from ser.messages import AudioBlock
+from ser.segmenter import UtteranceTracker, VadSegmenter
 
 from .synth import harmonic, silence
 
@@ -152,7 +152,7 @@ def test_block_size_does_not_change_the_utterances():
 
 
 def test_frame_levels_in_one_pass_equal_the_single_frame_level():
-    from streamer.segmenter import frame_level_db, frame_levels_db
+    from ser.segmenter import frame_level_db, frame_levels_db
 
     rng = np.random.default_rng(0)
     frames = (rng.standard_normal((20, 480)) * 3000).astype(np.int16)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from streamer.bundle import load_bundle
+from ser.bundle import load_bundle
 
 from .broker import Subscriber, broker, broker_factory, free_port  # noqa: F401 (fixtures)
 from .conftest import DEFAULT_MODEL
@@ -124,8 +124,8 @@ class _ListSource:
         self.pieces = pieces
 
     async def blocks(self):  # type: ignore[no-untyped-def]
-        from streamer.messages import AudioBlock
-        from streamer.sources import EndOfStream, SpeakerReset
+        from ser.messages import AudioBlock
+        from ser.sources import EndOfStream, SpeakerReset
 
         at = 0
         for piece in self.pieces:
@@ -146,9 +146,9 @@ def test_thin_client_sends_a_speaker_reset_in_order(history_server, ravdess):
     server = history_server
     import asyncio
 
-    from streamer.labels import LABELS
-    from streamer.remote import RemotePipeline
-    from streamer.state import LiveState
+    from ser.labels import LABELS
+    from ser.remote import RemotePipeline
+    from ser.state import LiveState
 
     def aligned(names: list[str]) -> np.ndarray:
         audio = speech(ravdess, names)
@@ -184,7 +184,7 @@ def test_unnamed_stream_is_named_by_the_server(server, stream_audio):
 
 
 def test_f32le_and_48_khz_stereo(server, stream_audio, expected):
-    from streamer.audio_io import resample
+    from ser.audio_io import resample
 
     f32 = run_stream(
         server.url,

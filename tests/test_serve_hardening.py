@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from streamer import protocol
+from ser import protocol
 
 from .serve import ServeProcess, encode, run_stream
 from .test_serve import COMPARED, _serve_config, expected, stream_audio  # noqa: F401

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamer.labels import LABELS
-from train.sessions import (
+from ser.labels import LABELS
+from ser_train.sessions import (
     NEUTRAL_SHARE,
     SESSION_KINDS,
     SHORT_LENGTH,
@@ -119,7 +119,7 @@ def test_training_sessions_use_every_row_once_and_are_often_held():
 def test_session_report_reads_evaluations_and_manifests(tmp_path):
     import json
 
-    from train.session_report import table
+    from ser_train.session_report import table
 
     def scores(acc: float, alone: float) -> dict:
         return {

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamer.classifier import Classifier
-from streamer.features import analyse
-from streamer.labels import LABELS
-from streamer.scoring import apply_temperature
-from train import nonspeech
+from ser.classifier import Classifier
+from ser.features import analyse
+from ser.labels import LABELS
+from ser.scoring import apply_temperature
+from ser_train import nonspeech
 
 
 def ser_train(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "train.cli", *args],
+        [sys.executable, "-m", "ser_train.cli", *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -320,7 +320,7 @@ def test_exported_copy_predicts_exactly_like_the_trained_model(tmp_path):
     keras = pytest.importorskip("keras")
     from ai_edge_litert.interpreter import Interpreter
 
-    from train.model import TrainConfig, fit, for_export, to_tflite
+    from ser_train.model import TrainConfig, fit, for_export, to_tflite
 
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(200, 696)) * 5 + 3).astype(np.float32)  # far from standardised

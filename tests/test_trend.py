@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamer.config import TrendConfig
-from streamer.trend import TrendTracker
+from ser.config import TrendConfig
+from ser.trend import TrendTracker
 
 LABELS = ("neutral", "happy", "angry")
 

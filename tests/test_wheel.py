@@ -4,6 +4,7 @@ run from another folder finds its shipped model."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -26,10 +27,17 @@ def _run(*cmd: str | Path, cwd: Path | None = None, timeout: float = 900) -> str
     return proc.stdout
 
 
+_NOT_SOURCES = (".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".whl")
+
+
 @pytest.mark.slow
 def test_wheel_in_a_fresh_venv_runs_from_any_folder(tmp_path):
     wheels = tmp_path / "wheels"
-    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, REPO)
+    # built from the sources alone, as a clean clone has them: setuptools packs whatever an
+    # earlier build left in build/lib (renamed packages included)
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(*_NOT_SOURCES))
+    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, src)
     (wheel,) = wheels.glob("ser-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in (
@@ -46,10 +54,15 @@ def test_wheel_in_a_fresh_venv_runs_from_any_folder(tmp_path):
         "ser_models/default/README.md",  # the model cards
         "ser_models/small/README.md",
         "ser/__init__.py",  # import ser: the Python API
-        "streamer/demo/ravdess-demo.flac",
-        "streamer/demo/README.md",
+        "ser/cli.py",  # the repository's streamer/
+        "ser/demo/ravdess-demo.flac",
+        "ser/demo/README.md",
+        "ser_train/cli.py",  # the repository's train/
     ):
         assert needed in names
+    # only names of our own at the top level: nothing shadows a user's `streamer` or `train`
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert top == {"ser", "ser_train", "ser_models"}
     assert not [n for n in names if n.endswith((".keras", ".png"))]  # live use needs neither
     assert wheel.stat().st_size < 45_000_000  # both bundles; the Whisper encoder is 23.5 MB
 
@@ -64,6 +77,18 @@ def test_wheel_in_a_fresh_venv_runs_from_any_folder(tmp_path):
         "if u.find_spec(m)])",
     )
     assert missing.strip() == "[]"
+    # a user's own modules named like the repository's folders stay theirs
+    theirs = tmp_path / "theirs"
+    (theirs / "train").mkdir(parents=True)
+    (theirs / "train" / "__init__.py").write_text("MINE = True\n")
+    (theirs / "streamer.py").write_text("MINE = True\n")
+    mine = _run(
+        python,
+        "-c",
+        "import train, streamer, ser, ser_train; print(train.MINE, streamer.MINE)",
+        cwd=theirs,
+    )
+    assert mine.strip() == "True True"
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

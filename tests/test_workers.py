@@ -6,8 +6,8 @@ import asyncio
 
 import numpy as np
 
-from streamer import features
-from streamer.workers import FeatureWorkers
+from ser import features
+from ser.workers import FeatureWorkers
 
 from .synth import harmonic, silence
 

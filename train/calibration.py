@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from streamer.scoring import apply_temperature
+from ser.scoring import apply_temperature
 
 
 def nll(probs: npt.NDArray[np.floating], labels: npt.NDArray[np.integer]) -> float:

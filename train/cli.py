@@ -21,15 +21,15 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from streamer.adaptation import INPUTS, HistoryGate
-from streamer.features import FEATURE_SPEC
-from streamer.labels import LABELS
-from streamer.native_log import NativeStderrFilter
-from streamer.scoring import COMBINE_RULES
-from train.cnn import CnnConfig
-from train.corpora import CORPORA, Clip, DataError, Scan
-from train.dataset import Dataset, EncoderChoice, load_dataset, parse_speakers
-from train.evaluate import (
+from ser.adaptation import INPUTS, HistoryGate
+from ser.features import FEATURE_SPEC
+from ser.labels import LABELS
+from ser.native_log import NativeStderrFilter
+from ser.scoring import COMBINE_RULES
+from ser_train.cnn import CnnConfig
+from ser_train.corpora import CORPORA, Clip, DataError, Scan
+from ser_train.dataset import Dataset, EncoderChoice, load_dataset, parse_speakers
+from ser_train.evaluate import (
     Setup,
     calibrate_protocols,
     compare_combinations,
@@ -37,10 +37,10 @@ from train.evaluate import (
     evaluate_protocol,
     public,
 )
-from train.featurize import Extracted, default_cache_dir
-from train.protocols import PROTOCOLS, Protocol, select
-from train.report import combination_table, plot_confusion, print_calibration, print_evaluation
-from train.robustness import NATURAL_VARIANTS, TEST_VARIANTS, check_variant
+from ser_train.featurize import Extracted, default_cache_dir
+from ser_train.protocols import PROTOCOLS, Protocol, select
+from ser_train.report import combination_table, plot_confusion, print_calibration, print_evaluation
+from ser_train.robustness import NATURAL_VARIANTS, TEST_VARIANTS, check_variant
 
 logger = logging.getLogger("ser.train")
 
@@ -205,7 +205,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="also train a network over this pretrained encoder's embeddings (an encoder "
-        ".tflite made by `python -m train.encoder.convert`); the bundle carries both",
+        ".tflite made by `python -m ser_train.encoder.convert`); the bundle carries both",
     )
     p.add_argument(
         "--encoder-layers",
@@ -262,7 +262,7 @@ def _progress(console: Console) -> Progress:
 
 
 def _configs(args: argparse.Namespace) -> Setup:
-    from train.model import TrainConfig
+    from ser_train.model import TrainConfig
 
     flags = {  # TrainConfig field -> command-line value (None: keep the default)
         "seed": args.seed,
@@ -278,7 +278,7 @@ def _configs(args: argparse.Namespace) -> Setup:
     cnn = CnnConfig(**{k: v for k, v in cnn_flags.items() if v is not None}) if args.cnn else None
     head = encoder = None
     if args.encoder is not None:
-        from train.embed import file_digest
+        from ser_train.embed import file_digest
 
         head = config  # the statistics network's recipe, over the embeddings
         encoder = {"sha256": file_digest(args.encoder), "layers": list(_layers(args))}
@@ -316,13 +316,13 @@ def _history_gate(text: str) -> HistoryGate | None:
 def _layers(args: argparse.Namespace) -> tuple[int, ...]:
     """--encoder-layers as indices into the encoder's pooled layers; DataError if malformed or
     beyond the encoder file's layers."""
-    from streamer.encoder import Encoder
+    from ser.encoder import Encoder
 
     try:
         n_layers = Encoder(args.encoder).n_layers
     except ValueError as exc:
         raise DataError(
-            f"--encoder: {exc}; make one with `python -m train.encoder.convert`"
+            f"--encoder: {exc}; make one with `python -m ser_train.encoder.convert`"
         ) from exc
     try:
         layers = tuple(int(x) for x in str(args.encoder_layers).split(",") if x.strip())
@@ -462,7 +462,7 @@ def _speech_detector(
     args: argparse.Namespace, console: Console, data: Dataset, evaluate: bool
 ) -> tuple[Any, dict[str, Any]]:
     """Train (and evaluate) the speech detector; returns the model and its manifest record."""
-    from train import nonspeech, speech
+    from ser_train import nonspeech, speech
 
     config = speech.DetectorConfig(seed=args.seed)
     if args.nonspeech_per_kind:
@@ -516,7 +516,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if evaluate and not args.no_robustness:
         variants = [*TEST_VARIANTS, *variants]
     if args.speech_only:
-        from train.export import update_speech_section, write_speech_detector
+        from ser_train.export import update_speech_section, write_speech_detector
 
         if not (args.out / "manifest.json").is_file():
             raise DataError(f"--speech-only: no bundle at {args.out}; pass --out BUNDLE_FOLDER")
@@ -544,7 +544,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         check=lambda clips: _check_before_featurizing(clips, setup, args.protocol, evaluate),
     )
     protocols = select(args.protocol, data.corpora) if evaluate else []
-    from train.model import training_device
+    from ser_train.model import training_device
 
     device = training_device()
     console.print(f"training on {device}")
@@ -606,7 +606,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     speech_s = time.perf_counter() - t2
 
     if evaluations:
-        from train.export import confusion_title, json_default
+        from ser_train.export import confusion_title, json_default
 
         summary = _summary(
             evaluations,
@@ -628,7 +628,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"evaluation written to {args.out} in {time.perf_counter() - started:.0f} s")
         return 0
 
-    from train.export import train_final, write_bundle, write_speech_detector
+    from ser_train.export import train_final, write_bundle, write_speech_detector
 
     t3 = time.perf_counter()
     with _progress(console) as progress:
@@ -703,9 +703,9 @@ def _add_alone_network(
 ) -> int:
     """--alone-only: the bundle at --out gets the alone network, the gated scores and session
     kinds, when its networks are provably the evaluation's (train.record_variants.adopt_gate)."""
-    from train.export import json_default, train_final_alone, write_alone
-    from train.model_card import CARD, render
-    from train.record_variants import RecordError, adopt_gate
+    from ser_train.export import json_default, train_final_alone, write_alone
+    from ser_train.model_card import CARD, render
+    from ser_train.record_variants import RecordError, adopt_gate
 
     path = args.out / "manifest.json"
     manifest = json.loads(path.read_text())
@@ -745,7 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.encoder is not None and not args.encoder.is_file():
         print(
             f"ser-train: error: --encoder {args.encoder}: no such file; make one with "
-            "`python -m train.encoder.convert --out FILE`",
+            "`python -m ser_train.encoder.convert --out FILE`",
             file=sys.stderr,
         )
         return 2

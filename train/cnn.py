@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.adaptation import AdaptationPrior, AdaptiveCentering, push_in_order
-from streamer.features import log_mel_windows
+from ser.adaptation import AdaptationPrior, AdaptiveCentering, push_in_order
+from ser.features import log_mel_windows
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def build_cnn(
     `masked`: the loss is `train.model.masked_crossentropy` (targets carry label masks)."""
     import keras
 
-    from train.model import masked_crossentropy
+    from ser_train.model import masked_crossentropy
 
     keras.utils.set_random_seed(config.seed)
     n_mels = len(mean)
@@ -211,7 +211,7 @@ def fit_cnn(
     """Train on `mels["clean"]` and `mels[v]` for v in `augment` (rows aligned with y and
     speakers). Adapted copies are centred per speaker in one random order each. `label_mask`
     (n, n_labels): the labels each row's corpus has (see `train.model.masked_crossentropy`)."""
-    from train.model import targets_of
+    from ser_train.model import targets_of
 
     prior = AdaptationPrior.from_features(band_means(mels["clean"])) if adapt else None
     variants = ["clean", *augment]

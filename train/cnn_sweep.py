@@ -3,8 +3,8 @@
 Runs from a packed copy of `ser-train`'s feature cache, so it also runs where the audio is not
 (a lent GPU machine; any Keras backend): pack here, run there.
 
-    python -m train.cnn_sweep pack --data ../shared/data/ravdess --cache-dir DIR --out pack.npz
-    KERAS_BACKEND=jax python -m train.cnn_sweep run --pack pack.npz --out OUT [--configs a,b]
+    python -m ser_train.cnn_sweep pack --data ../shared/data/ravdess --cache-dir DIR --out pack.npz
+    KERAS_BACKEND=jax python -m ser_train.cnn_sweep run --pack pack.npz --out OUT [--configs a,b]
 
 The pack holds the statistics vectors (float16) and log-mel sequences (uint8, 0.5 dB steps) of
 the clean audio and the PACK_VARIANTS copies. Every fold trains the statistics model exactly as
@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.adaptation import AdaptationPrior
-from streamer.labels import LABELS
-from train.cnn import CnnConfig, Mels
-from train.corpora.ravdess import TEST_ACTORS
-from train.metrics import mean_std, scores_of_probabilities
+from ser.adaptation import AdaptationPrior
+from ser.labels import LABELS
+from ser_train.cnn import CnnConfig, Mels
+from ser_train.corpora.ravdess import TEST_ACTORS
+from ser_train.metrics import mean_std, scores_of_probabilities
 
 logger = logging.getLogger("ser.train.sweep")
 
@@ -63,8 +63,8 @@ SWEEP: dict[str, dict[str, Any]] = {
 
 
 def pack(args: argparse.Namespace) -> int:
-    from train.corpora import scan
-    from train.featurize import featurize_all
+    from ser_train.corpora import scan
+    from ser_train.featurize import featurize_all
 
     clips = scan(f"ravdess={args.data}").clips
     paths = [c.path for c in clips]
@@ -108,9 +108,9 @@ def run_setting(job: tuple[str, Path, int | None, tuple[int, ...]]) -> dict[str,
     """One SWEEP entry over the folds: per-fold accuracies and clean out-of-fold probabilities
     of the CNN, the statistics model and their average."""
     name, pack_path, epochs, folds = job
-    from train.cnn import fit_cnn
-    from train.evaluate import FoldModels, adapted_training_set
-    from train.model import TrainConfig, fit
+    from ser_train.cnn import fit_cnn
+    from ser_train.evaluate import FoldModels, adapted_training_set
+    from ser_train.model import TrainConfig, fit
 
     y, actors, vectors, mels = load_pack(pack_path)
     settings = dict(SWEEP[name])
@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         np.savez_compressed(args.out / "sweep_oof.npz", **oof)  # type: ignore[arg-type]
         report.update(
             {
-                "command": "python -m train.cnn_sweep " + " ".join(sys.argv[1:]),
+                "command": "python -m ser_train.cnn_sweep " + " ".join(sys.argv[1:]),
                 "device": device_name(),
                 "pack_variants": list(PACK_VARIANTS),
                 "seconds": round(time.perf_counter() - t0, 1),

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.labels import LABELS
-from train.corpora import CORPORA, Clip, DataError, Scan, scan
-from train.corpora.base import fingerprint
-from train.embed import embed_all
-from train.featurize import Extracted, featurize_all
+from ser.labels import LABELS
+from ser_train.corpora import CORPORA, Clip, DataError, Scan, scan
+from ser_train.corpora.base import fingerprint
+from ser_train.embed import embed_all
+from ser_train.featurize import Extracted, featurize_all
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from streamer.audio_io import AudioReadError, read_audio
-from streamer.encoder import ENCODER_SPEC, Encoder, whisper_log_mel
-from train.featurize import map_in_processes, save_array
-from train.robustness import make_variant
+from ser.audio_io import AudioReadError, read_audio
+from ser.encoder import ENCODER_SPEC, Encoder, whisper_log_mel
+from ser_train.featurize import map_in_processes, save_array
+from ser_train.robustness import make_variant
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.adaptation import (
+from ser.adaptation import (
     AdaptationPrior,
     HistoryGate,
     adapt_in_order,
@@ -31,21 +31,21 @@ from streamer.adaptation import (
     gate_in_order,
     stream_orders,
 )
-from streamer.features import FEATURE_SPEC
-from streamer.labels import LABELS
-from streamer.scoring import apply_temperature, combine
-from train.calibration import (
+from ser.features import FEATURE_SPEC
+from ser.labels import LABELS
+from ser.scoring import apply_temperature, combine
+from ser_train.calibration import (
     ece_sampling_floor,
     expected_calibration_error,
     fit_temperature,
     uncertainty_threshold,
 )
-from train.cnn import CnnConfig, Mels, TrainedCnn
-from train.dataset import Dataset
-from train.metrics import mean_std, scores_of_probabilities
-from train.protocols import Fold, Protocol
-from train.robustness import TEST_VARIANTS
-from train.sessions import DRAW, SESSION_KINDS, Session, draw_sessions, training_sessions
+from ser_train.cnn import CnnConfig, Mels, TrainedCnn
+from ser_train.dataset import Dataset
+from ser_train.metrics import mean_std, scores_of_probabilities
+from ser_train.protocols import Fold, Protocol
+from ser_train.robustness import TEST_VARIANTS
+from ser_train.sessions import DRAW, SESSION_KINDS, Session, draw_sessions, training_sessions
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +141,8 @@ class FoldModels:
     ) -> dict[str, np.ndarray]:
         """Each network's (n, n_labels) probabilities for test clips, adapted per stream in
         the order rng(order) draws: "stats", and "cnn" and "encoder" where trained."""
-        from train.cnn import predict_cnn
-        from train.model import predict
+        from ser_train.cnn import predict_cnn
+        from ser_train.model import predict
 
         parts = {
             "stats": predict(self.stats, adapted_test_set(features, streams, self.prior, order))
@@ -160,8 +160,8 @@ class FoldModels:
         """(sum of session lengths, n_labels) probabilities of the sessions' utterances, each
         session one live stream with a fresh history (train/sessions.py), every network's
         adaptation (statistics, log-mel centring, embeddings) simulated as live runs it."""
-        from train.cnn import predict_cnn_sessions
-        from train.model import predict
+        from ser_train.cnn import predict_cnn_sessions
+        from ser_train.model import predict
 
         rows = [s.rows for s in sessions]
         x = data.features[variant]
@@ -277,7 +277,7 @@ def train_fold(
     data: Dataset, fold: Fold, setup: Setup, on_epoch: Callable[[int], None] | None
 ) -> FoldModels:
     """Every network of the setup trained on `fold.train` rows."""
-    from train.cnn import fit_cnn
+    from ser_train.cnn import fit_cnn
 
     train = fold.train
     full_mask = setup.label_mask(data)
@@ -317,7 +317,7 @@ def fit_dense(
     """A dense network (train.model, `config`) over per-variant (n, dim) `inputs` (the
     statistics, or the encoder embeddings), trained on `train` rows: adapted per speaker as live,
     augmented, loss masked to each corpus's labels, corpora weighted as the setup says."""
-    from train.model import fit
+    from ser_train.model import fit
 
     prior = (
         AdaptationPrior.from_features(inputs["clean"][train], inputs=setup.inputs)

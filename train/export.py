@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from streamer.adaptation import AdaptationPrior, HistoryGate
-from streamer.bundle import (
+from ser.adaptation import AdaptationPrior, HistoryGate
+from ser.bundle import (
     ALONE_TFLITE_FILE,
     CNN_KERAS_FILE,
     CNN_TFLITE_FILE,
@@ -32,11 +32,11 @@ from streamer.bundle import (
     SPEECH_TFLITE_FILE,
     TFLITE_FILE,
 )
-from streamer.features import FEATURE_SPEC
-from streamer.labels import LABELS
-from train.dataset import Dataset
-from train.evaluate import Setup, train_fold
-from train.protocols import Fold
+from ser.features import FEATURE_SPEC
+from ser.labels import LABELS
+from ser_train.dataset import Dataset
+from ser_train.evaluate import Setup, train_fold
+from ser_train.protocols import Fold
 
 PACKAGES = ("numpy", "soundfile", "soxr", "tensorflow", "keras", "ai-edge-litert")
 
@@ -143,7 +143,7 @@ class FinalModels:
 
 def train_final(data: Dataset, setup: Setup, on_epoch: Callable[[int], None]) -> FinalModels:
     """Every network on every clip (adapted and augmented as in evaluation), ready to export."""
-    from train.model import for_export
+    from ser_train.model import for_export
 
     everything = np.ones(len(data.y), dtype=bool)
     trained = train_fold(data, Fold(0, (), everything, ~everything), setup, on_epoch)
@@ -168,7 +168,7 @@ def write_alone(
 ) -> dict[str, Any] | None:
     """Save the alone network as `alone.tflite` in `out` (no `.keras` copy: the bundle's size
     budget); returns the manifest's "alone" section, None without one (a stale file removed)."""
-    from train.model import to_tflite
+    from ser_train.model import to_tflite
 
     (out / ALONE_TFLITE_FILE).unlink(missing_ok=True)
     if model is None:
@@ -192,8 +192,8 @@ def train_final_alone(
 ) -> tuple[Any, bool]:
     """The alone network on every clip, ready to export, and whether it reads the encoder's
     embedding (when the setup has an encoder; else the statistics)."""
-    from train.evaluate import fit_dense
-    from train.model import for_export
+    from ser_train.evaluate import fit_dense
+    from ser_train.model import for_export
 
     alone = setup.alone_setup()
     reads_embedding = data.embeddings is not None and alone.head is not None
@@ -213,7 +213,7 @@ def train_final_alone(
 
 def write_speech_detector(out: Path, model: Any, record: dict[str, Any]) -> dict[str, Any]:
     """Save the detector's files into `out`; returns the manifest's "speech" section."""
-    from train.model import for_export, to_tflite
+    from ser_train.model import for_export, to_tflite
 
     exported = for_export(model)
     exported.save(out / SPEECH_KERAS_FILE)
@@ -240,7 +240,7 @@ def write_bundle(
     the encoder file the head was trained on (copied in, with its convert record); `gate`:
     the history gate the evaluation applied (live applies it too); `alone_calibration`: the
     alone network's (`calibrate_protocols(..., "_oof_alone")`)."""
-    from train.model import to_tflite
+    from ser_train.model import to_tflite
 
     config, cnn_config = setup.config, setup.cnn
     in_place = encoder is not None and encoder.resolve() == (out / ENCODER_FILE).resolve()
@@ -331,7 +331,7 @@ def write_bundle(
         "packages": package_versions(),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    from train.model_card import CARD, render
+    from ser_train.model_card import CARD, render
 
     (out / CARD).write_text(render(out))  # the model card, from the manifest just written
     return manifest
@@ -344,7 +344,7 @@ def write_encoder(
     (the encoder's source, licence and checksums from `<encoder>.json` when it exists)."""
     import shutil
 
-    from train.model import to_tflite
+    from ser_train.model import to_tflite
 
     if encoder.resolve() != (out / ENCODER_FILE).resolve():  # a retrain in place keeps it
         shutil.copyfile(encoder, out / ENCODER_FILE)
@@ -380,7 +380,7 @@ def update_speech_section(out: Path, speech: dict[str, Any]) -> None:
     manifest = json.loads(path.read_text())
     manifest["speech"] = speech
     path.write_text(json.dumps(manifest, indent=2) + "\n")
-    from train.model_card import CARD, render
+    from ser_train.model_card import CARD, render
 
     (out / CARD).write_text(render(out))
 

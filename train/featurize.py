@@ -19,10 +19,10 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from streamer.audio_io import AudioReadError, read_audio
-from streamer.features import FEATURE_SPEC, analyse
-from streamer.workers import exit_with_parent
-from train.robustness import make_variant
+from ser.audio_io import AudioReadError, read_audio
+from ser.features import FEATURE_SPEC, analyse
+from ser.workers import exit_with_parent
+from ser_train.robustness import make_variant
 
 logger = logging.getLogger(__name__)
 

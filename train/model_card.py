@@ -2,7 +2,7 @@
 cannot disagree: intended and out-of-scope use, data and licences, results per protocol and
 session kind, calibration, the speech detector, measured failure modes, costs, how to reproduce.
 
-    python -m train.model_card BUNDLE_DIR [BUNDLE_DIR ...] [--check]
+    python -m ser_train.model_card BUNDLE_DIR [BUNDLE_DIR ...] [--check]
 
 --check: exit 1 when a card differs from what its manifest says (the test suite runs it).
 """
@@ -73,8 +73,8 @@ def render(bundle: Path) -> str:
     lines = [
         f"# Model card: `{name}`",
         "",
-        f"Generated from `manifest.json` by `python -m train.model_card models/{name}`; the test "
-        "suite fails when the two disagree. Created "
+        f"Generated from `manifest.json` by `python -m ser_train.model_card models/{name}`; the "
+        "test suite fails when the two disagree. Created "
         f"{manifest.get('created', '?')}; {_size_mb(bundle):.1f} MB of LiteRT models; "
         f"labels: {', '.join(manifest['labels'])}, and `not_speech` from its speech detector.",
         "",
@@ -266,7 +266,7 @@ def render(bundle: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.model_card", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ser_train.model_card", description=__doc__)
     parser.add_argument("bundles", nargs="+", type=Path)
     parser.add_argument("--check", action="store_true", help="compare, do not write")
     args = parser.parse_args(argv)
@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if stale:
         print(
             f"model cards differ from their manifests: {', '.join(stale)}; run "
-            "python -m train.model_card " + " ".join(str(b) for b in args.bundles),
+            "python -m ser_train.model_card " + " ".join(str(b) for b in args.bundles),
             file=sys.stderr,
         )
         return 1

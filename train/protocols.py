@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from streamer.labels import LABELS
-from train.corpora import CORPORA, DataError
+from ser.labels import LABELS
+from ser_train.corpora import CORPORA, DataError
 
 SHARED_LABELS: tuple[str, ...] = ("neutral", "happy", "sad", "angry", "fearful", "surprised")
 MERGED = {"calm": "neutral"}  # scored as the label both corpora have

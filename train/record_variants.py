@@ -13,7 +13,7 @@ not bit-identical across CPUs): with `--rerun NOTE` such a run (same setup) is r
 the bundle's own scores, under each protocol's "rerun", with its own clean scores, so every
 variant reads against the clean score of the same folds, and NOTE saying where it ran.
 
-    python -m train.record_variants EVALUATION_JSON BUNDLE_DIR [--rerun NOTE]
+    python -m ser_train.record_variants EVALUATION_JSON BUNDLE_DIR [--rerun NOTE]
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def merge(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.record_variants", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ser_train.record_variants", description=__doc__)
     p.add_argument("evaluation", type=Path, help="evaluation.json of a ser-train --eval-only run")
     p.add_argument("bundle", type=Path, help="the bundle folder whose manifest gets the scores")
     p.add_argument(
@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"record_variants: error: {exc}", file=sys.stderr)
         return 2
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    from train.model_card import CARD, render
+    from ser_train.model_card import CARD, render
 
     (manifest_path.parent / CARD).write_text(render(manifest_path.parent))  # card follows
     kind = "a rerun's scores" if args.rerun else "variant scores"

@@ -37,10 +37,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy.signal import butter, fftconvolve, sosfiltfilt
 
-from streamer.audio_io import resample
-from streamer.config import VadConfig
-from streamer.messages import AudioBlock
-from streamer.segmenter import VadSegmenter
+from ser.audio_io import resample
+from ser.config import VadConfig
+from ser.messages import AudioBlock
+from ser.segmenter import VadSegmenter
 
 CHANNELS = ("telephone", "cheapmic", "clipped", "quiet")
 
@@ -276,7 +276,7 @@ def _fit(x: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]:
 
 
 def with_music(audio: npt.NDArray[np.float32], seed: int) -> npt.NDArray[np.float32]:
-    from train.nonspeech import _music
+    from ser_train.nonspeech import _music
 
     rng = np.random.default_rng([seed, 1])
     return mix_at(audio, _music(audio.size, rng), 5.0)
@@ -403,7 +403,7 @@ def broadcast(audio: npt.NDArray[np.float32], _seed: int) -> npt.NDArray[np.floa
 def far_field(audio: npt.NDArray[np.float32], seed: int) -> npt.NDArray[np.float32]:
     """RT60 900 ms with the reverberant tail 6 dB above the direct sound, pink noise 15 dB
     below the speech."""
-    from train.nonspeech import _coloured
+    from ser_train.nonspeech import _coloured
 
     rir = room_impulse_response(900.0, seed)
     rir[1:] *= 10 ** (6.0 / 20.0)

@@ -1,7 +1,7 @@
 """Score a finished bundle on a corpus, as `ser-live` would run it (LiteRT, causal per-speaker
 adaptation in a random utterance order): the check of a shipped model on voices it never heard.
 
-    python -m train.score_bundle --model default --data nemo=../shared/data/nemo [--json OUT]
+    python -m ser_train.score_bundle --model default --data nemo=../shared/data/nemo [--json OUT]
 
 Scored on the labels the bundle and the corpus share (calm counted as neutral when the corpus
 has no calm, as the cross-corpus protocol does); prints accuracy, UA, macro-F1, recall per label,
@@ -20,18 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from streamer.adaptation import GatedHistory, stream_orders
-from streamer.audio_io import read_audio
-from streamer.bundle import load_bundle, resolve_bundle_path
-from streamer.classifier import Classifier
-from streamer.encoder import ENCODER_SPEC
-from streamer.features import Analysis
-from streamer.labels import LABELS
-from train.corpora import CORPORA, DataError
-from train.dataset import Dataset, load_dataset
-from train.featurize import default_cache_dir
-from train.metrics import scores_of_probabilities
-from train.protocols import MERGED, SHARED_LABELS, to_label_space
+from ser.adaptation import GatedHistory, stream_orders
+from ser.audio_io import read_audio
+from ser.bundle import load_bundle, resolve_bundle_path
+from ser.classifier import Classifier
+from ser.encoder import ENCODER_SPEC
+from ser.features import Analysis
+from ser.labels import LABELS
+from ser_train.corpora import CORPORA, DataError
+from ser_train.dataset import Dataset, load_dataset
+from ser_train.featurize import default_cache_dir
+from ser_train.metrics import scores_of_probabilities
+from ser_train.protocols import MERGED, SHARED_LABELS, to_label_space
 
 
 def predict_corpus(clf: Classifier, data: Dataset, alone: bool, seed: int) -> np.ndarray:
@@ -72,7 +72,7 @@ def score(data: Dataset, probs: np.ndarray, labels: tuple[str, ...]) -> dict[str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.score_bundle", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ser_train.score_bundle", description=__doc__)
     p.add_argument("--model", default="default", help="bundle folder or shipped name")
     p.add_argument("--data", required=True, help="[NAME=]PATH of one corpus")
     p.add_argument("--cache-dir", type=Path, default=None)

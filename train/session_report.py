@@ -1,6 +1,6 @@
 """Session-kind tables from `ser-train` evaluations, as Markdown (for EXPERIMENTS.md/README).
 
-    python -m train.session_report EVALUATION.json [...]   (or a bundle's manifest.json)
+    python -m ser_train.session_report EVALUATION.json [...]   (or a bundle's manifest.json)
 
 One row per protocol and session kind: accuracy, unweighted accuracy, the same utterances each
 alone, and the change history makes (mean over folds), one column group per file.
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from train.sessions import SESSION_KINDS
+from ser_train.sessions import SESSION_KINDS
 
 
 def protocols_of(path: Path) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def table(paths: Sequence[Path]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.session_report", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ser_train.session_report", description=__doc__)
     p.add_argument("files", nargs="+", type=Path)
     args = p.parse_args(argv)
     print(table(args.files))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from streamer.labels import LABELS
+from ser.labels import LABELS
 
 SESSION_KINDS: tuple[str, ...] = (
     "balanced",

@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.features import FEATURE_SPEC, analyse
-from streamer.workers import exit_with_parent
-from train import nonspeech
-from train.corpora import CORPORA
-from train.dataset import Dataset
-from train.featurize import save_array
-from train.robustness import NATURAL_VARIANTS
+from ser.features import FEATURE_SPEC, analyse
+from ser.workers import exit_with_parent
+from ser_train import nonspeech
+from ser_train.corpora import CORPORA
+from ser_train.dataset import Dataset
+from ser_train.featurize import save_array
+from ser_train.robustness import NATURAL_VARIANTS
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """How often a bundle's speech detector refuses real speech in natural conditions, and accepts
 generated non-speech: the check of a finished detector as `ser-live` runs it (LiteRT).
 
-    python -m train.speech_check --model default --data ../shared/data/ravdess \\
+    python -m ser_train.speech_check --model default --data ../shared/data/ravdess \\
         --data ../shared/data/nemo [--json OUT]
 
 Speech: every clip of the corpora in each of train/robustness.py's NATURAL_VARIANTS (music,
@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from streamer.bundle import load_bundle, resolve_bundle_path
-from streamer.classifier import Classifier
-from train.corpora import DataError
-from train.dataset import load_dataset
-from train.featurize import default_cache_dir
-from train.robustness import NATURAL_VARIANTS
+from ser.bundle import load_bundle, resolve_bundle_path
+from ser.classifier import Classifier
+from ser_train.corpora import DataError
+from ser_train.dataset import load_dataset
+from ser_train.featurize import default_cache_dir
+from ser_train.robustness import NATURAL_VARIANTS
 
 
 def check(
@@ -46,7 +46,7 @@ def check(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.speech_check", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ser_train.speech_check", description=__doc__)
     p.add_argument("--model", default="default", help="bundle name or folder")
     p.add_argument("--data", action="append", required=True, help="a corpus folder (repeat)")
     p.add_argument("--workers", type=int, default=2)
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataError as exc:
         print(f"speech_check: error: {exc}", file=sys.stderr)
         return 2
-    from train import speech
+    from ser_train import speech
 
     clf = Classifier(bundle)
     threshold = bundle.speech.threshold

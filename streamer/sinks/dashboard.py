@@ -11,8 +11,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from streamer.labels import COLOURS, letter
-from streamer.state import BrokerStatus, LiveState
+from ser.labels import COLOURS, letter
+from ser.state import BrokerStatus, LiveState
 
 _BAR_WIDTH = 30
 _LEVEL_FLOOR_DB = -60.0

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from streamer.messages import Result
+from ser.messages import Result
 
 logger = logging.getLogger(__name__)
 

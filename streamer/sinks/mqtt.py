@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamer.config import ConfigError, MqttConfig, check_topic_segment
-from streamer.messages import Result
-from streamer.state import BrokerStatus, LiveState
+from ser.config import ConfigError, MqttConfig, check_topic_segment
+from ser.messages import Result
+from ser.state import BrokerStatus, LiveState
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from train.corpora.base import Clip, Corpus, DataError, Scan
-from train.corpora.nemo import NEMO
-from train.corpora.ravdess import RAVDESS
+from ser_train.corpora.base import Clip, Corpus, DataError, Scan
+from ser_train.corpora.nemo import NEMO
+from ser_train.corpora.ravdess import RAVDESS
 
 __all__ = [
     "CORPORA",

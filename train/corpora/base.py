@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamer.labels import LABELS
+from ser.labels import LABELS
 
 
 class DataError(Exception):

@@ -14,8 +14,8 @@ import logging
 import re
 from pathlib import Path
 
-from streamer.audio_io import list_audio_files
-from train.corpora.base import Clip, Corpus, DataError, Scan
+from ser.audio_io import list_audio_files
+from ser_train.corpora.base import Clip, Corpus, DataError, Scan
 
 logger = logging.getLogger(__name__)
 

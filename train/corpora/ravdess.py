@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamer.audio_io import list_audio_files
-from streamer.labels import LABELS
-from train.corpora.base import Clip, Corpus, DataError, Scan
+from ser.audio_io import list_audio_files
+from ser.labels import LABELS
+from ser_train.corpora.base import Clip, Corpus, DataError, Scan
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Released Whisper weights -> the bundle's `encoder.tflite`, checked against CTranslate2.
 
-    python -m train.encoder.convert --out models/default/encoder.tflite [--weights DIR]
+    python -m ser_train.encoder.convert --out models/default/encoder.tflite [--weights DIR]
         [--quantize float16|int8|none] [--check AUDIO ...]
 
 `--weights` is a CTranslate2 Whisper directory (`model.bin`); without it the weights come from
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.encoder import ENCODER_SPEC, whisper_log_mel
+from ser.encoder import ENCODER_SPEC, whisper_log_mel
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +111,8 @@ def convert(
     model_dir: Path, out: Path, quantize: str, check_audio: list[npt.NDArray[np.float32]]
 ) -> dict[str, Any]:
     """Write `out` (the pooled encoder as TFLite) and `<out>.json`; returns that record."""
-    from train.encoder.ct2 import read_model
-    from train.encoder.whisper import build_frames, build_pooled, load_ct2_weights, to_tflite
+    from ser_train.encoder.ct2 import read_model
+    from ser_train.encoder.whisper import build_frames, build_pooled, load_ct2_weights, to_tflite
 
     ct2 = read_model(model_dir / "model.bin", prefix="encoder/")
     if ct2.spec_name != "WhisperSpec":
@@ -141,14 +141,16 @@ def convert(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.encoder.convert", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m ser_train.encoder.convert", description=__doc__
+    )
     parser.add_argument("--out", type=Path, required=True, help="the .tflite file to write")
     parser.add_argument("--weights", type=Path, help="a CTranslate2 Whisper model directory")
     parser.add_argument("--quantize", choices=("float16", "int8", "none"), default="float16")
     parser.add_argument("--check", type=Path, nargs="*", default=[], help="audio files")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from streamer.audio_io import AudioReadError, read_audio
+    from ser.audio_io import AudioReadError, read_audio
 
     try:
         audio = [read_audio(p, ENCODER_SPEC.sample_rate) for p in args.check]

@@ -1,6 +1,6 @@
 """Choose the encoder's layers: a linear probe per layer (or set of layers) on every protocol.
 
-    python -m train.encoder.probe --encoder FILE --data DIR [--data DIR] \\
+    python -m ser_train.encoder.probe --encoder FILE --data DIR [--data DIR] \\
         [--layers 6,4,3,2,2+3] [--c 0.05] [--cache-dir DIR] [--workers N]
 
 Each clip's pooled statistics of the named layers (concatenated for "2+3"), z-normalised per
@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from streamer.labels import LABELS
-from train.corpora import DataError
-from train.dataset import EncoderChoice, load_dataset
-from train.featurize import default_cache_dir
-from train.protocols import PROTOCOLS, Protocol
+from ser.labels import LABELS
+from ser_train.corpora import DataError
+from ser_train.dataset import EncoderChoice, load_dataset
+from ser_train.featurize import default_cache_dir
+from ser_train.protocols import PROTOCOLS, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def probe(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m train.encoder.probe", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ser_train.encoder.probe", description=__doc__)
     p.add_argument("--encoder", type=Path, required=True)
     p.add_argument("--data", action="append", required=True)
     p.add_argument("--layers", default="6,5,4,3,2,1,0,2+3")

@@ -1,6 +1,6 @@
 """Does the encoder need Whisper's 30 s padding? Pooled statistics of trimmed against padded input.
 
-    python -m train.encoder.trim_check [--weights DIR] [--per-folder N] PATH [PATH ...]
+    python -m ser_train.encoder.trim_check [--weights DIR] [--per-folder N] PATH [PATH ...]
 
 Whisper was trained on 30 s windows; ser runs each utterance's own frames (a tenth of the
 compute for a 3 s utterance), which changes what attention sees. For each clip (PATH: an audio
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.encoder import ENCODER_SPEC, EncoderSpec, whisper_log_mel
+from ser.encoder import ENCODER_SPEC, EncoderSpec, whisper_log_mel
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def build_hidden(config: Any = None) -> Any:
     """(log_mel (B, T, 80), frames (B,)) -> [layer 0 .. blocks] hidden states, each (B, T', W)."""
     import keras
 
-    from train.encoder.whisper import BASE, _layers
+    from ser_train.encoder.whisper import BASE, _layers
 
     inputs, _, hidden = _layers(config or BASE)
     return keras.Model(inputs, hidden, name="whisper_encoder_hidden")
@@ -90,12 +90,12 @@ def select_files(paths: Sequence[Path], per_folder: int) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from streamer.audio_io import AudioReadError, read_audio
-    from train.encoder.convert import WeightsError, joined_wheel_model
-    from train.encoder.ct2 import Ct2FormatError, read_model
-    from train.encoder.whisper import load_ct2_weights
+    from ser.audio_io import AudioReadError, read_audio
+    from ser_train.encoder.convert import WeightsError, joined_wheel_model
+    from ser_train.encoder.ct2 import Ct2FormatError, read_model
+    from ser_train.encoder.whisper import load_ct2_weights
 
-    p = argparse.ArgumentParser(prog="python -m train.encoder.trim_check", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m ser_train.encoder.trim_check", description=__doc__)
     p.add_argument("paths", type=Path, nargs="+", help="audio files or folders")
     p.add_argument("--per-folder", type=int, default=24, help="clips taken from each folder")
     p.add_argument("--weights", type=Path, default=None, help="a CTranslate2 Whisper directory")
