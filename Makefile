@@ -16,9 +16,9 @@ lint: setup
 # cores with AVX-512 VNNI, then about 20 min for the detector's 21 audio variants)
 RAVDESS := ../shared/data/ravdess
 NEMO := ../shared/data/nemo
-ENCODER := build/whisper-base-int8.tflite
+ENCODER := build/whisper-base-int8-3.tflite
 train: setup
-	.venv/bin/python -m ser_train.encoder.convert --out $(ENCODER) --quantize int8 \
+	.venv/bin/python -m ser_train.encoder.convert --out $(ENCODER) --quantize int8 --blocks 3 \
 		--check $(RAVDESS)/Actor_01/03-01-05-01-01-01-01.flac
 	.venv/bin/ser-train --data $(RAVDESS) --data $(NEMO) --encoder $(ENCODER) --encoder-layers 2,3 \
 		--combine geometric --no-robustness --no-speech-detector --out models/default

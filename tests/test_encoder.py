@@ -183,6 +183,26 @@ def test_tflite_encoder_matches_keras_and_pools_long_input(small_encoder):
         encoder.embed([np.zeros((0, 80), np.float32)])
 
 
+def test_a_trimmed_encoder_has_the_whole_ones_first_layers(small_encoder):
+    """`convert --blocks N`: the first N blocks and no final LayerNorm (it belongs to the last
+    block), so each kept layer is the whole encoder's; the shipped default keeps 3 of 6."""
+    from ser_train.encoder.whisper import WhisperEncoderConfig, build_pooled
+
+    pooled, _, _, _ = small_encoder
+    config = WhisperEncoderConfig(**SMALL)
+    trimmed = build_pooled(config, blocks=config.blocks - 1)
+    for layer in trimmed.layers:
+        if layer.weights:
+            layer.set_weights(pooled.get_layer(layer.name).get_weights())
+    mel = whisper_log_mel(_speech_like(1.7, 3))
+    inputs = [mel[None], np.array([len(mel)], np.int32)]
+    got, whole = trimmed.predict(inputs, verbose=0)[0], pooled.predict(inputs, verbose=0)[0]
+    assert got.shape == (config.blocks, 2 * config.width)  # the stem + blocks - 1
+    np.testing.assert_allclose(got, whole[: config.blocks], atol=1e-6)
+    with pytest.raises(ValueError, match="blocks"):
+        build_pooled(config, blocks=0)
+
+
 def test_encoder_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "encoder.tflite"
     bad.write_bytes(b"not a flatbuffer")

@@ -114,6 +114,7 @@ def test_variants_of_the_same_folds_are_recorded(bundle, tmp_path, capsys):
         (lambda r: r["training"].update(inputs="raw+z+history"), "adaptation inputs"),
         (lambda r: r["training"].update(concentration=0.3), "emotion mix"),
         (lambda r: r["training"]["encoder"].update(layers=[3]), "encoder layers"),
+        (lambda r: r["training"]["encoder"].update(sha256="0" * 64), "encoder file"),
     ],
 )
 def test_another_run_is_refused_and_nothing_written(bundle, tmp_path, capsys, change, message):
@@ -148,3 +149,16 @@ def test_a_rerun_elsewhere_is_recorded_beside_the_bundles_scores(bundle, tmp_pat
     run["training"]["combine"] = "mean"
     path.write_text(json.dumps(run))
     assert main([str(path), str(bundle), "--rerun", "x"]) == 2
+
+
+def test_a_run_with_the_whole_encoder_counts_for_its_trimmed_copy(bundle, tmp_path):
+    """The shipped encoder keeps 3 of Whisper-base's 6 blocks; its manifest names the whole
+    file it reproduces bit for bit, whose runs are this bundle's."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    whole = manifest["encoder"]["source"]["same_values_as"]["sha256"]
+    assert whole != manifest["encoder"]["sha256"] and manifest["encoder"]["source"]["blocks"] == 3
+    run = _run_of(manifest)
+    run["training"]["encoder"]["sha256"] = whole
+    path = tmp_path / "evaluation.json"
+    path.write_text(json.dumps(run))
+    assert main([str(path), str(bundle)]) == 0

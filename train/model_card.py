@@ -25,8 +25,9 @@ REPRODUCE = {
     "small": "make train-small  # about 1 h 40 min on 2 CPU cores (Makefile)",
 }
 COSTS = {
-    "default": "`ser-live` 227 MB RSS in all; the encoder 4-31 ms of one core per second of "
-    "speech; `ser-serve` about 100-150 real-time streams per 2 cores (BENCHMARKS.md)",
+    "default": "`ser-live` 211 MB RSS in all; the encoder (3 of Whisper-base's 6 blocks) 5 ms "
+    "of one core per second of speech with AVX-512 VNNI; `ser-serve` 150 real-time streams per "
+    "2 cores at p95 <= 500 ms, not 200 (BENCHMARKS.md)",
     "small": "`ser-live` 156 MB RSS in all; about 1.7 ms per utterance for the networks; "
     "`ser-serve` at least 200 real-time streams per 2 cores (BENCHMARKS.md)",
 }

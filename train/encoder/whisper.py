@@ -43,8 +43,13 @@ class WhisperEncoderConfig:
 BASE = WhisperEncoderConfig()
 
 
-def _layers(config: WhisperEncoderConfig) -> tuple[Any, Any, list[Any]]:
-    """The model's inputs and its per-layer hidden states (B, T', W) plus the T' mask."""
+def _layers(config: WhisperEncoderConfig, blocks: int | None = None) -> tuple[Any, Any, list[Any]]:
+    """The model's inputs and its per-layer hidden states (B, T', W) plus the T' mask. `blocks`
+    < config.blocks: only the first `blocks` blocks, and no final LayerNorm (it belongs to the
+    last block's output), so every kept layer has the full model's value."""
+    kept = config.blocks if blocks is None else blocks
+    if not 1 <= kept <= config.blocks:
+        raise ValueError(f"blocks must be 1..{config.blocks}, not {blocks}")
     import keras
     from keras import ops
 
@@ -111,7 +116,7 @@ def _layers(config: WhisperEncoderConfig) -> tuple[Any, Any, list[Any]]:
     mask = FrameMask(name="mask")(out_frames, x)
     hidden = [x]
     eps = config.layer_norm_eps
-    for i in range(config.blocks):
+    for i in range(kept):
         h = keras.layers.LayerNormalization(epsilon=eps, name=f"block{i}_attn_ln")(x)
         h = keras.layers.Dense(3 * config.width, name=f"block{i}_qkv")(h)
         h = MaskedSelfAttention(name=f"block{i}_attn")(h, mask)
@@ -121,17 +126,20 @@ def _layers(config: WhisperEncoderConfig) -> tuple[Any, Any, list[Any]]:
         h = keras.layers.Activation(lambda z: keras.activations.gelu(z, approximate=False))(h)
         x = x + keras.layers.Dense(config.width, name=f"block{i}_fc2")(h)
         hidden.append(x)
-    hidden[-1] = keras.layers.LayerNormalization(epsilon=eps, name="ln_post")(x)
+    if kept == config.blocks:
+        hidden[-1] = keras.layers.LayerNormalization(epsilon=eps, name="ln_post")(x)
     return (mel, frames), mask, hidden
 
 
-def build_pooled(config: WhisperEncoderConfig = BASE) -> Any:
-    """(log_mel (B, T, 80), frames (B,)) -> (B, blocks + 1, 2 W): per layer, the mean then the
-    standard deviation over each row's valid output frames."""
+def build_pooled(config: WhisperEncoderConfig = BASE, blocks: int | None = None) -> Any:
+    """(log_mel (B, T, 80), frames (B,)) -> (B, blocks + 1, 2 W): per layer (the stem, then
+    each block), the mean then the standard deviation over each row's valid output frames.
+    `blocks`: keep only the first ones (a bundle that reads layers 2 and 3 needs 3 of 6: half
+    the compute, the same values)."""
     import keras
     from keras import ops
 
-    inputs, mask, hidden = _layers(config)
+    inputs, mask, hidden = _layers(config, blocks)
 
     @keras.saving.register_keras_serializable(package="ser")
     class MaskedStats(keras.layers.Layer):  # type: ignore[misc]
@@ -184,7 +192,8 @@ def load_ct2_weights(model: Any, variables: dict[str, npt.NDArray[Any]]) -> None
         norm(f"block{i}_mlp_ln", f"{prefix}/ffn/layer_norm")
         dense(f"block{i}_fc1", f"{prefix}/ffn/linear_0")
         dense(f"block{i}_fc2", f"{prefix}/ffn/linear_1")
-    norm("ln_post", "layer_norm")
+    if any(layer.name == "ln_post" for layer in model.layers):  # not in a trimmed encoder
+        norm("ln_post", "layer_norm")
 
 
 def to_tflite(model: Any, quantize: str = "float16") -> bytes:
