@@ -331,9 +331,10 @@ def idle_cost(n: int, workers: int) -> tuple[float, float]:
             await ws.close()
         return after
 
-    after = asyncio.run(hold())
-    server.terminate()
-    server.wait(timeout=30)
+    try:
+        after = asyncio.run(hold())
+    finally:
+        _stop(server)
     return before, after
 
 
@@ -341,6 +342,13 @@ def thin_vs_full(data: Path) -> list[tuple[str, float, float]]:
     clip = sorted((data / "Actor_01").glob("*.flac"))[0]
     port = free_port()
     server = start_server(port, 1)
+    try:
+        return _thin_vs_full(clip, port)
+    finally:
+        _stop(server)
+
+
+def _thin_vs_full(clip: Path, port: int) -> list[tuple[str, float, float]]:
     rows = []
     for label, args in (
         ("ser-live (full: model + feature worker)", ["--no-mqtt"]),
@@ -365,8 +373,6 @@ def thin_vs_full(data: Path) -> list[tuple[str, float, float]]:
             starts.append(start_s)
             peaks.append(peak.stop())
         rows.append((label, statistics.median(starts), max(peaks)))
-    server.terminate()
-    server.wait(timeout=30)
     return rows
 
 
