@@ -3,10 +3,12 @@
 For each encoder file: load time and RSS of a fresh process that imports only
 `ser.encoder` and loads the file, then ms of encoder per second of audio on real RAVDESS
 clips (trimmed to their own length, one clip per call and batches of 8), and Whisper's log-mel
-cost.
+cost. Every file after the first is also compared with the first on the layers both have (one
+clip per call, plus one input of over 30 s, which runs as chunks): a trimmed encoder
+(`convert --blocks N`) must give the whole one's layers 0..N bit for bit.
 
 Usage: .venv/bin/python benchmarks/encoder.py ENCODER.tflite [...] [--data ../shared/data/ravdess]
-        [--clips 60]
+        [--data DIR ...] [--clips 60]   (--clips per --data folder)
 Prints a Markdown table; BENCHMARKS.md records the output. Make the encoder files with
 `python -m ser_train.encoder.convert --quantize float16|int8|none --out FILE`. RSS is the fresh
 process's peak (VmHWM).
@@ -47,23 +49,30 @@ def fresh_process(path: Path) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("encoders", type=Path, nargs="+")
-    p.add_argument("--data", type=Path, default=Path("../shared/data/ravdess"))
+    p.add_argument("--data", type=Path, action="append", help="repeatable (default: RAVDESS)")
     p.add_argument("--clips", type=int, default=60)
     args = p.parse_args()
+
+    import numpy as np
 
     from ser.audio_io import read_audio
     from ser.encoder import Encoder, whisper_log_mel
 
-    files = sorted(args.data.rglob("*.flac"))[:: max(1, 1440 // args.clips)][: args.clips]
+    files = []
+    for folder in args.data or [Path("../shared/data/ravdess")]:
+        found = sorted(folder.rglob("*.flac"))
+        files += found[:: max(1, len(found) // args.clips)][: args.clips]
     audio = [read_audio(f, 16_000) for f in files]
     seconds = sum(len(a) for a in audio) / 16_000
     t = time.perf_counter()
     mels = [whisper_log_mel(a) for a in audio]
     mel_ms = 1000 * (time.perf_counter() - t) / seconds
+    long = whisper_log_mel(np.concatenate(audio[:12]))  # over 30 s: chunked
     print(
-        f"{len(files)} RAVDESS clips, {seconds:.0f} s of audio; Whisper log-mel "
+        f"{len(files)} clips, {seconds:.0f} s of audio; Whisper log-mel "
         f"{mel_ms:.2f} ms per s of audio\n"
     )
+    outputs = []
     print(
         "| encoder file | MB | process start + first call (s) | RSS (MB) | "
         "ms per s of audio, 1 clip/call | batches of 8 |"
@@ -74,9 +83,9 @@ def main() -> None:
         encoder = Encoder(path, num_threads=1)
         encoder.embed(mels[:2])
         t = time.perf_counter()
-        for mel in mels:
-            encoder.embed([mel])
+        pooled = [encoder.embed([mel])[0] for mel in mels]
         single = 1000 * (time.perf_counter() - t) / seconds
+        outputs.append((path, [*pooled, encoder.embed([long])[0]]))
         t = time.perf_counter()
         for i in range(0, len(mels), 8):
             encoder.embed(mels[i : i + 8])
@@ -84,6 +93,16 @@ def main() -> None:
         print(
             f"| {path.name} | {path.stat().st_size / 1e6:.1f} | {fresh['start_s']:.2f} | "
             f"{fresh['rss_mb']:.0f} | {single:.1f} | {batched:.1f} |"
+        )
+    (first, reference), *others = outputs
+    for path, got in others:
+        n = min(len(got[0]), len(reference[0]))  # the layers both files have
+        same = sum(np.array_equal(a[:n], b[:n]) for a, b in zip(got, reference, strict=True))
+        worst = max(float(np.abs(a[:n] - b[:n]).max()) for a, b in zip(got, reference, strict=True))
+        print(
+            f"\n{path.name} against {first.name}, layers 0-{n - 1}: identical on {same} of "
+            f"{len(got)} inputs ({long.shape[0] / 100:.0f} s one of them), largest difference "
+            f"{worst:.3g}"
         )
 
 

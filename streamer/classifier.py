@@ -90,15 +90,10 @@ class SpeakerAdapter:
         history gate weighs against `push`'s. For a bundle with an alone network, the unadapted
         views it reads (`alone` set); else adapted as a stream's first."""
         if self._has_alone:
-            if self._encoder and analysis.embedding is None:
-                raise ValueError(
-                    "this bundle has an encoder: its input needs the encoder's embedding "
-                    "(FeatureWorkers(encoder=bundle.encoder) or Classifier.analyse)"
-                )
             return ModelInput(
                 analysis.vector,
                 analysis.log_mel if self._log_mel else None,
-                analysis.embedding if self._encoder else None,
+                self._embedding_of(analysis),
                 alone=True,
             )
         inputs = self._push(_ALONE, analysis)
@@ -112,17 +107,21 @@ class SpeakerAdapter:
         log_mel = analysis.log_mel if self._log_mel else None
         if log_mel is not None and self._centring is not None:
             log_mel = self._centring.push(stream, log_mel)
+        embedding = self._embedding_of(analysis)
+        if embedding is not None and self._embedding is not None:
+            embedding = self._embedding.push(stream, embedding)
+        return ModelInput(features, log_mel, embedding)
+
+    def _embedding_of(self, analysis: Analysis) -> npt.NDArray[np.float32] | None:
+        """The unadapted embedding an encoder bundle reads (None without an encoder)."""
         if not self._encoder:
-            return ModelInput(features, log_mel)
-        embedding = analysis.embedding
-        if embedding is None:
+            return None
+        if analysis.embedding is None:
             raise ValueError(
                 "this bundle has an encoder: its input needs the encoder's embedding "
                 "(FeatureWorkers(encoder=bundle.encoder) or Classifier.analyse)"
             )
-        if self._embedding is not None:
-            embedding = self._embedding.push(stream, embedding)
-        return ModelInput(features, log_mel, embedding)
+        return analysis.embedding
 
 
 class _Model:
