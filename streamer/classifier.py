@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ser.adaptation import AdaptiveCentering, AdaptiveNormalizer
+from ser.adaptation import AdaptiveCentering, AdaptiveNormalizer, mix_geometric
 from ser.bundle import Bundle, BundleError, EncoderSection, load_bundle
 from ser.encoder import Encoder, UtteranceEncoder
+from ser.familiar import Familiarity, load_familiarity
 from ser.features import FEATURE_SPEC, Analysis, log_mel_windows
 from ser.native_log import NativeStderrFilter
 from ser.scoring import apply_temperature, combine
@@ -40,6 +41,9 @@ class ModelInput:
     embedding: npt.NDArray[np.float32] | None = None
     # True: unadapted inputs, for the bundle's alone network (`SpeakerAdapter.alone`)
     alone: bool = False
+    # with `alone`: the same utterance adapted as a stream's first, for the speaker-adapted
+    # networks' share of its alone reading (None: the alone network's reading stands alone)
+    first: ModelInput | None = None
 
 
 _ALONE = object()  # the stream key of `SpeakerAdapter.alone`'s throwaway state
@@ -53,7 +57,12 @@ class SpeakerAdapter:
         """`history` False: every utterance is read alone (`alone`; no memory kept;
         `pipeline.adaptation = "off"`)."""
         self._history = history
-        self._has_alone = bundle.alone is not None
+        spec = bundle.alone
+        self._has_alone = spec is not None
+        # the speaker-adapted networks share the alone reading (see Classifier._predict_alone)
+        self._alone_mixes = spec is not None and (
+            spec.weight < 1.0 or spec.familiar_path is not None
+        )
         prior, cnn = bundle.adaptation, bundle.cnn
         self._normalizer = AdaptiveNormalizer(prior) if prior is not None else None
         self._centring = (
@@ -89,16 +98,20 @@ class SpeakerAdapter:
         """The utterance's model input with no history (nothing kept): the reading the bundle's
         history gate weighs against `push`'s. For a bundle with an alone network, the unadapted
         views it reads (`alone` set); else adapted as a stream's first."""
+        first = None
+        if not self._has_alone or self._alone_mixes:
+            first = self._push(_ALONE, analysis)
+            self.reset(_ALONE)
         if self._has_alone:
             return ModelInput(
                 analysis.vector,
                 analysis.log_mel if self._log_mel else None,
                 self._embedding_of(analysis),
                 alone=True,
+                first=first,
             )
-        inputs = self._push(_ALONE, analysis)
-        self.reset(_ALONE)
-        return inputs
+        assert first is not None
+        return first
 
     def _push(self, stream: Hashable, analysis: Analysis) -> ModelInput:
         features = analysis.vector
@@ -182,7 +195,19 @@ class Classifier:
         self._alone: _Model | None = None
         self._alone_reads_embedding = False
         self._alone_temperature = 1.0
+        self._alone_weight = 1.0
+        self._familiarity: Familiarity | None = None
         if alone is not None:
+            self._alone_weight = alone.weight
+            if alone.familiar_path is not None:
+                try:
+                    self._familiarity = load_familiarity(
+                        alone.familiar_path, alone.familiar_threshold, alone.weight
+                    )
+                except (OSError, ValueError, KeyError) as exc:
+                    raise BundleError(
+                        f"{alone.familiar_path}: unreadable ({exc}); retrain the bundle"
+                    ) from exc
             self._alone = _Model(alone.tflite_path, n_labels, num_threads)
             self._alone_reads_embedding = alone.reads_embedding
             self._alone_temperature = alone.temperature
@@ -313,7 +338,23 @@ class Classifier:
             x = np.asarray(inputs.embedding, dtype=np.float32)
         probs = self._alone.run(x)
         t = self._alone_temperature
-        return apply_temperature(probs, t) if t != 1.0 else probs
+        probs = apply_temperature(probs, t) if t != 1.0 else probs
+        weight = self.alone_weight(inputs.embedding)
+        if weight >= 1.0:
+            return probs
+        if inputs.first is None:
+            raise ValueError("this bundle's alone reading needs the utterance adapted as a first")
+        adapted = self._predict_one(inputs.first)
+        return adapted if weight <= 0.0 else mix_geometric(probs, adapted, weight)
+
+    def alone_weight(self, embedding: npt.ArrayLike | None) -> float:
+        """The alone network's share of an utterance's alone reading: the bundle's weight,
+        where its familiarity finds the (unadapted) embedding familiar; else 0."""
+        if self._familiarity is None:
+            return self._alone_weight
+        if embedding is None:
+            raise ValueError("this bundle judges familiar recordings on the encoder's embedding")
+        return float(self._familiarity.alone_weight(embedding))
 
     def probabilities(self, audio: npt.ArrayLike, sample_rate: int) -> dict[str, float]:
         """One utterance (mono, shape (n,)) -> {label: probability} in the bundle's label order."""

@@ -67,8 +67,9 @@ class PipelineConfig:
     adaptation: str = "speaker"
     """"speaker": each utterance is read beside the same speaker's earlier ones, as far as the
     bundle's history gate trusts them (a held mood is not erased; a new speaker: `reset` on
-    ser-serve, the r key on the dashboard); "always": the history without the gate (best on
-    sessions that mix every emotion, as acted corpora do; erases a held mood); "off": every
+    ser-serve, the r key on the dashboard); "always": the history without the gate, every
+    utterance read by the speaker-adapted networks, a first one too (best on sessions that mix
+    every emotion, as acted corpora do; erases a held mood); "off": every
     utterance stands on its own, as the bundle's "first" session scores."""
     adaptation_scope: str = "source"
     """Speaker adaptation history: "source" (each file / stream / microphone session) or "run"

@@ -34,7 +34,13 @@ from ser.classifier import Classifier
 from ser.workers import FeatureWorkers
 clf = Classifier.from_dir(Path(sys.argv[1]))
 clips = [sf.read(path, dtype="int16") for path in sys.argv[2:]]
-probs = [clf.probabilities(*clip) for clip in clips]
+analyses = [clf.analyse(*clip) for clip in clips]
+labelled = lambda p: dict(zip(clf.bundle.labels, map(float, p)))
+# a fresh stream's first utterance through the speaker-adapted networks
+probs = [labelled(clf.predict(clf.adapter().push(0, a))) for a in analyses]
+alone = [clf.probabilities(*clip) for clip in clips]  # the utterance alone, as the API reads it
+weights = [clf.alone_weight(a.embedding) if clf.has_alone_networks else None for a in analyses]
+embeddings = [a.embedding.tolist() if a.embedding is not None else None for a in analyses]
 
 async def in_workers():  # the live path: a feature worker process runs the encoder
     workers = FeatureWorkers(1, encoder=clf.bundle.encoder)
@@ -50,7 +56,8 @@ async def in_workers():  # the live path: a feature worker process runs the enco
 
 workers = asyncio.run(in_workers())
 heavy = sorted(m for m in ("tensorflow", "keras", "ctranslate2", "torch") if m in sys.modules)
-print(json.dumps({"probs": probs, "workers": workers, "heavy": heavy}))
+print(json.dumps({"probs": probs, "workers": workers, "heavy": heavy, "alone": alone,
+                  "weights": weights, "embeddings": embeddings}))
 """
 
 
@@ -74,9 +81,19 @@ def test_small_manifest_records_protocol_scores_and_spec():
     assert bundle.labels == LABELS
     assert m["feature_spec"] == FEATURE_SPEC.to_dict()
     ev = m["evaluation"]
-    assert ev["protocol"] == "ravdess-emobox-6fold-speaker-independent"
-    assert ev["folds_evaluated"] == 6 and len(ev["per_fold"]) == 6
+    assert ev["protocol"] == "ravdess" and list(ev["protocols"]) == ["ravdess"]
+    assert ev["folds_evaluated"] == 6 and len(ev["protocols"]["ravdess"]["per_fold"]) == 6
     assert m["training"]["n_clips"] == 1440
+    # the history gate, as `default`'s (a CNN's sessions simulated with its log-mel centring):
+    # no kind of session more than 1 point below the same utterances alone
+    gate = bundle.history_gate
+    assert gate is not None and (gate.low, gate.high, gate.warmup) == (4.0, 8.0, 2.0)
+    sessions = ev["summary"]["sessions"]
+    assert set(sessions) == set(SESSION_KINDS)
+    for kind, scores in sessions.items():
+        assert scores["change"]["mean"] >= -0.010, kind
+    assert sessions["balanced"]["change"]["mean"] >= 0.02
+    assert ev["summary"]["ungated_accuracy"]["mean"] >= ev["summary"]["accuracy"]["mean"]
     assert bundle.accuracy is not None and bundle.accuracy >= 0.50
     assert (SMALL_MODEL / "model.tflite").stat().st_size < 5_000_000
     # speaker adaptation, calibration and robustness are recorded with the scores
@@ -86,8 +103,14 @@ def test_small_manifest_records_protocol_scores_and_spec():
     # the issue's goal (pooled over all out-of-fold predictions), floors recorded beside it
     assert calibration["ece_after_pooled"] <= 0.05
     assert 0 < calibration["ece_floor_pooled"] < calibration["ece_floor"]["mean"]
+    # its NLL-fitted temperature raised the held-out ECE (0.036 -> 0.055), so none is applied
+    assert bundle.temperature == 1.0 and "not applied" in calibration["method"]
+    assert calibration["ece_fitted_pooled"] > calibration["ece_before_pooled"]
     variants = ev["summary"]["variant_accuracy"]
-    assert set(variants) == {"vad", "snr20", "snr10", "reverb500", "first_utterance"}
+    assert set(variants) == {
+        *("vad", "snr20", "snr10", "reverb500", "telephone", "cheapmic", "clipped", "quiet"),
+        "first_utterance",
+    }
     # the best measured recipe: statistics network + log-mel CNN, each scored on its own too
     assert bundle.cnn is not None and bundle.cnn.frames == 300
     assert bundle.cnn.centring is not None and bundle.cnn.centring.mean.shape == (40,)
@@ -144,8 +167,9 @@ def test_small_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess, tmp
         assert clf.speech_probability(vector) == pytest.approx(expected, abs=1e-4)
 
 
-# models/small scored on nEMO, a corpus it never heard (EXPERIMENTS.md row 18; `python -m
-# ser_train.score_bundle --model small --data ../shared/data/nemo`): the cross-corpus bar
+# models/small scored on nEMO, a corpus it never heard (`python -m ser_train.score_bundle
+# --model small --data nemo=../shared/data/nemo`): 0.275 with its gate since 2026-12-06, 0.365
+# for the bundle before it (EXPERIMENTS.md row 18), the bar kept for the comparison below
 SMALL_ON_NEMO = 0.365
 
 
@@ -217,11 +241,31 @@ def test_default_manifest_records_encoder_source_protocols_and_scores():
         # conversation mixes emotions
         for kind, scores in sessions.items():
             assert scores["change"]["mean"] >= -0.010, (name, kind)
-        assert sessions["balanced"]["change"]["mean"] >= 0.05, name
-        assert sessions["switch"]["change"]["mean"] >= 0.04, name
+        # (less than before the familiar alone network: the alone reading it is measured
+        # against rose 6-8 points in-corpus; balanced +4.2 nEMO, switch +1.9 RAVDESS)
+        assert sessions["balanced"]["change"]["mean"] >= 0.04, name
+        assert sessions["switch"]["change"]["mean"] >= 0.015, name
         # the networks' own (ungated) score stays recorded beside the gated headline
         assert protocol["summary"]["ungated_accuracy"]["mean"] > 0.4, name
     assert protocols["ravdess"]["summary"]["accuracy"]["mean"] >= 0.77  # the trade's floor
+    # a stream's first utterance (>= 72 % on RAVDESS's folds): the alone network over the
+    # unadapted embedding has its share only where the recording is familiar (ser/familiar.py,
+    # fitted on each fold's training clips): new speakers of the corpora it learned, never
+    # the other corpus, where the speaker-adapted networks' reading stands alone
+    first = {n: p["summary"]["sessions"]["first"]["accuracy"]["mean"] for n, p in protocols.items()}
+    share = {n: p["summary"]["alone_share"]["mean"] for n, p in protocols.items()}
+    adapted = {
+        n: p["summary"]["variant_accuracy"]["first_adapted"]["mean"] for n, p in protocols.items()
+    }
+    assert first["ravdess"] >= 0.72 and first["nemo"] >= adapted["nemo"] + 0.03
+    assert share["ravdess"] >= 0.9 and share["nemo"] >= 0.9
+    for name in ("ravdess-to-nemo", "nemo-to-ravdess"):
+        assert share[name] <= 0.01, name
+        assert first[name] >= adapted[name] - 0.005, name
+    alone = bundle.alone
+    assert alone is not None and alone.reads_embedding and alone.weight == 0.5
+    assert alone.familiar_path is not None and alone.familiar_path.is_file()
+    assert m["alone"]["familiar"]["quantile"] == 0.95
     # the networks' probabilities combine by their geometric mean, then the temperature: the
     # calibration goal of the generalisation issue, on the pooled out-of-fold predictions
     assert bundle.combine == "geometric"
@@ -266,6 +310,20 @@ def test_default_bundle_runs_without_tensorflow_and_agrees_with_keras(ravdess):
     # the live path (the encoder in a feature worker process) gives the same
     in_worker = np.array([reply["workers"][0][label] for label in LABELS])
     np.testing.assert_allclose(in_worker, lite, atol=1e-6)
+    # the clip alone (RAVDESS: a familiar recording): half the alone network's reading of the
+    # unadapted embedding, half the speaker-adapted networks' (geometric)
+    assert bundle.alone is not None and reply["weights"] == [0.5]
+    from ai_edge_litert.interpreter import Interpreter
+
+    network = Interpreter(model_path=str(bundle.alone.tflite_path))
+    network.allocate_tensors()
+    x = np.asarray(reply["embeddings"][0], dtype=np.float32)[None, :]
+    network.set_tensor(network.get_input_details()[0]["index"], x)
+    network.invoke()
+    raw = network.get_tensor(network.get_output_details()[0]["index"])[0]
+    mixed = np.sqrt(apply_temperature(raw, bundle.alone.temperature) * lite)
+    alone = np.array([reply["alone"][0][label] for label in LABELS])
+    np.testing.assert_allclose(alone, mixed / mixed.sum(), atol=1e-5)
 
 
 def test_networks_that_do_not_read_the_manifests_adaptation_inputs_are_refused(tmp_path):
@@ -394,6 +452,17 @@ def test_an_alone_network_over_the_embedding_reads_utterances_alone(ravdess, tmp
     manifest["alone"]["reads"] = "spectrogram"
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="'alone' is malformed"):
+        load_bundle(copy)
+    # a familiarity whose file is missing, or a weight that is no share, is refused by name
+    shutil.copyfile(copy / "encoder_head.tflite", copy / "alone.tflite")
+    familiar = {"file": "nowhere.npz", "threshold": 5.0}
+    manifest["alone"] = {"reads": "embedding", "weight": 0.5, "familiar": familiar}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"nowhere\.npz is missing"):
+        load_bundle(copy)
+    manifest["alone"]["weight"] = 1.5
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"alone\.weight 1\.5: expected a share"):
         load_bundle(copy)
     # ... and one that reads an embedding in a bundle without an encoder
     small = _copy_with(tmp_path, lambda m: m.update(alone={"reads": "embedding"}))

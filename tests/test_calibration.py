@@ -33,6 +33,18 @@ def test_no_threshold_when_even_the_least_confident_are_mostly_right():
     assert uncertainty_threshold(probs, labels)["min_confidence"] == 0.0
 
 
+def _network(
+    rng: np.random.Generator, y: np.ndarray, k: int, right: float, sure: float
+) -> np.ndarray:
+    """(n, k) probabilities: the true label of `y` on top `right` of the time (else a random
+    one), with probability `sure`, the rest shared evenly."""
+    n = len(y)
+    top = np.where(rng.random(n) < right, y, rng.integers(0, k, n))
+    p = np.full((n, k), (1 - sure) / (k - 1))
+    p[np.arange(n), top] = sure
+    return p
+
+
 def test_combination_report_scores_each_rule_on_the_same_folds():
     """`ser-train --combine-report`: two calibrated networks with independent errors; every rule
     scored on the same folds, the combinations more accurate than the weaker network and, having
@@ -46,10 +58,7 @@ def test_combination_report_scores_each_rule_on_the_same_folds():
     fold_of = np.repeat(np.arange(1, 7), n // 6)
 
     def network(right: float, sure: float) -> np.ndarray:
-        top = np.where(rng.random(n) < right, y, rng.integers(0, k, n))
-        p = np.full((n, k), (1 - sure) / (k - 1))
-        p[np.arange(n), top] = sure
-        return p
+        return _network(rng, y, k, right, sure)
 
     evaluation = {
         "labels": list(LABELS),
@@ -79,3 +88,29 @@ def test_combination_report_scores_each_rule_on_the_same_folds():
     # cross-corpus protocols (fewer labels) and one-network bundles have nothing to compare
     assert compare_combinations({**evaluation, "labels": list(LABELS[:6])}) == []
     assert compare_combinations({**evaluation, "_components": {}}) == []
+
+
+def test_temperature_applied_only_when_it_lowers_held_out_ece():
+    """`calibrate`: the NLL-fitted temperature is shipped only when the temperatures fitted on
+    the other folds lower the pooled held-out ECE; otherwise T = 1 and the probabilities stay
+    the networks' own (a recipe whose NLL wants a T that miscalibrates it, as `small`'s did)."""
+    from ser.labels import LABELS
+    from ser_train.evaluate import calibrate
+
+    rng, k = np.random.default_rng(1), len(LABELS)
+    y, fold_of = rng.integers(0, k, 1200), np.repeat(np.arange(1, 7), 200)
+    # over-confident (sure 0.95, right ~0.6): a temperature > 1 fixes it and is applied
+    over = calibrate(_network(rng, y, k, 0.6, 0.95), y, fold_of)
+    assert over["temperature"] == over["temperature_fitted"] > 1.5
+    assert over["ece_after_pooled"] == over["ece_fitted_pooled"] < over["ece_before_pooled"] / 2
+    assert "not applied" not in over["method"]
+    # the right answers hedge (0.7) and the wrong ones are near certain: their log-loss wants
+    # a T that flattens every answer, moving the confidences away from the accuracies
+    p = _network(rng, y, k, 0.7, 0.7)
+    wrong = p.argmax(1) != y
+    p[wrong] = np.eye(k)[p[wrong].argmax(1)] * 0.999 + 0.001 / k
+    kept = calibrate(p, y, fold_of)
+    assert kept["ece_fitted_pooled"] > kept["ece_before_pooled"]
+    assert kept["temperature"] == 1.0 and kept["temperature_fitted"] != 1.0
+    assert kept["ece_after_pooled"] == pytest.approx(kept["ece_before_pooled"])
+    assert "not applied" in kept["method"]

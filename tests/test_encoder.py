@@ -18,8 +18,9 @@ import soundfile as sf
 
 from ser.bundle import BundleError
 from ser.encoder import ENCODER_SPEC, Encoder, EncoderSpec, pool_chunks, whisper_log_mel
+from ser.scoring import apply_temperature
 from ser_train.encoder.ct2 import Ct2FormatError, read_model
-from tests.test_train_e2e import ser_train
+from tests.test_train_e2e import _run_tflite, ser_train
 
 SMALL = dict(width=32, heads=4, blocks=2, positions=1500)
 
@@ -250,7 +251,7 @@ def test_ser_train_writes_an_encoder_bundle_that_ser_live_runs(small_encoder, ra
         *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(cache)),
         *("--actors", "1,2", "--epochs", "1", "--ensemble", "1", "--no-robustness"),
         *("--no-speech-detector", "--augment", "telephone", "--combine", "geometric"),
-        *("--encoder", str(path), "--encoder-layers", "0,2"),
+        *("--alone-network", "--encoder", str(path), "--encoder-layers", "0,2"),
     )
     first = ser_train(*args)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -297,6 +298,34 @@ def test_ser_train_writes_an_encoder_bundle_that_ser_live_runs(small_encoder, ra
     temperature = json.loads((out / "manifest.json").read_text())["calibration"]["temperature"]
     want = want ** (1 / temperature) / (want ** (1 / temperature)).sum()
     np.testing.assert_allclose(got, want, atol=2e-4)
+    # an utterance alone: the alone network (on the unadapted embedding) has its weight only
+    # where the recording is familiar (ser/familiar.py, fitted on the training clips' embeddings)
+    alone_section = json.loads((out / "manifest.json").read_text())["alone"]
+    assert alone_section["reads"] == "embedding" and alone_section["weight"] == 0.5
+    assert (out / alone_section["familiar"]["file"]).is_file()
+    from ser.familiar import load_familiarity
+
+    familiarity = load_familiarity(
+        out / "familiar.npz", alone_section["familiar"]["threshold"], 0.5
+    )
+    trained_on, trained_rate = sf.read(
+        ravdess / "Actor_01" / "03-01-05-01-01-01-01.flac", dtype="float32"
+    )
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(48_000) / 16_000)).astype(np.float32)
+    readings = []
+    for clip, clip_rate in ((trained_on, trained_rate), (tone, 16_000)):
+        seen = clf.analyse(clip, clip_rate)
+        alone = clf.adapter().alone(seen)
+        assert alone.first is not None and alone.embedding is not None
+        weight = clf.alone_weight(seen.embedding)
+        assert weight == float(familiarity.alone_weight(seen.embedding))
+        readings.append(weight)
+        adapted = clf.predict(alone.first)
+        network = _run_tflite(out / "alone.tflite", seen.embedding)
+        network = apply_temperature(network, alone_section["temperature"])
+        mixed = network**weight * adapted ** (1 - weight)
+        np.testing.assert_allclose(clf.predict(alone), mixed / mixed.sum(), atol=1e-5)
+    assert readings == [0.5, 0.0]  # a clip it was trained on is familiar; a pure tone is not
     # a batch of utterances of different lengths; a bad one fails alone
     short = clf.analyse(audio[:12_000], rate)
     bad = ModelInput(inputs.features, None, inputs.features)  # not an embedding

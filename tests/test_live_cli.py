@@ -211,10 +211,14 @@ def test_adaptation_history_is_per_source_unless_configured_per_run(ravdess, tmp
     assert per_source[0]["probabilities"] == per_source[1]["probabilities"]
 
     cfg = tmp_path / "run.toml"
-    # the history itself (ungated: the gate would still read a second utterance alone)
+    # the history itself (ungated: the gate would still read a second utterance alone; and
+    # ungated, a first utterance is the speaker-adapted networks' reading, not the alone one)
+    cfg.write_text('[pipeline]\nadaptation = "always"\n')
+    ungated = parse_results(run_live("--input", str(inputs), "--json", "--config", str(cfg)).stdout)
+    assert ungated[0]["probabilities"] == ungated[1]["probabilities"]
     cfg.write_text('[pipeline]\nadaptation_scope = "run"\nadaptation = "always"\n')
     per_run = parse_results(run_live("--input", str(inputs), "--json", "--config", str(cfg)).stdout)
-    assert per_run[0]["probabilities"] == per_source[0]["probabilities"]
+    assert per_run[0]["probabilities"] == ungated[0]["probabilities"]
     assert per_run[1]["probabilities"] != per_run[0]["probabilities"]  # history of one utterance
 
 

@@ -35,7 +35,7 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
     proc = ser_train(
         *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(tmp_path / "cache")),
         *("--actors", "1,4", "--epochs", "3", "--no-speech-detector", "--augment", "snr15"),
-        "--alone-network",
+        *("--alone-network", "--alone-everywhere"),  # no encoder: no familiarity to judge
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "found 120 RAVDESS speech (English, 24 actors) clips" in proc.stdout
@@ -57,13 +57,16 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
         "cheapmic",
         "clipped",
         "quiet",
-        "first_utterance",  # read by the alone network
+        "first_utterance",  # the alone network's reading mixed with the next one (0.5)
         "first_adapted",  # the same clips alone through the speaker-adapted networks
+        "alone_network",  # the alone network's own reading
     }
     assert "read by an unadapted network" in ev["protocols"]["ravdess"]["adaptation"]
     assert manifest["alone"]["tflite"] == "alone.tflite" and (out / "alone.tflite").is_file()
     assert manifest["alone"]["reads"] == "statistics"  # no encoder here
     assert manifest["alone"]["temperature"] > 0
+    assert manifest["alone"]["weight"] == 0.5 and "familiar" not in manifest["alone"]
+    assert "(weight 0.5)" in ev["protocols"]["ravdess"]["adaptation"]
     assert manifest["adaptation"]["prior_weight"] == 2.0
     # the history gate (default 4,8,2) is the bundle's and every evaluation's
     assert (manifest["adaptation"]["gate"]["low"], manifest["adaptation"]["gate"]["warmup"]) == (
@@ -98,21 +101,24 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
     probs = clf.probabilities(audio, rate)
     assert list(probs) == list(LABELS)
     assert sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
-    # an utterance alone is read by the alone network, from the unadapted statistics
+    # an utterance alone: the alone network's reading of the unadapted statistics, mixed
+    # (geometric, weight 0.5) with the speaker-adapted networks' reading of a stream's first
     analysis = clf.analyse(audio, rate)
     alone = clf.adapter().alone(analysis)
     assert alone.alone and np.array_equal(alone.features, analysis.vector)
-    expected = _run_tflite(out / "alone.tflite", analysis.vector)
-    expected = apply_temperature(expected, manifest["alone"]["temperature"])
-    np.testing.assert_allclose(clf.predict(alone), expected, atol=1e-6)
-    np.testing.assert_allclose(list(probs.values()), expected, atol=1e-6)
-    # ... and not by the speaker-adapted network (a fresh stream's first utterance)
+    network = _run_tflite(out / "alone.tflite", analysis.vector)
+    network = apply_temperature(network, manifest["alone"]["temperature"])
     adapted = clf.predict(clf.adapter().push("s", analysis))
+    assert alone.first is not None
+    np.testing.assert_allclose(clf.predict(alone.first), adapted, atol=1e-6)
+    expected = np.sqrt(network * adapted) / np.sqrt(network * adapted).sum()
+    np.testing.assert_allclose(clf.predict(alone), expected, atol=1e-5)
+    np.testing.assert_allclose(list(probs.values()), expected, atol=1e-5)
     assert not np.allclose(adapted, expected, atol=1e-3)
-    # pipeline.adaptation = "off": every utterance alone, through the alone network
+    # pipeline.adaptation = "off": every utterance alone, the same mix
     off = clf.adapter(history=False)
     for _ in range(2):
-        np.testing.assert_allclose(clf.predict(off.push("s", analysis)), expected, atol=1e-6)
+        np.testing.assert_allclose(clf.predict(off.push("s", analysis)), expected, atol=1e-5)
 
 
 def _run_tflite(path, x):
@@ -355,15 +361,19 @@ def test_alone_only_gives_a_bundle_alone_networks_when_its_folds_are_the_same(ra
     before = json.loads((out / "manifest.json").read_text())
     assert before["alone"] is None and not (out / "alone.tflite").exists()
     # another seed trains other networks: refused, nothing written
-    other = ser_train(*common, "--alone-only", "--seed", "1")
+    # (no encoder here: the alone network's share cannot be judged by familiarity, so it is
+    # mixed in everywhere; the familiar case: tests/test_encoder.py)
+    alone_only = ("--alone-only", "--alone-everywhere")
+    other = ser_train(*common, *alone_only, "--seed", "1")
     assert other.returncode == 2
     (line,) = other.stderr.strip().splitlines()[-1:]
     assert line.startswith("ser-train: error: --alone-only: the evaluation's training config")
     assert json.loads((out / "manifest.json").read_text()) == before
-    proc = ser_train(*common, "--alone-only")
+    proc = ser_train(*common, *alone_only)
     assert proc.returncode == 0, proc.stderr[-2000:]
     after = json.loads((out / "manifest.json").read_text())
     assert after["alone"]["tflite"] == "alone.tflite" and (out / "alone.tflite").is_file()
+    assert after["alone"]["weight"] == 0.5 and "familiar" not in after["alone"]
     protocol = after["evaluation"]["protocols"]["ravdess"]
     # the networks' own per-fold scores are the bundle's, kept beside the gated ones
     assert [f["ungated"] for f in protocol["per_fold"]] == [

@@ -46,6 +46,8 @@ def test_wheel_in_a_fresh_venv_runs_from_any_folder(tmp_path):
         "ser_models/default/encoder.tflite",
         "ser_models/default/encoder_head.tflite",
         "ser_models/default/speech.tflite",
+        "ser_models/default/alone.tflite",  # utterances alone, on familiar recordings
+        "ser_models/default/familiar.npz",
         "ser_models/small/manifest.json",
         "ser_models/small/model.tflite",
         "ser_models/small/cnn.tflite",

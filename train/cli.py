@@ -30,6 +30,7 @@ from ser_train.cnn import CnnConfig
 from ser_train.corpora import CORPORA, Clip, DataError, Scan
 from ser_train.dataset import Dataset, EncoderChoice, load_dataset, parse_speakers
 from ser_train.evaluate import (
+    AloneMix,
     Setup,
     calibrate_protocols,
     compare_combinations,
@@ -119,10 +120,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also train a network on the unadapted encoder embedding (or statistics) to read "
         "an utterance alone: a stream's first, --no-adaptation, the history gate's other "
-        "reading. Better on new speakers of the training corpora (RAVDESS first utterance 75.0 "
-        "against 67.2 %%), worse on corpora never heard (EXPERIMENTS.md, 'A network for the "
-        "utterance alone'): for a model trained on your own recordings; not in the shipped "
-        "bundles",
+        "reading; mixed with the speaker-adapted networks' reading where the recording is "
+        "familiar (like the training recordings), not elsewhere (EXPERIMENTS.md, 'Familiar "
+        "recordings')",
+    )
+    p.add_argument(
+        "--alone-weight",
+        type=float,
+        default=0.5,
+        metavar="W",
+        help="the alone network's share of an utterance's alone reading where it counts "
+        "(geometric mix; default 0.5; 1: its reading alone)",
+    )
+    p.add_argument(
+        "--alone-everywhere",
+        action="store_true",
+        help="mix the alone network in on every recording, familiar or not (worse on corpora "
+        "never heard; EXPERIMENTS.md, 'A network for the utterance alone')",
     )
     p.add_argument(
         "--first-copies",
@@ -311,6 +325,20 @@ def _history_gate(text: str) -> HistoryGate | None:
             f"--history-gate {text!r}: expected LOW,HIGH,WARMUP with 1 <= LOW < HIGH, e.g. "
             "4,8,2, or 'off'"
         ) from None
+
+
+def _alone_mix(args: argparse.Namespace, setup: Setup) -> AloneMix | None:
+    """How the alone network's reading is mixed in (None: no alone network)."""
+    if not setup.has_alone:
+        return None
+    if not 0.0 < args.alone_weight <= 1.0:
+        raise DataError(f"--alone-weight {args.alone_weight}: expected a share in (0, 1]")
+    if not args.alone_everywhere and setup.encoder is None:
+        raise DataError(
+            "--alone-network judges familiar recordings on the encoder's embedding: pass "
+            "--encoder FILE, or --alone-everywhere"
+        )
+    return AloneMix(weight=args.alone_weight, familiar=not args.alone_everywhere)
 
 
 def _layers(args: argparse.Namespace) -> tuple[int, ...]:
@@ -529,6 +557,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         return 0
     setup = _configs(args)
     gate = _history_gate(args.history_gate) if setup.adapt else None
+    alone_mix = _alone_mix(args, setup)
     if args.alone_only:
         if not (args.out / "manifest.json").is_file():
             raise DataError(f"--alone-only: no bundle at {args.out}; pass --out BUNDLE_FOLDER")
@@ -574,6 +603,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 on_epoch=lambda _e, task=task: progress.advance(task),  # type: ignore[misc]
                 on_fold=fold_done,
                 gate=gate,
+                alone_mix=alone_mix,
             )
         print_evaluation(console, evaluation)
         if args.combine_report and (rows := compare_combinations(evaluation)):
@@ -654,6 +684,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         encoder=args.encoder,
         gate=gate,
         alone_calibration=alone_calibration,
+        alone_mix=alone_mix,
         seconds={
             "evaluation": round(evaluation_s, 1),
             **{f"protocol_{e['protocol']}": e["seconds"] for e in evaluations},
@@ -723,7 +754,9 @@ def _add_alone_network(
         raise DataError(f"--alone-only: {exc}") from exc
     with console.status("the alone network on all speakers"):
         model, reads_embedding = train_final_alone(data, setup, lambda _e: None)
-    manifest["alone"] = write_alone(args.out, model, reads_embedding, alone_calibration)
+    manifest["alone"] = write_alone(
+        args.out, model, reads_embedding, alone_calibration, mix=_alone_mix(args, setup), data=data
+    )
     path.write_text(json.dumps(manifest, indent=2, default=json_default) + "\n")
     (args.out / CARD).write_text(render(args.out))
     record = args.out / "evaluation.json"  # the bundle's own run, when it kept it

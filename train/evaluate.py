@@ -482,18 +482,70 @@ def session_scores(
     return out
 
 
+@dataclass(frozen=True)
+class AloneMix:
+    """How an alone network's reading joins the speaker-adapted networks' reading of an
+    utterance alone: geometric mix with `weight` on the alone network, where the recording is
+    familiar (`familiar`: ser.familiar, fitted on each fold's training clips; the threshold at
+    `quantile` of held-out training speakers' distances), else everywhere. Post-processing of
+    cached folds, like the history gate: not part of any fold key."""
+
+    weight: float = 0.5
+    familiar: bool = True
+    quantile: float = 0.95
+
+    def weights(self, data: Dataset, fold: Fold) -> np.ndarray:
+        """(n_test,) the alone network's weight per test clip of `fold`."""
+        n = int(fold.test.sum())
+        if not self.familiar:
+            return np.full(n, self.weight)
+        if data.embeddings is None:
+            raise ValueError("familiar recordings are judged on the encoder's embedding")
+        from ser_train.familiar import fit_familiarity
+
+        embeddings = data.embeddings["clean"]
+        familiarity = fit_familiarity(
+            embeddings[fold.train],
+            data.speakers[fold.train],
+            self.weight,
+            self.quantile,
+            seed=fold.number,
+        )
+        return np.asarray(familiarity.alone_weight(embeddings[fold.test]), dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weight": self.weight, "familiar": self.familiar, "quantile": self.quantile}
+
+
+def mix_rows(alone: np.ndarray, adapted: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Row-wise `mix_geometric`: alone^w * adapted^(1 - w), renormalised; (n, k) float32."""
+    w = np.asarray(weights, dtype=np.float64)[:, None]
+    log = w * np.log(np.clip(alone, 1e-7, 1.0)) + (1 - w) * np.log(np.clip(adapted, 1e-7, 1.0))
+    e = np.exp(log - log.max(axis=1, keepdims=True))
+    return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float32)
+
+
 def with_alone_readings(
-    predictions: dict[str, np.ndarray], alone: dict[str, np.ndarray], test: np.ndarray
+    predictions: dict[str, np.ndarray],
+    alone: dict[str, np.ndarray],
+    test: np.ndarray,
+    weights: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """A fold's predictions with each utterance's alone reading taken from the alone network
     (`alone`: the same fold's predictions by `Setup.alone_setup()`; `test`: the fold's boolean
-    test mask): its encoder head where it has one, else its statistics network. The
-    "variant:first_utterance" and "first" sessions become its readings; the speaker-adapted
-    networks' own reading of each clip alone stays under "variant:first_adapted"."""
-    reading = alone.get("component:encoder", alone["clean"])
+    test mask): its encoder head where it has one, else its statistics network; with
+    `weights` ((n_test,), `AloneMix.weights`) mixed with the speaker-adapted networks' own
+    reading of each clip alone, as live mixes them (None: the alone network's alone). The
+    "variant:first_utterance" and "first" sessions become that reading; the speaker-adapted
+    networks' own reading of each clip alone stays under "variant:first_adapted", the alone
+    network's under "variant:alone_network"."""
+    network = alone.get("component:encoder", alone["clean"])
     out = dict(predictions)
-    if "variant:first_utterance" in predictions:
-        out["variant:first_adapted"] = predictions["variant:first_utterance"]
+    adapted = predictions.get("variant:first_utterance")
+    if adapted is not None:
+        out["variant:first_adapted"] = adapted
+    reading = network if weights is None or adapted is None else mix_rows(network, adapted, weights)
+    out["variant:alone_network"] = network
     out["variant:first_utterance"] = reading
     if "rows:first" in predictions:  # each clip alone: no history, so its clean reading
         position = {int(r): j for j, r in enumerate(np.flatnonzero(test))}
@@ -564,8 +616,10 @@ def evaluate_protocol(
     on_epoch: Callable[[int], None] | None = None,
     on_fold: Callable[[Fold, bool], None] | None = None,
     gate: HistoryGate | None = None,
+    alone_mix: AloneMix | None = None,
 ) -> dict[str, Any]:
     """Train and test once per fold of `protocol`; `on_fold(fold, cached)` after each.
+    `alone_mix`: how an alone network's reading is mixed (None: it stands alone).
     Returns the evaluation (JSON-able) with its out-of-fold 8-label probabilities under
     "_oof" (rows where "_fold" >= 0), which the caller pools for calibration."""
     started = time.perf_counter()
@@ -582,11 +636,13 @@ def evaluate_protocol(
         predictions, cached = _fold_predictions(
             data, protocol, fold, setup, cache_dir=cache_dir, on_epoch=on_epoch
         )
+        weights = None
         if setup.has_alone:
             alone, _ = _fold_predictions(
                 data, protocol, fold, setup.alone_setup(), cache_dir=cache_dir, on_epoch=on_epoch
             )
-            predictions = with_alone_readings(predictions, alone, fold.test)
+            weights = alone_mix.weights(data, fold) if alone_mix is not None else None
+            predictions = with_alone_readings(predictions, alone, fold.test, weights)
         n_cached += cached
         if gate is not None and setup.adapt:  # after the cache: the gate is post-processing
             seed = setup.config.seed + 1000 + fold.number - 1
@@ -595,7 +651,7 @@ def evaluate_protocol(
         # calibration is fitted on the networks' own readings (it is applied before the gate)
         oof[fold.test] = predictions.get("ungated:clean", predictions["clean"])
         if oof_alone is not None:
-            oof_alone[fold.test] = predictions["variant:first_utterance"]
+            oof_alone[fold.test] = predictions["variant:alone_network"]
         for k, v in predictions.items():
             if k.startswith("component:"):
                 name = k.split(":", 1)[1]
@@ -628,6 +684,8 @@ def evaluate_protocol(
                     if k.startswith("component:")
                 },
                 "sessions": session_scores(predictions, data.y, protocol),
+                # the test clips the alone network had a share in (familiar recordings)
+                **({"alone_share": float((weights > 0).mean())} if weights is not None else {}),
             }
         )
         if on_fold is not None:
@@ -644,6 +702,8 @@ def evaluate_protocol(
         summary[group] = {
             name: mean_std([r[group][name] for r in results]) for name in results[0][group]
         }
+    if all("alone_share" in r for r in results):
+        summary["alone_share"] = mean_std([r["alone_share"] for r in results])
     if all("ungated_scores" in r for r in results):  # what the networks alone gave
         summary["ungated_accuracy"] = mean_std([r["ungated_scores"]["accuracy"] for r in results])
     summary["sessions"] = {
@@ -678,6 +738,12 @@ def evaluate_protocol(
                 else ""
             )
             + ("; utterances alone read by an unadapted network" if setup.has_alone else "")
+            + (
+                f" (weight {alone_mix.weight:g}"
+                + (", where the recording is familiar)" if alone_mix.familiar else ")")
+                if setup.has_alone and alone_mix is not None
+                else ""
+            )
             if setup.adapt
             else "none"
         ),
@@ -701,33 +767,51 @@ def evaluate_protocol(
 
 def calibrate(probs: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> dict[str, Any]:
     """Temperature scaling on out-of-fold predictions. ECE per fold uses a T fitted on the
-    other folds only; the bundle's T is fitted on all out-of-fold predictions."""
-    before, after, floor = [], [], []
-    calibrated = probs.copy()
+    other folds only; the bundle's T is fitted on all out-of-fold predictions, and applied only
+    when those cross-fitted temperatures lower the pooled held-out ECE (T minimises NLL, which
+    can leave a recipe's confidences worse calibrated than they were; then T = 1)."""
+    before, fitted_after, floor = [], [], []
+    cross_fitted = probs.copy()
     for fold in np.unique(fold_of):
         held = fold_of == fold
         before.append(expected_calibration_error(probs[held], y[held]))
         if (~held).any():
             t = fit_temperature(probs[~held], y[~held])
-            calibrated[held] = apply_temperature(probs[held], t)
-            after.append(expected_calibration_error(calibrated[held], y[held]))
-            floor.append(ece_sampling_floor(calibrated[held]))
-    temperature = fit_temperature(probs, y)
+            cross_fitted[held] = apply_temperature(probs[held], t)
+            fitted_after.append(expected_calibration_error(cross_fitted[held], y[held]))
+    ece_before_pooled = expected_calibration_error(probs, y)
+    ece_fitted_pooled = expected_calibration_error(cross_fitted, y) if fitted_after else None
+    fitted = fit_temperature(probs, y)
+    applied = ece_fitted_pooled is not None and ece_fitted_pooled <= ece_before_pooled
+    calibrated = cross_fitted if applied else probs
+    after = fitted_after if applied else before if fitted_after else []
+    for fold in np.unique(fold_of):
+        if after:
+            floor.append(ece_sampling_floor(calibrated[fold_of == fold]))
+    method = "temperature scaling on out-of-fold predictions (ECE: 15 bins, top label)"
+    if fitted_after and not applied:
+        method += (
+            f"; not applied: the temperatures fitted on the other folds raised the pooled "
+            f"held-out ECE ({ece_before_pooled:.3f} -> {ece_fitted_pooled:.3f}), so T = 1"
+        )
     return {
-        "method": "temperature scaling on out-of-fold predictions (ECE: 15 bins, top label)",
-        "temperature": temperature,
+        "method": method,
+        "temperature": fitted if applied else 1.0,
+        # the NLL-fitted T and the pooled held-out ECE it gives (cross-fitted), applied or not
+        "temperature_fitted": fitted,
+        "ece_fitted_pooled": ece_fitted_pooled,
         "ece_before": mean_std(before),
         "ece_after": mean_std(after) if after else None,
         # over all out-of-fold predictions at once (each calibrated with its other folds' T):
         # less small-sample noise than per fold (240 clips)
-        "ece_before_pooled": expected_calibration_error(probs, y),
+        "ece_before_pooled": ece_before_pooled,
         "ece_after_pooled": expected_calibration_error(calibrated, y) if after else None,
         # the mean ECE a perfectly calibrated model with the same confidences scores on as
         # many clips (small-sample noise alone): an ECE near these is as good as can be shown
         "ece_floor": mean_std(floor) if floor else None,
         "ece_floor_pooled": ece_sampling_floor(calibrated) if after else None,
         # `ser-live`'s default pipeline.min_confidence, from the held-out calibrated predictions
-        "uncertainty": uncertainty_threshold(calibrated if after else probs, y),
+        "uncertainty": uncertainty_threshold(calibrated, y),
     }
 
 
@@ -784,9 +868,9 @@ def compare_combinations(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "combination": name,
                 "accuracy": accuracy["mean"],
-                "temperature": cal["temperature"],
+                "temperature": cal["temperature_fitted"],
                 "ece_before_pooled": cal["ece_before_pooled"],
-                "ece_after_pooled": cal["ece_after_pooled"],
+                "ece_after_pooled": cal["ece_fitted_pooled"],
             }
         )
     return rows

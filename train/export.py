@@ -35,7 +35,7 @@ from ser.bundle import (
 from ser.features import FEATURE_SPEC
 from ser.labels import LABELS
 from ser_train.dataset import Dataset
-from ser_train.evaluate import Setup, train_fold
+from ser_train.evaluate import AloneMix, Setup, train_fold
 from ser_train.protocols import Fold
 
 PACKAGES = ("numpy", "soundfile", "soxr", "tensorflow", "keras", "ai-edge-litert")
@@ -164,17 +164,27 @@ def train_final(data: Dataset, setup: Setup, on_epoch: Callable[[int], None]) ->
 
 
 def write_alone(
-    out: Path, model: Any | None, reads_embedding: bool, calibration: dict[str, Any] | None
+    out: Path,
+    model: Any | None,
+    reads_embedding: bool,
+    calibration: dict[str, Any] | None,
+    *,
+    mix: AloneMix | None = None,
+    data: Dataset | None = None,
 ) -> dict[str, Any] | None:
     """Save the alone network as `alone.tflite` in `out` (no `.keras` copy: the bundle's size
-    budget); returns the manifest's "alone" section, None without one (a stale file removed)."""
+    budget) and, for a `mix` on familiar recordings, the familiarity of `data`'s clean
+    embeddings as `familiar.npz`; returns the manifest's "alone" section, None without one
+    (stale files removed). `mix` None: the alone network's reading stands alone (weight 1)."""
+    from ser.familiar import FAMILIAR_FILE
     from ser_train.model import to_tflite
 
     (out / ALONE_TFLITE_FILE).unlink(missing_ok=True)
+    (out / FAMILIAR_FILE).unlink(missing_ok=True)
     if model is None:
         return None
     (out / ALONE_TFLITE_FILE).write_bytes(to_tflite(model))
-    return {
+    section: dict[str, Any] = {
         "purpose": "reads each utterance alone (no speaker history): a stream's first, "
         "pipeline.adaptation = 'off', and what the history gate weighs the speaker-adapted "
         "reading against",
@@ -184,7 +194,29 @@ def write_alone(
         "parameters": int(model.count_params()),
         "temperature": calibration["temperature"] if calibration else 1.0,
         "calibration": calibration or {"temperature": 1.0, "method": "none"},
+        "weight": mix.weight if mix is not None else 1.0,
     }
+    if mix is not None and mix.familiar:
+        if data is None or data.embeddings is None:
+            raise ValueError("familiar recordings are judged on the encoder's embedding")
+        from ser_train.familiar import DIMENSIONS, GROUPS, fit_familiarity
+
+        familiarity = fit_familiarity(
+            data.embeddings["clean"], data.speakers, mix.weight, mix.quantile
+        )
+        np.savez(out / FAMILIAR_FILE, allow_pickle=False, **familiarity.arrays())
+        section["familiar"] = {
+            "file": FAMILIAR_FILE,
+            "threshold": familiarity.threshold,
+            "method": f"Mahalanobis distance of the unadapted embedding in {DIMENSIONS} PCA "
+            f"dimensions (Ledoit-Wolf covariance) of the {len(data.y)} training clips; "
+            f"familiar up to the {mix.quantile:.0%} quantile of the distances of training "
+            f"speakers held out of the fit ({GROUPS} groups in turn); the alone network's "
+            f"weight {mix.weight:g} where familiar, 0 elsewhere (ser/familiar.py)",
+            "quantile": mix.quantile,
+            "dimensions": int(familiarity.components.shape[0]),
+        }
+    return section
 
 
 def train_final_alone(
@@ -235,6 +267,7 @@ def write_bundle(
     encoder: Path | None = None,
     gate: HistoryGate | None = None,
     alone_calibration: dict[str, Any] | None = None,
+    alone_mix: AloneMix | None = None,
 ) -> dict[str, Any]:
     """Write the model files and `manifest.json` into `out`; returns the manifest. `encoder`:
     the encoder file the head was trained on (copied in, with its convert record); `gate`:
@@ -273,7 +306,9 @@ def write_bundle(
         }
     final.stats.save(out / KERAS_FILE)
     (out / TFLITE_FILE).write_bytes(to_tflite(final.stats))
-    alone_manifest = write_alone(out, final.alone, final.alone_reads_embedding, alone_calibration)
+    alone_manifest = write_alone(
+        out, final.alone, final.alone_reads_embedding, alone_calibration, mix=alone_mix, data=data
+    )
     manifest = {
         "format_version": FORMAT_VERSION,
         "name": out.name,

@@ -25,7 +25,7 @@ REPRODUCE = {
     "small": "make train-small  # about 1 h 40 min on 2 CPU cores (Makefile)",
 }
 COSTS = {
-    "default": "`ser-live` 211 MB RSS in all; the encoder (3 of Whisper-base's 6 blocks) 5 ms "
+    "default": "`ser-live` 220 MB RSS in all; the encoder (3 of Whisper-base's 6 blocks) 5 ms "
     "of one core per second of speech with AVX-512 VNNI; `ser-serve` 150 real-time streams per "
     "2 cores at p95 <= 500 ms, not 200 (BENCHMARKS.md)",
     "small": "`ser-live` 156 MB RSS in all; about 1.7 ms per utterance for the networks; "
@@ -156,7 +156,15 @@ def render(bundle: Path) -> str:
     lines += ["", "## Calibration", ""]
     calibration = manifest.get("calibration") or {}
     uncertainty = calibration.get("uncertainty") or {}
-    if "temperature" in calibration:
+    fitted = calibration.get("ece_fitted_pooled")
+    if "temperature" in calibration and calibration["temperature"] == 1.0 and fitted is not None:
+        lines.append(
+            f"Temperature scaling not applied: the T fitted on out-of-fold predictions "
+            f"({calibration['temperature_fitted']:.2f}) raised the pooled held-out expected "
+            f"calibration error from {calibration.get('ece_before_pooled', 0):.3f} to "
+            f"{fitted:.3f}, so the probabilities are the networks' own."
+        )
+    elif "temperature" in calibration:
         lines.append(
             f"Temperature {calibration['temperature']:.2f} fitted on out-of-fold predictions; "
             f"pooled expected calibration error {calibration.get('ece_before_pooled', 0):.3f} "
@@ -231,11 +239,28 @@ def render(bundle: Path) -> str:
     alone = manifest.get("alone")
     if alone:
         adapted = (ravdess.get("variant_accuracy") or {}).get("first_adapted")
+        familiar = alone.get("familiar")
+        weight = float(alone.get("weight", 1.0))
+        who = (
+            "where the recording is familiar (like the training recordings; test clips found "
+            "familiar: "
+            + ", ".join(
+                f"{name} {_pct(p['summary']['alone_share']['mean'])}"
+                for name, p in protocols.items()
+                if isinstance((p.get("summary") or {}).get("alone_share"), dict)
+            )
+            + f"), {weight:g} of it by a network of its own"
+            if familiar
+            else f"{weight:g} of it by a network of its own"
+            if weight < 1
+            else "by a network of its own"
+        )
         lines.append(
             "- An utterance with no history (a stream's first, `--no-adaptation`, and the "
-            "reading the history gate falls back to) is read by a network of its own, trained "
+            f"reading the history gate falls back to) is read, {who}, trained "
             f"on the unadapted {alone.get('reads', 'statistics')} (`alone.tflite`, "
             f"temperature {float(alone.get('temperature', 1.0)):.2f})"
+            + ("; elsewhere by the speaker-adapted networks alone" if familiar else "")
             + (
                 f"; the speaker-adapted networks scored {_pct(adapted['mean'])} on the same "
                 "RAVDESS clips alone."

@@ -116,12 +116,20 @@ def adopt_gate(manifest: dict[str, Any], evaluation: dict[str, Any]) -> list[str
             fold["ungated"] = {k: v for k, v in _headline(fold).items() if k != "fold"}
             fold.update({k: run_fold["scores"][k] for k in HEADLINE})
         summary = protocols[name]["summary"]
-        for key in ("accuracy", "unweighted_accuracy", "macro_f1", "recall", "sessions"):
+        for key in (
+            "accuracy",
+            "unweighted_accuracy",
+            "macro_f1",
+            "recall",
+            "sessions",
+            "alone_share",  # the test clips an alone network had a share in (familiar)
+        ):
             if key in run["summary"]:
                 summary[key] = run["summary"][key]
         summary["ungated_accuracy"] = run["summary"].get("ungated_accuracy")
         variants = run["summary"].get("variant_accuracy", {})
-        for variant in ("first_utterance", "first_adapted"):  # who reads an utterance alone
+        # who reads an utterance alone
+        for variant in ("first_utterance", "first_adapted", "alone_network"):
             if variant in variants:
                 summary.setdefault("variant_accuracy", {})[variant] = variants[variant]
         protocols[name]["adaptation"] = run.get("adaptation", protocols[name].get("adaptation"))

@@ -155,7 +155,12 @@ def combination_table(protocol: str, rows: list[dict[str, Any]]) -> Table:
 
 
 def print_calibration(console: Console, cal: dict[str, Any]) -> None:
-    after = cal["ece_after"]
+    # "after" only where the temperature was applied (else T = 1: the same numbers)
+    after = (
+        cal["ece_after"]
+        if cal.get("ece_fitted_pooled") is None or cal["temperature"] != 1.0
+        else None
+    )
     console.print(
         f"calibration: temperature {cal['temperature']:.2f}; expected calibration error "
         f"{cal['ece_before']['mean']:.3f} before"
@@ -170,6 +175,12 @@ def print_calibration(console: Console, cal: dict[str, Any]) -> None:
             else ""
         )
     )
+    fitted = cal.get("ece_fitted_pooled")
+    if cal["temperature"] == 1.0 and fitted is not None:
+        console.print(
+            f"temperature not applied: the fitted T {cal['temperature_fitted']:.2f} raised the "
+            f"pooled held-out ECE to {fitted:.3f}"
+        )
     uncertainty = cal.get("uncertainty")
     if uncertainty:
         console.print(

@@ -7,6 +7,8 @@ Scored on the labels the bundle and the corpus share (calm counted as neutral wh
 has no calm, as the cross-corpus protocol does); prints accuracy, UA, macro-F1, recall per label,
 how often each label is predicted, and the same for each clip alone (no speaker history). Only
 honest when the bundle never trained on that corpus (its manifest's "corpora" says which).
+`--sessions` also scores the kinds of session of `train/sessions.py` (held moods, mostly neutral
+speech, two speakers...) with the history as the bundle runs it, ungated, and each clip alone.
 """
 
 from __future__ import annotations
@@ -32,6 +34,17 @@ from ser_train.dataset import Dataset, load_dataset
 from ser_train.featurize import default_cache_dir
 from ser_train.metrics import scores_of_probabilities
 from ser_train.protocols import MERGED, SHARED_LABELS, to_label_space
+from ser_train.sessions import SESSION_KINDS, draw_sessions
+
+
+def _analysis(clf: Classifier, data: Dataset, i: int) -> Analysis:
+    """Row `i`'s feature views as the live feature workers compute them."""
+    mel = data.mels["clean"][i] if data.mels is not None else np.zeros((1, 40), np.float32)
+    embedding = None
+    if clf.has_encoder:
+        audio = read_audio(data.clips[i].path, ENCODER_SPEC.sample_rate)
+        embedding = clf.embed(audio, ENCODER_SPEC.sample_rate)
+    return Analysis(data.features["clean"][i], mel, embedding)
 
 
 def predict_corpus(clf: Classifier, data: Dataset, alone: bool, seed: int) -> np.ndarray:
@@ -40,19 +53,13 @@ def predict_corpus(clf: Classifier, data: Dataset, alone: bool, seed: int) -> np
     alone). For a bundle with an encoder, the encoder runs on the audio as the live feature
     workers run it."""
     out = np.zeros((len(data.y), len(LABELS)), dtype=np.float32)
-    mels = data.mels["clean"] if data.mels is not None else None
     streams = np.arange(len(data.y)) if alone else data.speakers
     spec = clf.bundle.history_gate
     for stream, rows in stream_orders(streams, np.random.default_rng(seed)):
         adapter = clf.adapter()
         gate = GatedHistory(spec) if spec is not None else None
         for i in rows:
-            mel = mels[i] if mels is not None else np.zeros((1, 40), np.float32)
-            embedding = None
-            if clf.has_encoder:
-                audio = read_audio(data.clips[i].path, ENCODER_SPEC.sample_rate)
-                embedding = clf.embed(audio, ENCODER_SPEC.sample_rate)
-            analysis = Analysis(data.features["clean"][i], mel, embedding)
+            analysis = _analysis(clf, data, i)
             if alone:
                 out[i] = clf.predict(adapter.alone(analysis))
                 continue
@@ -60,6 +67,46 @@ def predict_corpus(clf: Classifier, data: Dataset, alone: bool, seed: int) -> np
             if gate is not None:
                 out[i] = gate.push(stream, out[i], clf.predict(adapter.alone(analysis)))
     return out
+
+
+# how each session is read: as the bundle runs it (its history gate), the history ungated
+# (`pipeline.adaptation = "always"`), and each clip alone
+READINGS = ("with_history", "ungated", "alone")
+
+
+def session_table(
+    clf: Classifier, data: Dataset, labels: tuple[str, ...], seed: int
+) -> dict[str, dict[str, float]]:
+    """Accuracy of each of `READINGS` per session kind (train/sessions.py: sessions drawn
+    over every clip of the corpus, each one stream with a fresh history), in `labels`."""
+    analyses: dict[int, Analysis] = {}
+    spec = clf.bundle.history_gate
+    table: dict[str, dict[str, float]] = {}
+    for kind in SESSION_KINDS:
+        rows: list[int] = []
+        read: dict[str, list[np.ndarray]] = {name: [] for name in READINGS}
+        for session in draw_sessions(kind, np.arange(len(data.y)), data.y, data.speakers, seed):
+            adapter = clf.adapter()
+            gate = GatedHistory(spec) if spec is not None else None
+            for i in session.rows.tolist():
+                analysis = analyses.setdefault(i, _analysis(clf, data, i))
+                history = clf.predict(adapter.push(0, analysis))
+                alone = clf.predict(adapter.alone(analysis))
+                read["ungated"].append(history)
+                read["alone"].append(alone)
+                read["with_history"].append(
+                    gate.push(0, history, alone) if gate is not None else history
+                )
+                rows.append(i)
+        if not rows:
+            continue
+        table[kind] = {"utterances": float(len(rows))}
+        for name, probs in read.items():
+            y, mapped = data.y[rows], np.array(probs)
+            if labels != LABELS:
+                y, mapped = to_label_space(y, mapped, labels)
+            table[kind][name] = float((mapped.argmax(1) == y).mean())
+    return table
 
 
 def score(data: Dataset, probs: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
@@ -79,6 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    p.add_argument(
+        "--sessions",
+        action="store_true",
+        help="also score the kinds of session (held moods, mostly neutral speech, two "
+        "speakers, ...) with the history as the bundle runs it, ungated and each clip alone",
+    )
     args = p.parse_args(argv)
     try:
         bundle = load_bundle(resolve_bundle_path(args.model))
@@ -115,6 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{s['unweighted_accuracy']:.1%}, macro-F1 {s['macro_f1']:.1%}; predicted: "
             + ", ".join(f"{k} {v:.0%}" for k, v in s["predicted_share"].items())
         )
+    if args.sessions:
+        report["sessions"] = session_table(clf, data, labels, args.seed)
+        for kind, row in report["sessions"].items():
+            print(
+                f"{bundle.name} on {corpus.name}, {kind} sessions ({row['utterances']:.0f} "
+                f"utterances): with history {row['with_history']:.1%}, ungated "
+                f"{row['ungated']:.1%}, alone {row['alone']:.1%}"
+            )
     if corpus.name in trained_on:
         print(f"note: {bundle.name} was trained on {corpus.name}: this is not a held-out score")
     if args.json is not None:

@@ -1,0 +1,96 @@
+"""Familiar recordings (ser/familiar.py, ser_train/familiar.py): the distance is sklearn's
+Mahalanobis distance in the PCA subspace, new speakers of a known corpus are familiar and
+another corpus is not, the arrays round-trip through the bundle's file, and the evaluation
+mixes the alone network in by it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.covariance import LedoitWolf
+from sklearn.decomposition import PCA
+
+from ser.familiar import load_familiarity
+from ser_train.evaluate import mix_rows, with_alone_readings
+from ser_train.familiar import fit_familiarity, held_out_distances
+
+
+def _corpus(rng, n_speakers, offset, *, per=40, dim=64, first=0):
+    """Clips of speakers around a corpus centre `offset`: (n, dim) and (n,) speaker keys."""
+    centre = np.full(dim, offset, float)
+    x, who = [], []
+    for s in range(n_speakers):
+        voice = centre + rng.normal(0, 1.0, dim)
+        x.append(voice + rng.normal(0, 1.0, (per, dim)))
+        who += [f"c{offset}:{first + s}"] * per
+    return np.vstack(x), np.array(who)
+
+
+def test_distance_is_sklearn_mahalanobis_in_the_pca_subspace():
+    rng = np.random.default_rng(0)
+    x, who = _corpus(rng, 6, 0.0)
+    fam = fit_familiarity(x, who, weight=0.5)
+    pca = PCA(32, random_state=0).fit(x)
+    lw = LedoitWolf().fit(pca.transform(x))
+    probe = rng.normal(0, 2, (5, x.shape[1]))
+    want = np.sqrt(lw.mahalanobis(pca.transform(probe)))
+    np.testing.assert_allclose(fam.distance(probe), want, rtol=1e-9)
+    assert fam.distance(probe[0]).shape == ()  # one embedding -> a scalar
+    # the threshold: the 95 % quantile of speakers held out of the fit
+    assert fam.threshold == pytest.approx(np.quantile(held_out_distances(x, who), 0.95))
+
+
+def test_new_speakers_of_a_known_corpus_are_familiar_another_corpus_is_not():
+    rng = np.random.default_rng(1)
+    train, who = _corpus(rng, 8, 0.0)
+    new, _ = _corpus(rng, 3, 0.0, first=100)  # speakers the fit never saw, same corpus
+    other, _ = _corpus(rng, 3, 3.0)  # another corpus (shifted centre)
+    fam = fit_familiarity(train, who, weight=0.5)
+    assert (fam.alone_weight(new) == 0.5).mean() >= 0.85
+    assert (fam.alone_weight(other) == 0.0).all()
+    # a threshold from held-out speakers is wider than the clips' own spread in the fit
+    assert fam.threshold > np.quantile(fam.distance(train), 0.95)
+
+
+def test_one_training_speaker_uses_its_own_distances():
+    rng = np.random.default_rng(2)
+    x, who = _corpus(rng, 1, 0.0)
+    fam = fit_familiarity(x, who, weight=1.0)
+    assert fam.threshold == pytest.approx(np.quantile(fam.distance(x), 0.95))
+    with pytest.raises(ValueError, match="2 training speakers"):
+        held_out_distances(x, who)
+
+
+def test_arrays_round_trip_through_the_bundle_file(tmp_path):
+    rng = np.random.default_rng(3)
+    x, who = _corpus(rng, 4, 0.0)
+    fam = fit_familiarity(x, who, weight=0.5)
+    path = tmp_path / "familiar.npz"
+    np.savez(path, allow_pickle=False, **fam.arrays())
+    back = load_familiarity(path, fam.threshold, fam.weight)
+    np.testing.assert_array_equal(back.distance(x), fam.distance(x))
+    arrays = fam.arrays()
+    arrays["location"] = arrays["location"][:-1]
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="location"):
+        load_familiarity(path, 1.0, 0.5)
+
+
+def test_alone_readings_mix_by_weight_per_clip():
+    rng = np.random.default_rng(4)
+    adapted = rng.dirichlet(np.ones(8), 3).astype(np.float32)
+    network = rng.dirichlet(np.ones(8), 3).astype(np.float32)
+    test = np.array([False, True, True, True])
+    predictions = {"clean": adapted, "variant:first_utterance": adapted}
+    out = with_alone_readings(predictions, {"clean": network}, test, np.array([0.0, 0.5, 1.0]))
+    reading = out["variant:first_utterance"]
+    np.testing.assert_allclose(reading[0], adapted[0], atol=1e-6)  # unfamiliar: as before
+    np.testing.assert_allclose(reading[2], network[2], atol=1e-6)
+    mean = np.sqrt(network[1] * adapted[1])
+    np.testing.assert_allclose(reading[1], mean / mean.sum(), atol=1e-6)
+    np.testing.assert_array_equal(out["variant:first_adapted"], adapted)
+    np.testing.assert_array_equal(out["variant:alone_network"], network)
+    np.testing.assert_allclose(mix_rows(network, adapted, np.ones(3)), network, atol=1e-6)
+    # no weights: the alone network's reading alone (the option's first design)
+    plain = with_alone_readings(predictions, {"clean": network}, test)
+    np.testing.assert_array_equal(plain["variant:first_utterance"], network)
