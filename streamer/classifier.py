@@ -211,6 +211,12 @@ class Classifier:
             self._alone = _Model(alone.tflite_path, n_labels, num_threads)
             self._alone_reads_embedding = alone.reads_embedding
             self._alone_temperature = alone.temperature
+            familiar = self._familiarity
+            if familiar is not None and familiar.mean.shape != (self._raw_embedding_dim,):
+                raise BundleError(
+                    f"{alone.familiar_path} describes {familiar.mean.shape[0]}-value embeddings "
+                    f"but the encoder gives {self._raw_embedding_dim}; retrain the bundle"
+                )
             wanted = (self._raw_embedding_dim if alone.reads_embedding else FEATURE_SPEC.dim,)
             if self._alone.input_shape != wanted:
                 raise BundleError(

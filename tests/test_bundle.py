@@ -464,6 +464,19 @@ def test_an_alone_network_over_the_embedding_reads_utterances_alone(ravdess, tmp
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"alone\.weight 1\.5: expected a share"):
         load_bundle(copy)
+    # ... and one that describes embeddings of another size than the encoder's
+    rng = np.random.default_rng(0)
+    np.savez(
+        copy / "nowhere.npz",
+        mean=np.zeros(16),
+        components=rng.normal(size=(4, 16)),
+        location=np.zeros(4),
+        precision=np.eye(4),
+    )
+    manifest["alone"]["weight"] = 0.5
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="describes 16-value embeddings but the encoder gives"):
+        Classifier.from_dir(copy)
     # ... and one that reads an embedding in a bundle without an encoder
     small = _copy_with(tmp_path, lambda m: m.update(alone={"reads": "embedding"}))
     shutil.copyfile(small / "model.tflite", small / "alone.tflite")
