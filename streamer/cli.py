@@ -596,12 +596,14 @@ async def run_live(
         if mqtt is not None:
             await mqtt.aclose()
         logger.info(
-            "%d utterances, %d dropped as too short, %d dropped (backlog), %d failed, %d overflows",
+            "%d utterances, %d dropped as too short, %d dropped (backlog), %d failed, %d overflows"
+            ", %d with their pitch computed while spoken",
             state.utterances,
             state.dropped_short,
             state.dropped_backlog,
             state.failed,
             state.overflows,
+            state.early_pitch,
         )
     return 0
 

@@ -57,6 +57,10 @@ class PipelineConfig:
     """Processes computing features."""
     max_pending: int = 16
     """Utterances in flight; when full a live source drops the newest (counted), files wait."""
+    early_pitch: bool = True
+    """Compute an utterance's pitch (YIN, most of the statistics' cost) in the feature workers
+    while it is still being spoken, when they have nothing else to do: less work once it ends,
+    the same results (16 kHz input)."""
     min_confidence: float | str = "auto"
     """Results with a top probability below this are marked uncertain (0 disables); "auto":
     the bundle's threshold, below which its held-out results were right less than half the

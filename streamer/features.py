@@ -195,8 +195,15 @@ def _yin(
 ) -> npt.NDArray[np.float64]:
     """F0 in Hz of frames first..last-1 with YIN (de Cheveigné & Kawahara 2002), as librosa.yin
     computes it."""
+    length = spec.f0_frame_length
+    return _yin_of_frames(
+        _frames(np.pad(y, length // 2), length, spec.hop_length)[first:last], spec
+    )
+
+
+def _yin_of_frames(frames: npt.NDArray[np.float64], spec: FeatureSpec) -> npt.NDArray[np.float64]:
+    """(n, f0_frame_length) frames -> (n,) F0 in Hz (see `_yin`)."""
     length, sr = spec.f0_frame_length, spec.sample_rate
-    frames = _frames(np.pad(y, length // 2), length, spec.hop_length)[first:last]
     min_period = int(np.floor(sr / spec.f0_max_hz))
     max_period = min(int(np.ceil(sr / spec.f0_min_hz)), length - 1)
     # Zero-padding to length + max_period keeps the circular autocorrelation exact for the lags
@@ -309,10 +316,49 @@ class Analysis:
     embedding: npt.NDArray[np.float32] | None = None
 
 
+def f0_frames_ready(n_samples: int, spec: FeatureSpec = FEATURE_SPEC) -> int:
+    """How many of an utterance's first F0 frames its first `n_samples` samples (at
+    `spec.sample_rate`) determine: frame k reads samples k * hop - f0_frame_length / 2 up to
+    k * hop + f0_frame_length / 2 (the utterance zero-padded on the left)."""
+    half = spec.f0_frame_length // 2
+    return max(0, (n_samples - half) // spec.hop_length + 1)
+
+
+def f0_frames(
+    samples: npt.NDArray[np.int16],
+    start: int,
+    stop: int,
+    offset: int,
+    spec: FeatureSpec = FEATURE_SPEC,
+) -> npt.NDArray[np.float64]:
+    """(stop - start,) F0 in Hz of an utterance's frames start..stop-1, as `analyse` computes
+    them, from its samples at `spec.sample_rate` from index `offset` on (int16; enough to reach
+    frame stop - 1's end: see `f0_frames_ready`). Lets a live pipeline compute an utterance's
+    pitch while it is still being spoken (`analyse(..., f0_prefix=...)`)."""
+    half, hop = spec.f0_frame_length // 2, spec.hop_length
+    y = np.nan_to_num(np.asarray(samples, dtype=np.int16).astype(np.float32) / 32768.0).astype(
+        np.float64
+    )
+    first_sample = start * hop - half  # frame `start` reads from here (< 0: the left padding)
+    if offset > max(0, first_sample):
+        raise ValueError(f"samples from {offset} do not reach back to frame {start}'s start")
+    # from frame `start`'s first sample; before the utterance: its left padding
+    y = y[first_sample - offset :] if first_sample >= 0 else np.pad(y, (-first_sample, 0))
+    frames = _frames(y, spec.f0_frame_length, hop)[: stop - start]
+    if len(frames) != stop - start:
+        raise ValueError(f"samples up to {offset + y.size} do not reach frame {stop - 1}'s end")
+    return _yin_of_frames(frames, spec)
+
+
 def analyse(
-    audio: npt.ArrayLike, sample_rate: int = SAMPLE_RATE, spec: FeatureSpec = FEATURE_SPEC
+    audio: npt.ArrayLike,
+    sample_rate: int = SAMPLE_RATE,
+    spec: FeatureSpec = FEATURE_SPEC,
+    f0_prefix: npt.NDArray[np.float64] | None = None,
 ) -> Analysis:
-    """`extract` and `log_mel_frames` of one utterance at the cost of one (see `extract`)."""
+    """`extract` and `log_mel_frames` of one utterance at the cost of one (see `extract`).
+    `f0_prefix`: F0 of the utterance's first frames, already computed (`f0_frames`, from the
+    same int16 samples at `spec.sample_rate`): only the rest is computed here."""
     x = _prepare(audio, sample_rate, spec)
     s = _spectrum(x, spec)
     power, frame_db, ref_db, first, last = s.power, s.frame_db, s.ref_db, s.first, s.last
@@ -332,7 +378,16 @@ def analyse(
         10.0 * (log_power.mean(0) - np.log(np.maximum(power.mean(0), _POWER_FLOOR))) / np.log(10.0)
     )
     zcr = _zero_crossing_rate(x, spec)[first:last]
-    f0 = _yin(x, spec, first, last)
+    if f0_prefix is None or len(f0_prefix) == 0:
+        f0 = _yin(x, spec, first, last)
+    else:
+        known = len(f0_prefix)
+        head = np.asarray(f0_prefix, dtype=np.float64)[first : min(known, last)]
+        f0 = (
+            head
+            if last <= known
+            else np.concatenate([head, _yin(x, spec, max(first, known), last)])
+        )
 
     tracks = np.vstack(
         [

@@ -10,14 +10,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from ser.adaptation import GatedHistory
 from ser.classifier import Classifier
 from ser.config import Config
-from ser.features import Analysis
+from ser.features import FEATURE_SPEC, Analysis, f0_frames_ready
 from ser.inference import BatchedInference
 from ser.messages import NOT_SPEECH, AudioBlock, Result, Utterance
 from ser.scoring import arousal_valence
@@ -37,6 +39,45 @@ class _Reset:
 
 
 _RESET = _Reset()
+
+# early pitch: a part is computed each time this many more of the utterance's frames (10 ms
+# each) are known
+EARLY_STEP_FRAMES = 100
+
+
+def _retrieve(task: asyncio.Task[npt.NDArray[np.float64]]) -> None:
+    """An early-pitch part that failed (a worker lost under it) only costs its frames: the
+    utterance's own job computes them; noted, never raised."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("early pitch part failed: %s", task.exception())
+
+
+@dataclass
+class _EarlyPitch:
+    """The pitch of the utterance in progress, computed in parts while it is spoken."""
+
+    samples: npt.NDArray[np.int16]  # what the parts were computed from: its first samples
+    frames: int = 0  # the parts cover its frames 0..frames-1
+    parts: list[asyncio.Task[npt.NDArray[np.float64]]] = field(default_factory=list)
+
+    def cancel(self) -> None:
+        for part in self.parts:
+            part.cancel()
+
+    def prefix_for(self, samples: npt.NDArray[np.int16]) -> npt.NDArray[np.float64] | None:
+        """The pitch of the parts already done, in order, when `samples` (an ended
+        utterance's) begin with what they were computed from; the rest are cancelled."""
+        usable = samples.size >= self.samples.size and np.array_equal(
+            samples[: self.samples.size], self.samples
+        )
+        done: list[npt.NDArray[np.float64]] = []
+        for part in self.parts:
+            if not usable or not part.done() or part.cancelled() or part.exception() is not None:
+                usable = False
+                part.cancel()
+                continue
+            done.append(part.result())
+        return np.concatenate(done) if done else None
 
 
 class Sink(Protocol):
@@ -83,6 +124,7 @@ class Pipeline:
         self._short_in_finished_streams = 0
         self._pending: asyncio.Queue[asyncio.Task[_Featurized] | _Reset | None] | None = None
         self._resets_before_run = 0
+        self._early: _EarlyPitch | None = None
 
     async def reset_speaker(self) -> None:
         """A new speaker starts now: utterances already segmented keep the old history, later
@@ -125,12 +167,16 @@ class Pipeline:
                 else:
                     self._count(segmenter)
                 await self._submit_all(utterances, pending, source.live)
+                self._advance_early_pitch(segmenter)
         except SourceError as exc:
             failure = exc
             if segmenter is not None:  # keep the utterance in progress
                 await self._submit_all(segmenter.flush(), pending, live=False)
                 self._count(segmenter, finished=True)
         finally:
+            if self._early is not None:
+                self._early.cancel()
+                self._early = None
             await pending.put(None)
             await emitter
             if self._own_inference:
@@ -168,13 +214,55 @@ class Pipeline:
                     pending.maxsize,
                 )
                 continue
-            task = asyncio.create_task(self._classify(utterance))
+            prefix = None
+            if self._early is not None:
+                prefix = self._early.prefix_for(utterance.samples)
+                self._early = None
+                self.state.early_pitch += prefix is not None
+            task = asyncio.create_task(self._classify(utterance, prefix))
             await pending.put(task)
 
-    async def _classify(self, utterance: Utterance) -> _Featurized:
+    def _advance_early_pitch(self, segmenter: VadSegmenter) -> None:
+        """While an utterance is being spoken: its pitch so far, in parts, in the feature
+        workers when they are free (`pipeline.early_pitch`; 16 kHz input)."""
+        tracker = segmenter.tracker
+        if (
+            not self.config.pipeline.early_pitch
+            or segmenter.sample_rate != FEATURE_SPEC.sample_rate
+            or not tracker.in_speech
+        ):
+            if self._early is not None and not tracker.in_speech:
+                self._early.cancel()  # the utterance was too short, or is out already
+                self._early = None
+            return
+        ready = f0_frames_ready(tracker.pending_samples)
+        early = self._early
+        if ready - (early.frames if early is not None else 0) < EARLY_STEP_FRAMES:
+            return
+        so_far = tracker.pending_audio()
+        if early is None or not (
+            so_far.size >= early.samples.size
+            and np.array_equal(so_far[: early.samples.size], early.samples)
+        ):  # a new utterance (or a new piece of one cut at vad.max_utterance_ms)
+            if early is not None:
+                early.cancel()
+            early = self._early = _EarlyPitch(np.zeros(0, dtype=np.int16))
+        half = FEATURE_SPEC.f0_frame_length // 2
+        offset = max(0, early.frames * FEATURE_SPEC.hop_length - half)
+        end = (ready - 1) * FEATURE_SPEC.hop_length + half
+        part = asyncio.create_task(
+            self.workers.f0_frames(so_far[offset:end], early.frames, ready, offset)
+        )
+        part.add_done_callback(_retrieve)
+        early.parts.append(part)
+        early.frames, early.samples = ready, so_far[:end]
+
+    async def _classify(
+        self, utterance: Utterance, f0_prefix: npt.NDArray[np.float64] | None = None
+    ) -> _Featurized:
         # fair across the streams of a server (ser-serve): each stream its own turn
         analysis = await self.workers.analyse(
-            utterance.samples, utterance.sample_rate, key=utterance.source
+            utterance.samples, utterance.sample_rate, key=utterance.source, f0_prefix=f0_prefix
         )
         return utterance, analysis
 

@@ -73,6 +73,7 @@ class UtteranceTracker:
         self._ring: deque[_Frame] = deque(maxlen=pre_roll_frames + self._start_frames)
         self._voiced_run = 0
         self._frames: list[_Frame] = []  # current utterance, empty when in silence
+        self._frame_samples = 0  # samples in `_frames`
         self._in_speech = False
         self._silence_run = 0
         self._next_index = 0
@@ -81,6 +82,18 @@ class UtteranceTracker:
     @property
     def in_speech(self) -> bool:
         return self._in_speech
+
+    @property
+    def pending_samples(self) -> int:
+        """Samples of the utterance in progress so far (0 in silence)."""
+        return self._frame_samples if self._in_speech else 0
+
+    def pending_audio(self) -> npt.NDArray[np.int16]:
+        """The utterance in progress so far: the first samples of the `Utterance` it becomes
+        (unless it turns out too short), int16 at `sample_rate`."""
+        if not self._in_speech or not self._frames:
+            return np.zeros(0, dtype=np.int16)
+        return np.concatenate([f.samples for f in self._frames])
 
     def push(
         self,
@@ -97,11 +110,13 @@ class UtteranceTracker:
             if self._voiced_run >= self._start_frames:
                 self._in_speech = True
                 self._frames = list(self._ring)
+                self._frame_samples = sum(f.samples.size for f in self._frames)
                 self._ring.clear()
                 self._voiced_run = 0
                 self._silence_run = 0
             return []
         self._frames.append(frame)
+        self._frame_samples += samples.size
         self._silence_run = 0 if speech else self._silence_run + 1
         if self._silence_run >= self._hangover_frames:
             out = self._finish()
@@ -124,6 +139,7 @@ class UtteranceTracker:
 
     def _finish(self) -> list[Utterance]:
         frames, self._frames = self._frames, []
+        self._frame_samples = 0
         voiced = [i for i, f in enumerate(frames) if f.speech]
         if not voiced:
             return []

@@ -47,6 +47,8 @@ class LiveState:
     dropped_blocks: int = 0
     resets: int = 0
     """Speaker resets asked for (`reset` message, dashboard key)."""
+    early_pitch: int = 0
+    """Utterances whose pitch was partly computed while they were spoken (pipeline.early_pitch)."""
     last: Result | None = None
     history: deque[Result] = field(init=False)
     timeline: deque[Result] = field(init=False)

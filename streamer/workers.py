@@ -59,8 +59,12 @@ class _Worker:
     encoder: UtteranceEncoder | None = None  # for bundles with an encoder
 
 
-def _analyse(samples: npt.NDArray[np.int16], sample_rate: int) -> features.Analysis:
-    analysis = features.analyse(samples, sample_rate)
+def _analyse(
+    samples: npt.NDArray[np.int16],
+    sample_rate: int,
+    f0_prefix: npt.NDArray[np.float64] | None = None,
+) -> features.Analysis:
+    analysis = features.analyse(samples, sample_rate, f0_prefix=f0_prefix)
     if _Worker.encoder is None:
         return analysis
     return with_embedding(analysis, samples, sample_rate, _Worker.encoder)
@@ -96,6 +100,10 @@ class FeatureWorkers:
         self.in_flight = 0  # utterances waiting for or in a worker
         self._waiting: dict[Hashable, deque[asyncio.Future[None]]] = {}  # per key, in order
         self._running = 0  # handed to the pool
+        # early work (pitch of utterances still being spoken): only while no utterance waits,
+        # at most one per worker at a time
+        self._background: deque[asyncio.Future[None]] = deque()
+        self._running_background = 0
         self.healthy = False  # True once started, False while a broken pool is being replaced
         # Spawned workers inherit the environment: one BLAS thread each, or small numpy calls
         # slow down under load (8-16 ms instead of 1-2 ms).
@@ -143,7 +151,11 @@ class FeatureWorkers:
         self._unwatch = lambda: [loop.remove_reader(fd) for fd in sentinels]
 
     async def analyse(
-        self, samples: npt.NDArray[np.int16], sample_rate: int, key: Hashable = ""
+        self,
+        samples: npt.NDArray[np.int16],
+        sample_rate: int,
+        key: Hashable = "",
+        f0_prefix: npt.NDArray[np.float64] | None = None,
     ) -> features.Analysis:
         """(n,) int16 -> the utterance's feature vector, log-mel sequence and (encoder bundles)
         embedding, computed in a worker process. A worker lost under it: retried once on the
@@ -151,7 +163,8 @@ class FeatureWorkers:
 
         Fair: utterances wait per `key` (ser-serve: the stream) and are handed to the workers
         round-robin over the keys, at most 2 per worker at a time, so one stream's backlog
-        cannot hold the workers ahead of every other stream's next utterance."""
+        cannot hold the workers ahead of every other stream's next utterance. `f0_prefix`: the
+        pitch of its first frames, computed while it was spoken (`f0_frames`)."""
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         self._waiting.setdefault(key, deque()).append(ready)
@@ -159,7 +172,7 @@ class FeatureWorkers:
         self._dispatch()
         try:
             await ready
-            return await self._analyse(samples, sample_rate)
+            return await self._analyse(samples, sample_rate, f0_prefix)
         finally:
             self.in_flight -= 1
             if ready.done() and not ready.cancelled():
@@ -172,9 +185,57 @@ class FeatureWorkers:
                         del self._waiting[key]
             self._dispatch()
 
+    async def f0_frames(
+        self, samples: npt.NDArray[np.int16], start: int, stop: int, offset: int
+    ) -> npt.NDArray[np.float64]:
+        """`streamer.features.f0_frames` in a worker process, as background work: it waits
+        while any utterance waits (`analyse`), and at most one runs per worker. A worker lost
+        under it: `WorkerLostError` at once (the caller computes the pitch with the rest)."""
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        self._background.append(ready)
+        self.in_flight += 1
+        self._dispatch()
+        try:
+            await ready
+            if self._replacing is not None:
+                raise WorkerLostError("the feature workers are being replaced")
+            executor = self._executor
+            try:
+                return await loop.run_in_executor(
+                    executor, features.f0_frames, samples, start, stop, offset
+                )
+            except BrokenProcessPool:
+                if self._closed:
+                    raise
+                await self._replace(executor)
+                raise WorkerLostError("a feature worker died under early pitch work") from None
+        finally:
+            self.in_flight -= 1
+            if ready.done() and not ready.cancelled():
+                self._running_background -= 1
+            elif ready in self._background:
+                self._background.remove(ready)
+            self._dispatch()
+
     def _dispatch(self) -> None:
-        """Start waiting utterances, one key at a time in turn, while workers have room."""
-        while self._waiting and self._running < 2 * self.n:
+        """Start waiting utterances, one key at a time in turn, while workers have room; then
+        background work, while no utterance waits."""
+        self._dispatch_utterances()
+        while (
+            self._background
+            and not self._waiting
+            and self._running + self._running_background < 2 * self.n
+            and self._running_background < self.n
+        ):
+            ready = self._background.popleft()
+            if ready.done():  # cancelled meanwhile
+                continue
+            self._running_background += 1
+            ready.set_result(None)
+
+    def _dispatch_utterances(self) -> None:
+        while self._waiting and self._running + self._running_background < 2 * self.n:
             key = next(iter(self._waiting))
             queue = self._waiting.pop(key)
             ready = queue.popleft()
@@ -185,14 +246,21 @@ class FeatureWorkers:
             self._running += 1
             ready.set_result(None)
 
-    async def _analyse(self, samples: npt.NDArray[np.int16], sample_rate: int) -> features.Analysis:
+    async def _analyse(
+        self,
+        samples: npt.NDArray[np.int16],
+        sample_rate: int,
+        f0_prefix: npt.NDArray[np.float64] | None,
+    ) -> features.Analysis:
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             if self._replacing is not None:
                 await asyncio.shield(self._replacing)
             executor = self._executor
             try:
-                return await loop.run_in_executor(executor, _analyse, samples, sample_rate)
+                return await loop.run_in_executor(
+                    executor, _analyse, samples, sample_rate, f0_prefix
+                )
             except BrokenProcessPool:
                 if self._closed:
                     raise

@@ -162,3 +162,28 @@ def test_frame_levels_in_one_pass_equal_the_single_frame_level():
     want = [frame_level_db(f) for f in frames]
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert got[3] == -120.0 and -25.0 < got[0] < -15.0  # 3000 / 32768 RMS: -20.7 dBFS
+
+
+def test_the_utterance_in_progress_is_the_start_of_the_utterance_it_becomes():
+    """What a live pipeline reads while someone speaks (pipeline.early_pitch): the samples so
+    far are the first samples of the utterance emitted at its end; none in silence."""
+    audio = np.concatenate([silence(1.0), harmonic(1.5), silence(1.0), harmonic(0.8), silence(1)])
+    seg = VadSegmenter(VadConfig(), "syn")
+    seen: list[np.ndarray] = []
+    matched = 0
+    for block in _blocks(audio, 1600):
+        out = seg.push(block)
+        for utterance in out:
+            assert seen and np.array_equal(utterance.samples[: seen[-1].size], seen[-1])
+            matched += 1
+            seen.clear()
+        tracker = seg.tracker
+        assert tracker.pending_samples == tracker.pending_audio().size
+        if tracker.in_speech:
+            so_far = tracker.pending_audio()
+            if seen:
+                assert np.array_equal(so_far[: seen[-1].size], seen[-1])  # it only grows
+            seen.append(so_far)
+        else:
+            assert tracker.pending_samples == 0
+    assert matched == 2
