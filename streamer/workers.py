@@ -193,8 +193,7 @@ class FeatureWorkers:
         under it: `WorkerLostError` at once (the caller computes the pitch with the rest)."""
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
-        self._background.append(ready)
-        self.in_flight += 1
+        self._background.append(ready)  # not in `in_flight`: that counts utterances
         self._dispatch()
         try:
             await ready
@@ -211,7 +210,6 @@ class FeatureWorkers:
                 await self._replace(executor)
                 raise WorkerLostError("a feature worker died under early pitch work") from None
         finally:
-            self.in_flight -= 1
             if ready.done() and not ready.cancelled():
                 self._running_background -= 1
             elif ready in self._background:
