@@ -23,8 +23,6 @@ from ser.messages import AudioBlock
 from ser.pipeline import EARLY_STEP_FRAMES
 from ser.segmenter import VadSegmenter
 
-HALF, HOP = features.FEATURE_SPEC.f0_frame_length // 2, features.FEATURE_SPEC.hop_length
-
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -56,10 +54,8 @@ def main() -> None:
         started = time.perf_counter()
         f0 = []
         for so_far, ready, done in pieces:
-            offset = max(0, done * HOP - HALF)
-            f0.append(
-                features.f0_frames(so_far[offset : (ready - 1) * HOP + HALF], done, ready, offset)
-            )
+            offset, end = features.f0_span(done, ready)
+            f0.append(features.f0_frames(so_far[offset:end], done, ready, offset))
         early += time.perf_counter() - started
         started = time.perf_counter()
         features.analyse(utterance.samples, f0_prefix=np.concatenate(f0) if f0 else None)

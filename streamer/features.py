@@ -324,6 +324,13 @@ def f0_frames_ready(n_samples: int, spec: FeatureSpec = FEATURE_SPEC) -> int:
     return max(0, (n_samples - half) // spec.hop_length + 1)
 
 
+def f0_span(start: int, stop: int, spec: FeatureSpec = FEATURE_SPEC) -> tuple[int, int]:
+    """(offset, end): the samples (at `spec.sample_rate`) an utterance's F0 frames
+    start..stop-1 read, as `f0_frames` takes them."""
+    half, hop = spec.f0_frame_length // 2, spec.hop_length
+    return max(0, start * hop - half), (stop - 1) * hop + half
+
+
 def f0_frames(
     samples: npt.NDArray[np.int16],
     start: int,

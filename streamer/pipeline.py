@@ -19,7 +19,7 @@ import numpy.typing as npt
 from ser.adaptation import GatedHistory
 from ser.classifier import Classifier
 from ser.config import Config
-from ser.features import FEATURE_SPEC, Analysis, f0_frames_ready
+from ser.features import FEATURE_SPEC, Analysis, f0_frames_ready, f0_span
 from ser.inference import BatchedInference
 from ser.messages import NOT_SPEECH, AudioBlock, Result, Utterance
 from ser.scoring import arousal_valence
@@ -64,12 +64,15 @@ class _EarlyPitch:
         for part in self.parts:
             part.cancel()
 
+    def continues_in(self, samples: npt.NDArray[np.int16]) -> bool:
+        """Whether `samples` begin with what the parts were computed from."""
+        n = self.samples.size
+        return samples.size >= n and np.array_equal(samples[:n], self.samples)
+
     def prefix_for(self, samples: npt.NDArray[np.int16]) -> npt.NDArray[np.float64] | None:
         """The pitch of the parts already done, in order, when `samples` (an ended
-        utterance's) begin with what they were computed from; the rest are cancelled."""
-        usable = samples.size >= self.samples.size and np.array_equal(
-            samples[: self.samples.size], self.samples
-        )
+        utterance's) continue what they were computed from; the rest are cancelled."""
+        usable = self.continues_in(samples)
         done: list[npt.NDArray[np.float64]] = []
         for part in self.parts:
             if not usable or not part.done() or part.cancelled() or part.exception() is not None:
@@ -240,16 +243,12 @@ class Pipeline:
         if ready - (early.frames if early is not None else 0) < EARLY_STEP_FRAMES:
             return
         so_far = tracker.pending_audio()
-        if early is None or not (
-            so_far.size >= early.samples.size
-            and np.array_equal(so_far[: early.samples.size], early.samples)
-        ):  # a new utterance (or a new piece of one cut at vad.max_utterance_ms)
+        if early is None or not early.continues_in(so_far):
+            # a new utterance (or a new piece of one cut at vad.max_utterance_ms)
             if early is not None:
                 early.cancel()
             early = self._early = _EarlyPitch(np.zeros(0, dtype=np.int16))
-        half = FEATURE_SPEC.f0_frame_length // 2
-        offset = max(0, early.frames * FEATURE_SPEC.hop_length - half)
-        end = (ready - 1) * FEATURE_SPEC.hop_length + half
+        offset, end = f0_span(early.frames, ready)
         part = asyncio.create_task(
             self.workers.f0_frames(so_far[offset:end], early.frames, ready, offset)
         )

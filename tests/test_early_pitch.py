@@ -21,12 +21,10 @@ from .live import parse_results, run_live
 def _parts(samples: np.ndarray, every: int) -> np.ndarray:
     """The pitch of `samples`' frames computed as a live pipeline does, `every` samples."""
     parts, done = [], 0
-    half, hop = features.FEATURE_SPEC.f0_frame_length // 2, features.FEATURE_SPEC.hop_length
     for n in range(every, samples.size + 1, every):
         ready = features.f0_frames_ready(n)
         if ready > done:
-            offset = max(0, done * hop - half)
-            end = (ready - 1) * hop + half
+            offset, end = features.f0_span(done, ready)
             parts.append(features.f0_frames(samples[offset:end], done, ready, offset))
             done = ready
     return np.concatenate(parts) if parts else np.zeros(0)
@@ -48,6 +46,7 @@ def test_frames_ready_and_what_a_part_needs():
     assert features.f0_frames_ready(511) == 0  # frame 0 reads up to sample 512
     assert features.f0_frames_ready(512) == 1
     assert features.f0_frames_ready(512 + 160) == 2
+    assert features.f0_span(0, 10) == (0, 1952) and features.f0_span(5, 8) == (288, 1632)
     samples = np.zeros(2_000, dtype=np.int16)
     with pytest.raises(ValueError, match="do not reach frame 9's end"):
         features.f0_frames(samples[:1_500], 0, 10, 0)  # frame 9 ends at sample 1952

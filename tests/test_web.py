@@ -72,8 +72,10 @@ def _wait_status(page, predicate, timeout_s: float = 60) -> str:
     """Poll the status line from here (the page's CSP forbids Playwright's string eval)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        status = page.inner_text("#status")
+        # the kind first: the page sets text and kind together, so text read after a kind is
+        # never older than it (read the other way round, a stale text could pass with a new kind)
         kind = page.get_attribute("#status", "data-kind") or ""
+        status = page.inner_text("#status")
         if predicate(status, kind):
             return status
         page.wait_for_timeout(100)

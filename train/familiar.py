@@ -4,6 +4,8 @@ speaker of a known corpus is what "familiar" must accept)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import numpy.typing as npt
 from sklearn.covariance import LedoitWolf
@@ -64,7 +66,4 @@ def fit_familiarity(
         distances = held_out_distances(e, speakers, seed)
     else:  # one speaker: nobody to hold out; its own clips' distances (a tighter threshold)
         distances = fitted.distance(e)
-    threshold = float(np.quantile(distances, quantile))
-    return Familiarity(
-        fitted.mean, fitted.components, fitted.location, fitted.precision, threshold, weight
-    )
+    return replace(fitted, threshold=float(np.quantile(distances, quantile)), weight=weight)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,80 +37,100 @@ from ser_train.protocols import MERGED, SHARED_LABELS, to_label_space
 from ser_train.sessions import SESSION_KINDS, draw_sessions
 
 
-def _analysis(clf: Classifier, data: Dataset, i: int) -> Analysis:
-    """Row `i`'s feature views as the live feature workers compute them."""
-    mel = data.mels["clean"][i] if data.mels is not None else np.zeros((1, 40), np.float32)
-    embedding = None
-    if clf.has_encoder:
-        audio = read_audio(data.clips[i].path, ENCODER_SPEC.sample_rate)
-        embedding = clf.embed(audio, ENCODER_SPEC.sample_rate)
-    return Analysis(data.features["clean"][i], mel, embedding)
+def cached_analyses(clf: Classifier, data: Dataset) -> Callable[[int], Analysis]:
+    """Row i -> its feature views as the live feature workers compute them (the encoder, for a
+    bundle with one, runs on the audio once per row)."""
+    cache: dict[int, Analysis] = {}
+
+    def analysis_of(i: int) -> Analysis:
+        if i not in cache:
+            mels = data.mels["clean"][i] if data.mels is not None else np.zeros((1, 40), np.float32)
+            embedding = None
+            if clf.has_encoder:
+                audio = read_audio(data.clips[i].path, ENCODER_SPEC.sample_rate)
+                embedding = clf.embed(audio, ENCODER_SPEC.sample_rate)
+            cache[i] = Analysis(data.features["clean"][i], mels, embedding)
+        return cache[i]
+
+    return analysis_of
 
 
-def predict_corpus(clf: Classifier, data: Dataset, alone: bool, seed: int) -> np.ndarray:
+# how each utterance is read: as the bundle runs it (its history gate), the history ungated
+# (`pipeline.adaptation = "always"`), and alone
+READINGS = ("with_history", "ungated", "alone")
+
+
+def read_stream(
+    clf: Classifier, rows: Sequence[int], analysis_of: Callable[[int], Analysis]
+) -> dict[str, np.ndarray]:
+    """`rows` as one stream with a fresh history, in order: each of `READINGS`, (len(rows),
+    n_labels) probabilities."""
+    adapter = clf.adapter()
+    spec = clf.bundle.history_gate
+    gate = GatedHistory(spec) if spec is not None else None
+    read: dict[str, list[np.ndarray]] = {name: [] for name in READINGS}
+    for i in rows:
+        analysis = analysis_of(i)
+        history = clf.predict(adapter.push(0, analysis))
+        alone = clf.predict(adapter.alone(analysis))
+        read["ungated"].append(history)
+        read["alone"].append(alone)
+        read["with_history"].append(gate.push(0, history, alone) if gate is not None else history)
+    return {name: np.array(probs).reshape(len(rows), -1) for name, probs in read.items()}
+
+
+def predict_corpus(
+    clf: Classifier,
+    data: Dataset,
+    alone: bool,
+    seed: int,
+    analysis_of: Callable[[int], Analysis] | None = None,
+) -> np.ndarray:
     """(n, len(LABELS)) probabilities, each speaker's clips in one random order, read with
     the speaker's history and mixed by the bundle's history gate as `ser-live` does (or each
     alone). For a bundle with an encoder, the encoder runs on the audio as the live feature
     workers run it."""
+    analysis_of = analysis_of or cached_analyses(clf, data)
     out = np.zeros((len(data.y), len(LABELS)), dtype=np.float32)
-    streams = np.arange(len(data.y)) if alone else data.speakers
-    spec = clf.bundle.history_gate
-    for stream, rows in stream_orders(streams, np.random.default_rng(seed)):
-        adapter = clf.adapter()
-        gate = GatedHistory(spec) if spec is not None else None
-        for i in rows:
-            analysis = _analysis(clf, data, i)
-            if alone:
-                out[i] = clf.predict(adapter.alone(analysis))
-                continue
-            out[i] = clf.predict(adapter.push(stream, analysis))
-            if gate is not None:
-                out[i] = gate.push(stream, out[i], clf.predict(adapter.alone(analysis)))
+    for _, rows in stream_orders(data.speakers, np.random.default_rng(seed)):
+        reading = read_stream(clf, np.asarray(rows).tolist(), analysis_of)
+        out[rows] = reading["alone" if alone else "with_history"]
     return out
 
 
-# how each session is read: as the bundle runs it (its history gate), the history ungated
-# (`pipeline.adaptation = "always"`), and each clip alone
-READINGS = ("with_history", "ungated", "alone")
-
-
 def session_table(
-    clf: Classifier, data: Dataset, labels: tuple[str, ...], seed: int
+    clf: Classifier,
+    data: Dataset,
+    labels: tuple[str, ...],
+    seed: int,
+    analysis_of: Callable[[int], Analysis] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Accuracy of each of `READINGS` per session kind (train/sessions.py: sessions drawn
     over every clip of the corpus, each one stream with a fresh history), in `labels`."""
-    analyses: dict[int, Analysis] = {}
-    spec = clf.bundle.history_gate
+    analysis_of = analysis_of or cached_analyses(clf, data)
     table: dict[str, dict[str, float]] = {}
     for kind in SESSION_KINDS:
-        rows: list[int] = []
-        read: dict[str, list[np.ndarray]] = {name: [] for name in READINGS}
-        for session in draw_sessions(kind, np.arange(len(data.y)), data.y, data.speakers, seed):
-            adapter = clf.adapter()
-            gate = GatedHistory(spec) if spec is not None else None
-            for i in session.rows.tolist():
-                analysis = analyses.setdefault(i, _analysis(clf, data, i))
-                history = clf.predict(adapter.push(0, analysis))
-                alone = clf.predict(adapter.alone(analysis))
-                read["ungated"].append(history)
-                read["alone"].append(alone)
-                read["with_history"].append(
-                    gate.push(0, history, alone) if gate is not None else history
-                )
-                rows.append(i)
-        if not rows:
+        sessions = draw_sessions(kind, np.arange(len(data.y)), data.y, data.speakers, seed)
+        if not sessions:
             continue
+        reads = [read_stream(clf, session.rows.tolist(), analysis_of) for session in sessions]
+        rows = np.concatenate([session.rows for session in sessions])
         table[kind] = {"utterances": float(len(rows))}
-        for name, probs in read.items():
-            y, mapped = data.y[rows], np.array(probs)
-            if labels != LABELS:
-                y, mapped = to_label_space(y, mapped, labels)
+        for name in READINGS:
+            y, mapped = _in_labels(data.y[rows], np.concatenate([r[name] for r in reads]), labels)
             table[kind][name] = float((mapped.argmax(1) == y).mean())
     return table
 
 
+def _in_labels(
+    y: np.ndarray, probs: np.ndarray, labels: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Truths and probabilities in `labels` (as they are when those are all of LABELS)."""
+    return to_label_space(y, probs, labels) if labels != LABELS else (y, probs)
+
+
 def score(data: Dataset, probs: np.ndarray, labels: tuple[str, ...]) -> dict[str, Any]:
-    y, mapped = to_label_space(data.y, probs, labels) if labels != LABELS else (data.y, probs)
+    y, mapped = _in_labels(data.y, probs, labels)
     scores = scores_of_probabilities(y, mapped, labels)
     predicted = np.bincount(mapped.argmax(1), minlength=len(labels)) / len(y)
     scores["predicted_share"] = dict(zip(labels, (float(p) for p in predicted), strict=True))
@@ -152,14 +172,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     labels = LABELS if corpus.labels == LABELS else SHARED_LABELS
     if not all(MERGED.get(lb, lb) in labels for lb in corpus.labels):
         labels = tuple(lb for lb in LABELS if lb in corpus.labels)
+    analysis_of = cached_analyses(clf, data)  # the encoder once per clip, for every reading
     report: dict[str, Any] = {
         "bundle": bundle.name,
         "bundle_trained_on": trained_on,
         "corpus": corpus.name,
         "clips": len(data.y),
         "labels": list(labels),
-        "adapted": score(data, predict_corpus(clf, data, alone=False, seed=args.seed), labels),
-        "alone": score(data, predict_corpus(clf, data, alone=True, seed=args.seed), labels),
+        "adapted": score(data, predict_corpus(clf, data, False, args.seed, analysis_of), labels),
+        "alone": score(data, predict_corpus(clf, data, True, args.seed, analysis_of), labels),
     }
     for key in ("adapted", "alone"):
         s = report[key]
@@ -169,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             + ", ".join(f"{k} {v:.0%}" for k, v in s["predicted_share"].items())
         )
     if args.sessions:
-        report["sessions"] = session_table(clf, data, labels, args.seed)
+        report["sessions"] = session_table(clf, data, labels, args.seed, analysis_of)
         for kind, row in report["sessions"].items():
             print(
                 f"{bundle.name} on {corpus.name}, {kind} sessions ({row['utterances']:.0f} "
