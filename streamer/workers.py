@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +32,8 @@ from ser.bundle import EncoderSection
 from ser.encoder import UtteranceEncoder, with_embedding
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def _noop() -> int:
@@ -79,12 +82,19 @@ def _init_worker(encoder: EncoderSection | None) -> None:
         _Worker.encoder = UtteranceEncoder(encoder.encoder_path, encoder.layers)  # warmed up
 
 
+def _kill(processes: list[multiprocessing.process.BaseProcess]) -> None:
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError):  # already gone
+            process.kill()
+
+
 class WorkerLostError(Exception):
     """An utterance's worker died twice (once in the pool it started in, once in the pool that
     replaced it): this utterance fails alone; the pool goes on."""
 
 
 RESTART_MIN_INTERVAL_S = 1.0  # a pool that breaks again at once is replaced at most this often
+CLOSE_TIMEOUT_S = 10.0  # workers finishing what they hold at close
 
 
 class FeatureWorkers:
@@ -110,6 +120,8 @@ class FeatureWorkers:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         self._executor = self._new_executor()
         self._replacing: asyncio.Task[None] | None = None
+        # per pool: done when the pool is given up (every call still in it is lost)
+        self._lost: dict[ProcessPoolExecutor, asyncio.Future[None]] = {}
         self._last_restart_s = 0.0
         self._closed = False
         self._unwatch: Callable[[], object] = lambda: None
@@ -129,6 +141,7 @@ class FeatureWorkers:
 
     async def _warm(self, executor: ProcessPoolExecutor) -> None:
         loop = asyncio.get_running_loop()
+        self._lost[executor] = loop.create_future()
         pids = await asyncio.gather(*(loop.run_in_executor(executor, _noop) for _ in range(self.n)))
         logger.debug("feature workers ready: %s", sorted(set(pids)))
         self._watch(executor)
@@ -201,9 +214,7 @@ class FeatureWorkers:
                 raise WorkerLostError("the feature workers are being replaced")
             executor = self._executor
             try:
-                return await loop.run_in_executor(
-                    executor, features.f0_frames, samples, start, stop, offset
-                )
+                return await self._call(executor, features.f0_frames, samples, start, stop, offset)
             except BrokenProcessPool:
                 if self._closed:
                     raise
@@ -250,15 +261,12 @@ class FeatureWorkers:
         sample_rate: int,
         f0_prefix: npt.NDArray[np.float64] | None,
     ) -> features.Analysis:
-        loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             if self._replacing is not None:
                 await asyncio.shield(self._replacing)
             executor = self._executor
             try:
-                return await loop.run_in_executor(
-                    executor, _analyse, samples, sample_rate, f0_prefix
-                )
+                return await self._call(executor, _analyse, samples, sample_rate, f0_prefix)
             except BrokenProcessPool:
                 if self._closed:
                     raise
@@ -268,6 +276,35 @@ class FeatureWorkers:
                         "a feature worker died twice under this utterance (see the log)"
                     ) from None
         raise AssertionError("unreachable")
+
+    async def _call(self, executor: ProcessPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in `executor`; `BrokenProcessPool` as soon as that pool breaks or is given
+        up (`_abandon`), even where its own bookkeeping would never say so."""
+        loop = asyncio.get_running_loop()
+        lost = self._lost.get(executor)
+        if lost is None or lost.done():
+            raise BrokenProcessPool("this feature pool was given up")
+        future = loop.run_in_executor(executor, fn, *args)
+        try:
+            await asyncio.wait((future, lost), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        if not future.done():
+            future.cancel()
+            raise BrokenProcessPool("this feature pool was given up")
+        return future.result()
+
+    def _abandon(self, executor: ProcessPoolExecutor) -> None:
+        """Give up a broken pool: kill its surviving workers, fail every call still in it, shut
+        it down. Shutting it down alone is not enough: its shutdown asks each worker to stop
+        through the call queue, and a survivor can wait forever for the queue's read lock when
+        the worker that died held it (an idle worker waits for work holding that lock)."""
+        _kill(list((getattr(executor, "_processes", None) or {}).values()))
+        lost = self._lost.pop(executor, None)
+        if lost is not None and not lost.done():
+            lost.set_result(None)
+        executor.shutdown(wait=False, cancel_futures=True)
 
     async def _replace(self, broken: ProcessPoolExecutor) -> None:
         """Replace `broken` (once, however many utterances saw it break)."""
@@ -285,7 +322,7 @@ class FeatureWorkers:
             "(restart %d); the utterances it held are retried once",
             self.restarts,
         )
-        broken.shutdown(wait=False, cancel_futures=True)
+        self._abandon(broken)
         started_s = time.monotonic()
         try:
             while not self._closed:
@@ -298,7 +335,7 @@ class FeatureWorkers:
                     await self._warm(self._executor)
                 except BrokenProcessPool:
                     logger.error("the replacement feature pool broke while starting; retrying")
-                    self._executor.shutdown(wait=False, cancel_futures=True)
+                    self._abandon(self._executor)
                     continue
                 self.healthy = True
                 logger.warning("feature workers replaced in %.2f s", time.monotonic() - started_s)
@@ -315,4 +352,17 @@ class FeatureWorkers:
             self._unwatch()
         if self._replacing is not None:
             self._replacing.cancel()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        executor = self._executor
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        manager = getattr(executor, "_executor_manager_thread", None)
+        executor.shutdown(wait=False, cancel_futures=True)
+        # a worker that died just now can leave the others unable to stop (`_abandon`)
+        deadline_s = time.monotonic() + CLOSE_TIMEOUT_S
+        for process in processes:
+            process.join(max(0.0, deadline_s - time.monotonic()))
+        stuck = [process for process in processes if process.exitcode is None]
+        if stuck:
+            logger.warning("%d feature worker(s) did not stop; killing them", len(stuck))
+            _kill(stuck)
+        if manager is not None:
+            manager.join(CLOSE_TIMEOUT_S)

@@ -1,14 +1,21 @@
-"""The feature worker pool: fair across streams (real worker processes, real features)."""
+"""The feature worker pool: fair across streams, and what is left of a pool that lost a
+worker is gone at once (real worker processes, real features)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ser import features
 from ser.workers import FeatureWorkers
 
+from . import procs
 from .synth import harmonic, silence
 
 
@@ -39,3 +46,59 @@ def test_a_stream_with_a_backlog_does_not_hold_another_streams_utterances():
     assert sorted(order) == sorted([f"busy{i}" for i in range(12)] + ["quiet0", "quiet1"])
     want = features.analyse(audio, 16_000).vector
     assert all(np.allclose(r.vector, want) for r in results)  # the same work, done right
+
+
+def _waits_on_a_pipe(pid: int) -> bool:
+    """The process's main thread sleeps in a pipe read (/proc/PID/wchan: the kernel function)."""
+    return "pipe" in Path(f"/proc/{pid}/wchan").read_text()
+
+
+def _idle_holder(pids: list[int]) -> int:
+    """The idle worker inside the call queue's read (the other waits for its lock)."""
+    deadline = time.monotonic() + 10
+    while not any(_waits_on_a_pipe(p) for p in pids):
+        assert time.monotonic() < deadline, "no idle worker reads the call queue"
+        time.sleep(0.05)
+    (holder,) = [p for p in pids if _waits_on_a_pipe(p)]
+    return holder
+
+
+async def _gone(pids: list[int], timeout_s: float = 5.0) -> list[int]:
+    """Those of `pids` still alive after up to `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while any(procs.alive(p) for p in pids) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return [p for p in pids if procs.alive(p)]
+
+
+@pytest.mark.parametrize("noticed_first_by", ["the pool", "the supervisor"])
+def test_a_pool_that_lost_its_idle_worker_is_gone_at_once_and_work_goes_on(noticed_first_by):
+    """Idle workers wait for work in the call queue's read: one inside it, holding the queue's
+    read lock, the other waiting for that lock. Killing the one inside leaves the lock held
+    forever. Whichever notices the death first, the pool's own manager thread or the
+    supervisor (the pool is then shut down while its manager thread has not yet seen the
+    death, the case seen in CI: the survivor outlived the replacement by more than 10 s),
+    nothing of the old pool is left and the next utterance runs on the new one."""
+    audio = (np.concatenate([harmonic(1.0), silence(0.2)]) * 32767).astype(np.int16)
+
+    async def run() -> tuple[list[int], int, features.Analysis, int]:
+        workers = FeatureWorkers(2)
+        await workers.start()
+        try:
+            executor = workers._executor
+            old = sorted(executor._processes)
+            os.kill(_idle_holder(old), signal.SIGKILL)
+            if noticed_first_by == "the supervisor":
+                # no await since the kill: this thread holds the GIL, the pool's manager
+                # thread cannot have acted on the death yet
+                workers._abandon(executor)
+            left = await _gone(old)
+            analysis = await workers.analyse(audio, 16_000)  # on the replacement pool
+            return left, workers.restarts, analysis, len(workers._executor._processes)
+        finally:
+            await asyncio.to_thread(workers.close)
+
+    left, restarts, analysis, n = asyncio.run(run())
+    assert left == []
+    assert restarts == 1 and n == 2
+    assert np.allclose(analysis.vector, features.analyse(audio, 16_000).vector)
