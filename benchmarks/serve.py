@@ -14,7 +14,11 @@ records the output.
   first few seconds: a burst of its own, as when clients reconnect to a restarted replica), the
   worst send lag (how far a stream fell behind real time: > 0.2 s means the server could not take
   the audio in time), the server's CPU (all its processes, % of one core; in brackets its main
-  process), this load generator's CPU and the server's peak RSS.
+  process), this load generator's CPU and the server's peak RSS; and where the latency goes, the
+  mean of each stage of `/metrics`' `ser_stage_seconds` (hangover: end of speech to the
+  utterance's cut, the VAD's hangover and up to a 100 ms frame; wait: until handed to the feature
+  workers; features: from then until analysed, at most one utterance ahead of it in its worker;
+  classify: to the result).
   "sustained": p95 <= 500 ms and lag <= 0.2 s. `--max` adds levels in steps of 25 until a level
   is not sustained.
 - burst: `--burst N` streams connected first, then sent on one clock: in each of 3 rounds, 6 s
@@ -251,6 +255,7 @@ def level(data: Path, n: int, seconds: float, workers: int) -> dict[str, float]:
         cpu = (_cpu_s(server.pid) - cpu0) / elapsed * 100
         main = (_cpu_s(server.pid, children=False) - main0) / elapsed * 100
         clients = (time.process_time() - clients0) / elapsed * 100
+        stages = stage_means_ms(port)
     finally:
         rss = peak.stop()
         _stop(server)
@@ -262,7 +267,34 @@ def level(data: Path, n: int, seconds: float, workers: int) -> dict[str, float]:
         "cpu_clients": clients,
         "rss": rss,
         "p95_later": p95_later,
+        "stages": stages,
     }
+
+
+def stage_means_ms(port: int) -> list[float]:
+    """The server's mean per latency stage so far (ms), from its /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from ser.metrics import STAGES
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            stage = sample.labels.get("stage", "")
+            if sample.name == "ser_stage_seconds_sum":
+                sums[stage] = sample.value
+            elif sample.name == "ser_stage_seconds_count":
+                counts[stage] = sample.value
+    return [1000 * sums.get(k, 0.0) / max(counts.get(k, 0.0), 1.0) for k in STAGES]
+
+
+def _stages(means: list[float]) -> str:
+    return " / ".join(f"{m:.0f}" for m in means)
 
 
 def _stop(server: subprocess.Popen[bytes]) -> None:
@@ -316,9 +348,10 @@ def burst(data: Path, n: int, rounds: int, workers: int) -> dict[str, float]:
     try:
         asyncio.run(all_streams())
         cpu = (_cpu_s(server.pid) - cpu0) / (time.monotonic() - t0) * 100
+        stages = stage_means_ms(port)
     finally:
         _stop(server)
-    return _summary(n, out) | {"cpu": cpu}
+    return _summary(n, out) | {"cpu": cpu, "stages": stages}
 
 
 def _config(max_streams: int) -> str:
@@ -431,8 +464,9 @@ def main() -> None:
     print(
         "| streams | utterances | latency p50 / p95 ms | p95 after the first 12 s | worst send "
         "lag s | server CPU % (its "
-        "main process) | load generator CPU % | server RSS MB | sustained |\n"
-        "|---|---|---|---|---|---|---|---|---|"
+        "main process) | load generator CPU % | server RSS MB | stages ms: hangover / wait / "
+        "features / classify | sustained |\n"
+        "|---|---|---|---|---|---|---|---|---|---|"
     )
     levels = [int(x) for x in args.levels.split(",") if x]
     n = 0
@@ -444,7 +478,7 @@ def main() -> None:
             f"| {n} | {r['utterances']} | {r['p50']:.0f} / {r['p95']:.0f} | {r['p95_later']:.0f} | "
             f"{r['lag']:.2f} | "
             f"{r['cpu']:.0f} ({r['cpu_main']:.0f}) | {r['cpu_clients']:.0f} | {r['rss']:.0f} | "
-            f"{'yes' if ok else 'no'} |",
+            f"{_stages(r['stages'])} | {'yes' if ok else 'no'} |",
             flush=True,
         )
         if args.max and ok and not levels:
@@ -453,8 +487,10 @@ def main() -> None:
         b = burst(args.data, args.burst, 3, args.workers)
         print(
             "\n| burst streams | utterances | latency p50 / p95 / max ms | worst send lag s | "
-            f"server CPU % |\n|---|---|---|---|---|\n| {args.burst} | {b['utterances']} | "
-            f"{b['p50']:.0f} / {b['p95']:.0f} / {b['max']:.0f} | {b['lag']:.2f} | {b['cpu']:.0f} |",
+            "server CPU % | stages ms: hangover / wait / features / classify |\n"
+            f"|---|---|---|---|---|---|\n| {args.burst} | {b['utterances']} | "
+            f"{b['p50']:.0f} / {b['p95']:.0f} / {b['max']:.0f} | {b['lag']:.2f} | {b['cpu']:.0f} | "
+            f"{_stages(b['stages'])} |",
             flush=True,
         )
     if args.idle:

@@ -39,6 +39,9 @@ class Utterance:
     samples: int16, shape (n,), from the pre-roll start to the end of the hangover.
     start_s, end_s: stream time of the reported speech boundaries (seconds).
     speech_end_wall_s: `time.monotonic()` of the last voiced frame's end, for latency.
+    cut_wall_s: `time.monotonic()` at which it was cut (the end of the hangover, or of
+        `max_utterance_ms`): when the audio block holding its last frame arrived (from the
+        tracker alone: that frame's end).
     """
 
     index: int
@@ -48,6 +51,7 @@ class Utterance:
     start_s: float
     end_s: float
     speech_end_wall_s: float
+    cut_wall_s: float
 
 
 NOT_SPEECH = "not_speech"  # `Result.emotion` when the speech detector rejects the utterance

@@ -18,6 +18,8 @@ from ser.messages import Result
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
+# where the latency goes (`Pipeline` and `FeatureWorkers` report them): they add up to it
+STAGES = ("hangover", "feature_wait", "features", "classify")
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,16 @@ class ServeMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
         )
+        self.stages = Histogram(
+            "ser_stage_seconds",
+            "Where the latency goes, per utterance: hangover (end of speech to the utterance's "
+            "cut), feature_wait, features (in a feature worker), classify (to the result).",
+            ["stage"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        for stage in STAGES:  # every stage's series from the start (zero), for dashboards
+            self.stages.labels(stage)
         self.streams = Counter("ser_streams", "Streams started.", registry=registry)
         Info("ser_build", "Version and model bundle.", registry=registry).info(
             {"version": version, "bundle": bundle}
@@ -134,6 +146,9 @@ class ServeMetrics:
         self.utterances.inc()
         self.results.labels(result.emotion).inc()
         self.latency.observe(max(result.latency_ms, 0.0) / 1000.0)
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.stages.labels(stage).observe(max(seconds, 0.0))
 
     def refused(self, reason: str) -> None:
         self.refusals.labels(reason).inc()

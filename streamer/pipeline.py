@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -31,7 +31,7 @@ from ser.workers import FeatureWorkers
 
 logger = logging.getLogger(__name__)
 
-_Featurized = tuple[Utterance, Analysis]
+_Featurized = tuple[Utterance, Analysis, float]  # and `time.monotonic()` when analysed
 
 
 class _Reset:
@@ -111,10 +111,15 @@ class Pipeline:
         *,
         inference: BatchedInference | None = None,
         meter_levels: bool = True,
+        observe: Callable[[str, float], object] | None = None,
     ) -> None:
         """`inference`: shared by the pipelines of a process (ser-serve's streams); None: this
         pipeline runs its own and closes it at the end of `run`. `meter_levels`: keep the input
-        level and VAD state in `state` for a dashboard (ser-serve has none)."""
+        level and VAD state in `state` for a dashboard (ser-serve has none). `observe(stage,
+        seconds)`: called for each result with "hangover" (end of speech to the utterance's
+        cut: the VAD's hangover and the input block's length) and "classify" (features to
+        result: in order behind the stream's earlier utterances, and inference); with the
+        feature workers' "feature_wait" and "features" they add up to `latency_ms`."""
         self.config = config
         self.classifier = classifier
         self.workers = workers
@@ -123,6 +128,7 @@ class Pipeline:
         self._meter_levels = meter_levels
         self._own_inference = inference is None
         self.inference = inference if inference is not None else BatchedInference(classifier)
+        self.observe = observe
         self._seq = 0
         self._short_in_finished_streams = 0
         self._pending: asyncio.Queue[asyncio.Task[_Featurized] | _Reset | None] | None = None
@@ -261,9 +267,13 @@ class Pipeline:
     ) -> _Featurized:
         # fair across the streams of a server (ser-serve): each stream its own turn
         analysis = await self.workers.analyse(
-            utterance.samples, utterance.sample_rate, key=utterance.source, f0_prefix=f0_prefix
+            utterance.samples,
+            utterance.sample_rate,
+            key=utterance.source,
+            f0_prefix=f0_prefix,
+            since_s=utterance.cut_wall_s,
         )
-        return utterance, analysis
+        return utterance, analysis, time.monotonic()
 
     async def _emit_in_order(
         self, pending: asyncio.Queue[asyncio.Task[_Featurized] | _Reset | None]
@@ -290,13 +300,15 @@ class Pipeline:
                 logger.info("speaker reset: history forgotten from here on")
                 continue
             try:
-                utterance, analysis = await task
+                utterance, analysis, analysed_s = await task
                 speaker = utterance.source if per_source else ""
                 # a tiny network on the unadapted statistics (microseconds): runs here
                 speech = self.classifier.speech_probability(analysis.vector)
                 if speech < min_speech:  # not speech: no emotion, no adaptation history
                     self._emit(
-                        not_speech(self._seq, utterance, speech, model, trends.current(speaker))
+                        not_speech(self._seq, utterance, speech, model, trends.current(speaker)),
+                        utterance,
+                        analysed_s,
                     )
                     continue
                 # Speaker adaptation uses earlier utterances only, so it runs here, in order.
@@ -342,9 +354,12 @@ class Pipeline:
                 trend=trend,
                 speech=speech,
             )
-            self._emit(result)
+            self._emit(result, utterance, analysed_s)
 
-    def _emit(self, result: Result) -> None:
+    def _emit(self, result: Result, utterance: Utterance, analysed_s: float) -> None:
+        if self.observe is not None:
+            self.observe("hangover", utterance.cut_wall_s - utterance.speech_end_wall_s)
+            self.observe("classify", time.monotonic() - analysed_s)
         self._seq += 1
         self.state.record(result)
         emit_all(self.sinks, result)

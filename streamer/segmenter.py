@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -170,6 +170,7 @@ class UtteranceTracker:
             start_s=start_s,
             end_s=end_s,
             speech_end_wall_s=frames[voiced[-1]].end_wall_s,
+            cut_wall_s=frames[-1].end_wall_s,
         )
         self._next_index += 1
         self.stats.utterances += 1
@@ -213,7 +214,9 @@ class VadSegmenter:
             self._consumed += self._frame_len
             end_wall_s = block.wall_s - (block.end_s - self._consumed / self.sample_rate)
             speech = self._vad.is_speech(frame.tobytes(), self.sample_rate)
-            out.extend(self.tracker.push(frame, start_s, end_wall_s, speech))
+            ended = self.tracker.push(frame, start_s, end_wall_s, speech)
+            # cut when this block arrived (its last frames may be later audio than the cut)
+            out.extend(replace(u, cut_wall_s=block.wall_s) for u in ended)
         self._pending = data[n_frames * self._frame_len :].copy()
         return out
 

@@ -539,6 +539,7 @@ class StreamServer:
             state,
             inference=shared.inference,
             meter_levels=False,
+            observe=self.metrics.observe_stage,
         )
         self.totals["streams"] += 1
         self.metrics.streams.inc()
@@ -601,7 +602,9 @@ class StreamServer:
         check_exposure(host, self.token, config.serve.insecure)
         n_workers = config.serve.feature_workers or os.cpu_count() or 1
         classifier = Classifier(self.bundle)
-        workers = FeatureWorkers(n_workers, encoder=self.bundle.encoder)
+        workers = FeatureWorkers(
+            n_workers, encoder=self.bundle.encoder, observe=self.metrics.observe_stage
+        )
         inference = BatchedInference(classifier)
         self._shared = _Shared(config, self.bundle, workers, inference, classifier, self.mqtt)
         max_frame = config.serve.max_frame_bytes

@@ -103,9 +103,19 @@ class FeatureWorkers:
     module docstring). Check the encoder file first (`Classifier` does): a worker that cannot
     load it breaks the pool."""
 
-    def __init__(self, n: int, encoder: EncoderSection | None = None) -> None:
+    def __init__(
+        self,
+        n: int,
+        encoder: EncoderSection | None = None,
+        observe: Callable[[str, float], object] | None = None,
+    ) -> None:
+        """`observe(stage, seconds)`: called for each utterance analysed, with "feature_wait"
+        (from `analyse`'s `since_s` until handed to the pool) and "features" (from then until
+        analysed: the hand-over, at most one other utterance ahead of it in its worker, the
+        work)."""
         self.n = n
         self.encoder = encoder
+        self.observe = observe
         self.restarts = 0
         self.in_flight = 0  # utterances waiting for or in a worker
         self._waiting: dict[Hashable, deque[asyncio.Future[None]]] = {}  # per key, in order
@@ -169,6 +179,7 @@ class FeatureWorkers:
         sample_rate: int,
         key: Hashable = "",
         f0_prefix: npt.NDArray[np.float64] | None = None,
+        since_s: float | None = None,
     ) -> features.Analysis:
         """(n,) int16 -> the utterance's feature vector, log-mel sequence and (encoder bundles)
         embedding, computed in a worker process. A worker lost under it: retried once on the
@@ -177,15 +188,22 @@ class FeatureWorkers:
         Fair: utterances wait per `key` (ser-serve: the stream) and are handed to the workers
         round-robin over the keys, at most 2 per worker at a time, so one stream's backlog
         cannot hold the workers ahead of every other stream's next utterance. `f0_prefix`: the
-        pitch of its first frames, computed while it was spoken (`f0_frames`)."""
+        pitch of its first frames, computed while it was spoken (`f0_frames`). `since_s`:
+        `time.monotonic()` the utterance's wait counts from (default: now)."""
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         self._waiting.setdefault(key, deque()).append(ready)
         self.in_flight += 1
         self._dispatch()
+        queued_s = time.monotonic() if since_s is None else since_s
         try:
             await ready
-            return await self._analyse(samples, sample_rate, f0_prefix)
+            started_s = time.monotonic()
+            analysis = await self._analyse(samples, sample_rate, f0_prefix)
+            if self.observe is not None:
+                self.observe("feature_wait", started_s - queued_s)
+                self.observe("features", time.monotonic() - started_s)
+            return analysis
         finally:
             self.in_flight -= 1
             if ready.done() and not ready.cancelled():

@@ -45,6 +45,7 @@ def test_one_utterance_exact_boundaries_preroll_and_hangover():
     # samples: 3 pre-roll frames + 20 speech + 5 hangover frames (ended on the 5th silent frame)
     assert u.samples.size == (3 + 20 + 5) * 480
     assert u.speech_end_wall_s == pytest.approx(100.0 + 30 * FRAME_S)
+    assert u.cut_wall_s == pytest.approx(100.0 + 35 * FRAME_S)  # the 5th silent frame's end
     assert tracker.stats.utterances == 1 and not tracker.in_speech
 
 
@@ -107,7 +108,9 @@ def test_quiet_edge_frames_are_left_out_of_reported_boundaries():
 def _blocks(audio: np.ndarray, block: int = 480):
     pcm = (audio * 32767).astype(np.int16)
     for i in range(0, pcm.size, block):
-        yield AudioBlock("syn", pcm[i : i + block], 16_000, i / 16_000, 0.0)
+        chunk = pcm[i : i + block]
+        # arriving in real time: its last sample at wall time 1000 s + its stream time
+        yield AudioBlock("syn", chunk, 16_000, i / 16_000, 1000.0 + (i + chunk.size) / 16_000)
 
 
 @pytest.mark.parametrize("block", [160, 480, 1000])
@@ -124,6 +127,9 @@ def test_webrtcvad_on_synthetic_voiced_bursts(block):
         assert abs(u.start_s - start) <= 0.03
         assert abs(u.end_s - (start + dur)) <= 0.03
         assert u.samples.size / 16_000 >= dur  # pre-roll and hangover included
+        # cut when the block with the hangover's last frame arrived: the hangover after the
+        # end of speech, and at most that block's length more
+        assert 0.3 - 1e-9 <= u.cut_wall_s - u.speech_end_wall_s <= 0.3 + block / 16_000 + 1e-9
 
 
 def test_burst_shorter_than_min_utterance_is_dropped():

@@ -604,6 +604,14 @@ def test_metrics_count_what_the_clients_did(stream_audio, expected):
     for emotion, count in emotions.items():
         assert after[("ser_results_total", (("emotion", emotion),))] == count
     assert after[("ser_latency_seconds_count", ())] == n
+    # where the latency goes: four stages per utterance that add up to it (each stage is read
+    # at its own instant: a few ms apart at most)
+    stages = ("hangover", "feature_wait", "features", "classify")
+    for stage in stages:
+        assert after[("ser_stage_seconds_count", (("stage", stage),))] == n
+    assert after[("ser_stage_seconds_sum", (("stage", "features"),))] > 0
+    staged = sum(after[("ser_stage_seconds_sum", (("stage", s),))] for s in stages)
+    assert abs(staged - after[("ser_latency_seconds_sum", ())]) < 0.002 * n
     assert after[("ser_streams_total", ())] == 2
     assert after[("ser_refusals_total", (("reason", "token"),))] == 1
     assert after[("ser_refusals_total", (("reason", "protocol"),))] == 1
