@@ -3,9 +3,10 @@ encoder, each worker also runs the encoder (its own LiteRT interpreter), so the 
 inference runs on as many cores as there are workers, outside the event loop's process.
 
 Supervised: a worker that dies (SIGKILL, the OOM killer, a native crash) breaks the whole
-`ProcessPoolExecutor`; the pool is then replaced by a fresh one (logged, counted in `restarts`)
-and every utterance that was in the broken pool is retried once on the new one. While no pool
-can take work `healthy` is False (ser-serve's /healthz answers 503)."""
+`ProcessPoolExecutor`; the pool is then given up (its other workers killed: they may be unable
+to stop on their own) and replaced by a fresh one (logged, counted in `restarts`), and every
+utterance that was in the broken pool is retried once on the new one. While no pool can take
+work `healthy` is False (ser-serve's /healthz answers 503)."""
 
 from __future__ import annotations
 
