@@ -83,6 +83,12 @@ def _init_worker(encoder: EncoderSection | None) -> None:
         _Worker.encoder = UtteranceEncoder(encoder.encoder_path, encoder.layers)  # warmed up
 
 
+def _processes(executor: ProcessPoolExecutor) -> list[multiprocessing.process.BaseProcess]:
+    """The pool's worker processes (a private attribute of CPython's pool; none when absent or
+    after its shutdown)."""
+    return list((getattr(executor, "_processes", None) or {}).values())
+
+
 def _kill(processes: list[multiprocessing.process.BaseProcess]) -> None:
     for process in processes:
         with contextlib.suppress(OSError, ValueError):  # already gone
@@ -161,8 +167,7 @@ class FeatureWorkers:
         """Notice a worker's death at once (its sentinel becomes readable), not only when the
         next utterance hits the broken pool: health turns 503 and the pool is replaced."""
         loop = asyncio.get_running_loop()
-        processes = dict(getattr(executor, "_processes", None) or {})
-        sentinels = [process.sentinel for process in processes.values()]
+        sentinels = [process.sentinel for process in _processes(executor)]
 
         def died() -> None:
             for fd in sentinels:
@@ -300,8 +305,8 @@ class FeatureWorkers:
         """`fn(*args)` in `executor`; `BrokenProcessPool` as soon as that pool breaks or is given
         up (`_abandon`), even where its own bookkeeping would never say so."""
         loop = asyncio.get_running_loop()
-        lost = self._lost.get(executor)
-        if lost is None or lost.done():
+        lost = self._lost.get(executor)  # removed when the pool is given up
+        if lost is None:
             raise BrokenProcessPool("this feature pool was given up")
         future = loop.run_in_executor(executor, fn, *args)
         try:
@@ -319,7 +324,7 @@ class FeatureWorkers:
         it down. Shutting it down alone is not enough: its shutdown asks each worker to stop
         through the call queue, and a survivor can wait forever for the queue's read lock when
         the worker that died held it (an idle worker waits for work holding that lock)."""
-        _kill(list((getattr(executor, "_processes", None) or {}).values()))
+        _kill(_processes(executor))
         lost = self._lost.pop(executor, None)
         if lost is not None and not lost.done():
             lost.set_result(None)
@@ -372,7 +377,7 @@ class FeatureWorkers:
         if self._replacing is not None:
             self._replacing.cancel()
         executor = self._executor
-        processes = list((getattr(executor, "_processes", None) or {}).values())
+        processes = _processes(executor)
         manager = getattr(executor, "_executor_manager_thread", None)
         executor.shutdown(wait=False, cancel_futures=True)
         # a worker that died just now can leave the others unable to stop (`_abandon`)

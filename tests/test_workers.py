@@ -89,8 +89,8 @@ def test_a_pool_that_lost_its_idle_worker_is_gone_at_once_and_work_goes_on(notic
             old = sorted(executor._processes)
             os.kill(_idle_holder(old), signal.SIGKILL)
             if noticed_first_by == "the supervisor":
-                # no await since the kill: this thread holds the GIL, the pool's manager
-                # thread cannot have acted on the death yet
+                # no await since the kill: the pool's manager thread has (all but always) not
+                # acted on the death yet; either order must leave nothing behind
                 workers._abandon(executor)
             left = await _gone(old)
             analysis = await workers.analyse(audio, 16_000)  # on the replacement pool
