@@ -17,8 +17,10 @@ records the output.
   process), this load generator's CPU and the server's peak RSS; and where the latency goes, the
   mean of each stage of `/metrics`' `ser_stage_seconds` (hangover: end of speech to the
   utterance's cut, the VAD's hangover and up to a 100 ms frame; wait: until handed to the feature
-  workers; features: from then until analysed, at most one utterance ahead of it in its worker;
-  classify: to the result).
+  workers; features: from then until analysed, at most one utterance ahead of it in its worker,
+  and its encoder run if started during its hangover; classify: to the result), and the encoder
+  runs started during a hangover (`pipeline.encoder_tail_ms`), used or dropped (the voice came
+  back).
   "sustained": p95 <= 500 ms and lag <= 0.2 s. `--max` adds levels in steps of 25 until a level
   is not sustained.
 - burst: `--burst N` streams connected first, then sent on one clock: in each of 3 rounds, 6 s
@@ -272,7 +274,8 @@ def level(data: Path, n: int, seconds: float, workers: int) -> dict[str, float]:
 
 
 def stage_means_ms(port: int) -> list[float]:
-    """The server's mean per latency stage so far (ms), from its /metrics."""
+    """The server's mean per latency stage so far (ms), from its /metrics; then its early
+    encoder runs (`pipeline.encoder_tail_ms`) used and dropped."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -290,11 +293,19 @@ def stage_means_ms(port: int) -> list[float]:
                 sums[stage] = sample.value
             elif sample.name == "ser_stage_seconds_count":
                 counts[stage] = sample.value
-    return [1000 * sums.get(k, 0.0) / max(counts.get(k, 0.0), 1.0) for k in STAGES]
+            elif sample.name == "ser_early_embeddings_total":
+                counts[sample.labels["outcome"]] = sample.value
+    means = [1000 * sums.get(k, 0.0) / max(counts.get(k, 0.0), 1.0) for k in STAGES]
+    return [*means, counts.get("used", 0.0), counts.get("dropped", 0.0)]
 
 
 def _stages(means: list[float]) -> str:
-    return " / ".join(f"{m:.0f}" for m in means)
+    """The stages' means, then the early encoder runs used / dropped."""
+    return (
+        " / ".join(f"{m:.0f}" for m in means[:4])
+        + " | "
+        + " / ".join(f"{m:.0f}" for m in means[4:])
+    )
 
 
 def _stop(server: subprocess.Popen[bytes]) -> None:
@@ -465,8 +476,8 @@ def main() -> None:
         "| streams | utterances | latency p50 / p95 ms | p95 after the first 12 s | worst send "
         "lag s | server CPU % (its "
         "main process) | load generator CPU % | server RSS MB | stages ms: hangover / wait / "
-        "features / classify | sustained |\n"
-        "|---|---|---|---|---|---|---|---|---|---|"
+        "features / classify | early encoder runs used / dropped | sustained |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
     )
     levels = [int(x) for x in args.levels.split(",") if x]
     n = 0
@@ -487,8 +498,9 @@ def main() -> None:
         b = burst(args.data, args.burst, 3, args.workers)
         print(
             "\n| burst streams | utterances | latency p50 / p95 / max ms | worst send lag s | "
-            "server CPU % | stages ms: hangover / wait / features / classify |\n"
-            f"|---|---|---|---|---|---|\n| {args.burst} | {b['utterances']} | "
+            "server CPU % | stages ms: hangover / wait / features / classify | early encoder "
+            "runs used / dropped |\n"
+            f"|---|---|---|---|---|---|---|\n| {args.burst} | {b['utterances']} | "
             f"{b['p50']:.0f} / {b['p95']:.0f} / {b['max']:.0f} | {b['lag']:.2f} | {b['cpu']:.0f} | "
             f"{_stages(b['stages'])} |",
             flush=True,

@@ -597,13 +597,16 @@ async def run_live(
             await mqtt.aclose()
         logger.info(
             "%d utterances, %d dropped as too short, %d dropped (backlog), %d failed, %d overflows"
-            ", %d with their pitch computed while spoken",
+            ", %d with their pitch computed while spoken, %d with their embedding during the "
+            "hangover (%d dropped: the voice came back)",
             state.utterances,
             state.dropped_short,
             state.dropped_backlog,
             state.failed,
             state.overflows,
             state.early_pitch,
+            state.early_embeddings,
+            state.dropped_embeddings,
         )
     return 0
 

@@ -61,6 +61,13 @@ class PipelineConfig:
     """Compute an utterance's pitch (YIN, most of the statistics' cost) in the feature workers
     while it is still being spoken, when they have nothing else to do: less work once it ends,
     the same results (16 kHz input)."""
+    encoder_tail_ms: int = 150
+    """Of the silence that ends an utterance (`vad.hangover_ms`), the encoder (bundles with
+    one) reads the first `encoder_tail_ms`; the rest is read as the utterance's first samples
+    (background before speech), so the encoder runs while the rest of the hangover is still
+    being waited for: results sooner under load (ser-serve bursts), slightly different
+    readings (BENCHMARKS.md). Rounded up to whole VAD frames, one at least;
+    `vad.hangover_ms` or more: the whole utterance, read once it ends."""
     min_confidence: float | str = "auto"
     """Results with a top probability below this are marked uncertain (0 disables); "auto":
     the bundle's threshold, below which its held-out results were right less than half the
@@ -326,6 +333,9 @@ def validate(config: Config) -> Config:
     _require(bool(p.model), "pipeline.model", "a bundle folder", p.model)
     _require(1 <= p.feature_workers <= 16, "pipeline.feature_workers", "1-16", p.feature_workers)
     _require(p.max_pending >= 1, "pipeline.max_pending", "an integer >= 1", p.max_pending)
+    _require(
+        p.encoder_tail_ms >= 0, "pipeline.encoder_tail_ms", "an integer >= 0", p.encoder_tail_ms
+    )
     _require(
         p.min_confidence == "auto"
         or (isinstance(p.min_confidence, float) and 0.0 <= p.min_confidence <= 1.0),

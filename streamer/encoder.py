@@ -23,7 +23,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,8 @@ from ser.features import Analysis, mel_filterbank
 from ser.native_log import NativeStderrFilter
 
 logger = logging.getLogger(__name__)
+
+ScalarT = TypeVar("ScalarT", bound=np.generic)
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,19 @@ class UtteranceEncoder:
         """One call on a second of silence: the first real call then pays no set-up."""
         rate = self.encoder.spec.sample_rate
         self.embed(np.zeros(rate, np.float32), rate)
+
+
+def encoder_view(head: npt.NDArray[ScalarT], replaced: int) -> npt.NDArray[ScalarT]:
+    """An utterance as the encoder reads it, from `head` (n,), the utterance without its last
+    `replaced` samples (the part of its hangover not waited for, `pipeline.encoder_tail_ms`):
+    `head` then its own first `replaced` samples (the pre-roll: background before speech) in
+    their place, so the length stays the utterance's. The encoder can then run before the
+    hangover is over. Shape (n + replaced,), `head`'s dtype."""
+    if replaced <= 0:
+        return head
+    if replaced > head.size:
+        raise ValueError(f"cannot replace {replaced} samples from a head of {head.size}")
+    return np.concatenate([head, head[:replaced]])
 
 
 def with_embedding(

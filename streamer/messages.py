@@ -42,6 +42,8 @@ class Utterance:
     cut_wall_s: `time.monotonic()` at which it was cut (the end of the hangover, or of
         `max_utterance_ms`): when the audio block holding its last frame arrived (from the
         tracker alone: that frame's end).
+    hangover_samples: the silence that ended it, at the end of `samples` (the VAD's hangover);
+        0 when it was cut at `max_utterance_ms` or at the end of the stream.
     """
 
     index: int
@@ -52,6 +54,7 @@ class Utterance:
     end_s: float
     speech_end_wall_s: float
     cut_wall_s: float
+    hangover_samples: int = 0
 
 
 NOT_SPEECH = "not_speech"  # `Result.emotion` when the speech detector rejects the utterance

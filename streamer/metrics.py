@@ -136,6 +136,15 @@ class ServeMetrics:
         )
         for stage in STAGES:  # every stage's series from the start (zero), for dashboards
             self.stages.labels(stage)
+        self.early_embeddings = Counter(
+            "ser_early_embeddings",
+            "Encoder runs started during an utterance's hangover (pipeline.encoder_tail_ms), by "
+            "outcome: used, or dropped when the voice came back (work wasted if it had run).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("used", "dropped"):
+            self.early_embeddings.labels(outcome)
         self.streams = Counter("ser_streams", "Streams started.", registry=registry)
         Info("ser_build", "Version and model bundle.", registry=registry).info(
             {"version": version, "bundle": bundle}
@@ -149,6 +158,9 @@ class ServeMetrics:
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stages.labels(stage).observe(max(seconds, 0.0))
+
+    def early_embedding(self, used: bool) -> None:
+        self.early_embeddings.labels("used" if used else "dropped").inc()
 
     def refused(self, reason: str) -> None:
         self.refusals.labels(reason).inc()

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -45,11 +46,12 @@ _RESET = _Reset()
 EARLY_STEP_FRAMES = 100
 
 
-def _retrieve(task: asyncio.Task[npt.NDArray[np.float64]]) -> None:
-    """An early-pitch part that failed (a worker lost under it) only costs its frames: the
-    utterance's own job computes them; noted, never raised."""
+def _retrieve(task: asyncio.Task[npt.NDArray[Any]]) -> None:
+    """Early work that failed (a worker lost under it) only costs itself: the utterance's own
+    job does that part (early pitch: its frames; an early embedding: all of it); noted, never
+    raised."""
     if not task.cancelled() and task.exception() is not None:
-        logger.debug("early pitch part failed: %s", task.exception())
+        logger.debug("early work failed: %s", task.exception())
 
 
 @dataclass
@@ -83,6 +85,25 @@ class _EarlyPitch:
         return np.concatenate(done) if done else None
 
 
+@dataclass
+class _EarlyEmbedding:
+    """The encoder's embedding of the utterance in progress, computed during its hangover."""
+
+    head: npt.NDArray[np.int16]  # the utterance it would be, but its last `replaced` samples
+    replaced: int
+    task: asyncio.Task[npt.NDArray[np.float32]]
+
+    def is_for(self, utterance: Utterance, replaced: int) -> bool:
+        """Whether `utterance` (with `replaced` samples not read by the encoder) is the
+        utterance it was computed for."""
+        n = self.head.size
+        return (
+            replaced == self.replaced
+            and utterance.samples.size - replaced == n
+            and np.array_equal(utterance.samples[:n], self.head)
+        )
+
+
 class Sink(Protocol):
     """Receives every result in order. `emit` must not block."""
 
@@ -112,6 +133,7 @@ class Pipeline:
         inference: BatchedInference | None = None,
         meter_levels: bool = True,
         observe: Callable[[str, float], object] | None = None,
+        on_early_embedding: Callable[[bool], object] | None = None,
     ) -> None:
         """`inference`: shared by the pipelines of a process (ser-serve's streams); None: this
         pipeline runs its own and closes it at the end of `run`. `meter_levels`: keep the input
@@ -119,7 +141,9 @@ class Pipeline:
         seconds)`: called for each result with "hangover" (end of speech to the utterance's
         cut: the VAD's hangover and the input block's length) and "classify" (features to
         result: in order behind the stream's earlier utterances, and inference); with the
-        feature workers' "feature_wait" and "features" they add up to `latency_ms`."""
+        feature workers' "feature_wait" and "features" they add up to `latency_ms`.
+        `on_early_embedding(used)`: called for each embedding started during a hangover
+        (`pipeline.encoder_tail_ms`), with whether its utterance used it."""
         self.config = config
         self.classifier = classifier
         self.workers = workers
@@ -129,11 +153,16 @@ class Pipeline:
         self._own_inference = inference is None
         self.inference = inference if inference is not None else BatchedInference(classifier)
         self.observe = observe
+        self.on_early_embedding = on_early_embedding
         self._seq = 0
         self._short_in_finished_streams = 0
         self._pending: asyncio.Queue[asyncio.Task[_Featurized] | _Reset | None] | None = None
         self._resets_before_run = 0
         self._early: _EarlyPitch | None = None
+        self._early_embedding: _EarlyEmbedding | None = None
+        # VAD frames of an utterance's hangover its encoder reads (see `encoder_view`): one at
+        # least (a pause is known from its first unvoiced frame)
+        self._tail_frames = max(1, math.ceil(config.pipeline.encoder_tail_ms / config.vad.frame_ms))
 
     async def reset_speaker(self) -> None:
         """A new speaker starts now: utterances already segmented keep the old history, later
@@ -177,6 +206,7 @@ class Pipeline:
                     self._count(segmenter)
                 await self._submit_all(utterances, pending, source.live)
                 self._advance_early_pitch(segmenter)
+                self._advance_early_embedding(segmenter)
         except SourceError as exc:
             failure = exc
             if segmenter is not None:  # keep the utterance in progress
@@ -186,6 +216,7 @@ class Pipeline:
             if self._early is not None:
                 self._early.cancel()
                 self._early = None
+            self._drop_early_embedding()
             await pending.put(None)
             await emitter
             if self._own_inference:
@@ -215,7 +246,13 @@ class Pipeline:
         live: bool,
     ) -> None:
         for utterance in utterances:
+            replaced = self._replaced(utterance)
+            early = self._early_embedding
+            if early is None or not early.is_for(utterance, replaced):
+                early = None
+                self._drop_early_embedding()
             if live and pending.full():
+                self._drop_early_embedding()
                 self.state.dropped_backlog += 1
                 logger.warning(
                     "dropping utterance at %.2f s: %d already in flight (pipeline.max_pending)",
@@ -228,7 +265,13 @@ class Pipeline:
                 prefix = self._early.prefix_for(utterance.samples)
                 self._early = None
                 self.state.early_pitch += prefix is not None
-            task = asyncio.create_task(self._classify(utterance, prefix))
+            self._early_embedding = None
+            embedding = early.task if early is not None else None
+            if embedding is not None:
+                self.state.early_embeddings += 1
+                if self.on_early_embedding is not None:
+                    self.on_early_embedding(True)
+            task = asyncio.create_task(self._classify(utterance, prefix, replaced, embedding))
             await pending.put(task)
 
     def _advance_early_pitch(self, segmenter: VadSegmenter) -> None:
@@ -262,8 +305,51 @@ class Pipeline:
         early.parts.append(part)
         early.frames, early.samples = ready, so_far[:end]
 
+    def _replaced(self, utterance: Utterance) -> int:
+        """Samples at the end of `utterance` its encoder does not read (`encoder_view`): the
+        part of the hangover that ended it after `pipeline.encoder_tail_ms`; 0 when it was not
+        ended by a hangover or the bundle has no encoder."""
+        if not self.classifier.has_encoder or utterance.hangover_samples <= 0:
+            return 0
+        kept = self._tail_frames * utterance.sample_rate * self.config.vad.frame_ms // 1000
+        return max(0, utterance.hangover_samples - kept)
+
+    def _advance_early_embedding(self, segmenter: VadSegmenter) -> None:
+        """In a pause of `pipeline.encoder_tail_ms` or more: the encoder's embedding of the
+        utterance it ends if the voice does not come back within the hangover, computed now
+        (the same embedding as once it ends: `encoder_view`). The voice back: dropped."""
+        tracker = segmenter.tracker
+        if not self.classifier.has_encoder or self._tail_frames >= tracker.hangover_frames:
+            return
+        if not tracker.in_speech or tracker.silence_run < self._tail_frames:
+            self._drop_early_embedding()  # the voice is back, or the utterance was too short
+            return
+        if self._early_embedding is not None:  # this pause's is under way
+            return
+        frame = tracker.frame_samples
+        so_far = tracker.pending_audio()
+        head = so_far[: so_far.size - (tracker.silence_run - self._tail_frames) * frame]
+        replaced = (tracker.hangover_frames - self._tail_frames) * frame
+        task = asyncio.create_task(
+            self.workers.embed(head, segmenter.sample_rate, replaced, key=segmenter.source)
+        )
+        task.add_done_callback(_retrieve)
+        self._early_embedding = _EarlyEmbedding(head, replaced, task)
+
+    def _drop_early_embedding(self) -> None:
+        if self._early_embedding is not None:
+            self._early_embedding.task.cancel()
+            self._early_embedding = None
+            self.state.dropped_embeddings += 1
+            if self.on_early_embedding is not None:
+                self.on_early_embedding(False)
+
     async def _classify(
-        self, utterance: Utterance, f0_prefix: npt.NDArray[np.float64] | None = None
+        self,
+        utterance: Utterance,
+        f0_prefix: npt.NDArray[np.float64] | None = None,
+        replaced: int = 0,
+        embedding: asyncio.Task[npt.NDArray[np.float32]] | None = None,
     ) -> _Featurized:
         # fair across the streams of a server (ser-serve): each stream its own turn
         analysis = await self.workers.analyse(
@@ -272,6 +358,8 @@ class Pipeline:
             key=utterance.source,
             f0_prefix=f0_prefix,
             since_s=utterance.cut_wall_s,
+            replaced=replaced,
+            embedding=embedding,
         )
         return utterance, analysis, time.monotonic()
 

@@ -84,6 +84,21 @@ class UtteranceTracker:
         return self._in_speech
 
     @property
+    def silence_run(self) -> int:
+        """Unvoiced frames in a row at the end of the utterance in progress (0 in silence)."""
+        return self._silence_run if self._in_speech else 0
+
+    @property
+    def frame_samples(self) -> int:
+        """Samples per VAD frame."""
+        return self.sample_rate * self.config.frame_ms // 1000
+
+    @property
+    def hangover_frames(self) -> int:
+        """Unvoiced frames in a row that end an utterance."""
+        return self._hangover_frames
+
+    @property
     def pending_samples(self) -> int:
         """Samples of the utterance in progress so far (0 in silence)."""
         return self._frame_samples if self._in_speech else 0
@@ -119,7 +134,8 @@ class UtteranceTracker:
         self._frame_samples += samples.size
         self._silence_run = 0 if speech else self._silence_run + 1
         if self._silence_run >= self._hangover_frames:
-            out = self._finish()
+            hangover = sum(f.samples.size for f in self._frames[-self._hangover_frames :])
+            out = self._finish(hangover)
             self._in_speech = False
             return out
         if len(self._frames) >= self._max_frames:
@@ -137,7 +153,7 @@ class UtteranceTracker:
         self._voiced_run = 0
         return out
 
-    def _finish(self) -> list[Utterance]:
+    def _finish(self, hangover_samples: int = 0) -> list[Utterance]:
         frames, self._frames = self._frames, []
         self._frame_samples = 0
         voiced = [i for i, f in enumerate(frames) if f.speech]
@@ -171,6 +187,7 @@ class UtteranceTracker:
             end_s=end_s,
             speech_end_wall_s=frames[voiced[-1]].end_wall_s,
             cut_wall_s=frames[-1].end_wall_s,
+            hangover_samples=hangover_samples,
         )
         self._next_index += 1
         self.stats.utterances += 1

@@ -540,6 +540,7 @@ class StreamServer:
             inference=shared.inference,
             meter_levels=False,
             observe=self.metrics.observe_stage,
+            on_early_embedding=self.metrics.early_embedding,
         )
         self.totals["streams"] += 1
         self.metrics.streams.inc()

@@ -20,9 +20,10 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -30,7 +31,7 @@ import numpy.typing as npt
 
 from ser import features
 from ser.bundle import EncoderSection
-from ser.encoder import UtteranceEncoder, with_embedding
+from ser.encoder import UtteranceEncoder, encoder_view, with_embedding
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +68,21 @@ def _analyse(
     samples: npt.NDArray[np.int16],
     sample_rate: int,
     f0_prefix: npt.NDArray[np.float64] | None = None,
+    replaced: int | None = 0,
 ) -> features.Analysis:
+    """The utterance's features and (encoder bundles) the embedding of its `encoder_view`
+    with `replaced` samples replaced; `replaced` None: no embedding (computed apart)."""
     analysis = features.analyse(samples, sample_rate, f0_prefix=f0_prefix)
-    if _Worker.encoder is None:
+    if _Worker.encoder is None or replaced is None:
         return analysis
-    return with_embedding(analysis, samples, sample_rate, _Worker.encoder)
+    view = encoder_view(samples[: samples.size - replaced], replaced)
+    return with_embedding(analysis, view, sample_rate, _Worker.encoder)
+
+
+def _embed(head: npt.NDArray[np.int16], sample_rate: int, replaced: int) -> npt.NDArray[np.float32]:
+    if _Worker.encoder is None:
+        raise ValueError("these feature workers run no encoder")
+    return _Worker.encoder.embed(encoder_view(head, replaced), sample_rate)
 
 
 def _init_worker(encoder: EncoderSection | None) -> None:
@@ -126,6 +137,9 @@ class FeatureWorkers:
         self.restarts = 0
         self.in_flight = 0  # utterances waiting for or in a worker
         self._waiting: dict[Hashable, deque[asyncio.Future[None]]] = {}  # per key, in order
+        # encoder runs for utterances whose hangover is not over yet (`embed`): after every
+        # waiting utterance, until their utterance ends (`analyse` moves them up)
+        self._early: dict[Hashable, deque[asyncio.Future[None]]] = {}
         self._running = 0  # handed to the pool
         # early work (pitch of utterances still being spoken): only while no utterance waits,
         # at most one per worker at a time
@@ -183,9 +197,12 @@ class FeatureWorkers:
         self,
         samples: npt.NDArray[np.int16],
         sample_rate: int,
+        *,
         key: Hashable = "",
         f0_prefix: npt.NDArray[np.float64] | None = None,
         since_s: float | None = None,
+        replaced: int = 0,
+        embedding: asyncio.Future[npt.NDArray[np.float32]] | None = None,
     ) -> features.Analysis:
         """(n,) int16 -> the utterance's feature vector, log-mel sequence and (encoder bundles)
         embedding, computed in a worker process. A worker lost under it: retried once on the
@@ -195,32 +212,79 @@ class FeatureWorkers:
         round-robin over the keys, at most 2 per worker at a time, so one stream's backlog
         cannot hold the workers ahead of every other stream's next utterance. `f0_prefix`: the
         pitch of its first frames, computed while it was spoken (`f0_frames`). `since_s`:
-        `time.monotonic()` the utterance's wait counts from (default: now)."""
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-        self._waiting.setdefault(key, deque()).append(ready)
-        self.in_flight += 1
-        self._dispatch()
+        `time.monotonic()` the utterance's wait counts from (default: now). `replaced`: the
+        encoder reads `encoder_view(samples[:n - replaced], replaced)`. `embedding`: that
+        embedding, already being computed (`embed`, during the utterance's hangover): awaited
+        instead; computed here after all if it failed or was cancelled."""
         queued_s = time.monotonic() if since_s is None else since_s
+        self.in_flight += 1
+        if embedding is not None:
+            self._move_up(key)
         try:
-            await ready
-            started_s = time.monotonic()
-            analysis = await self._analyse(samples, sample_rate, f0_prefix)
+            async with self._turn(key):
+                started_s = time.monotonic()
+                here = None if embedding is not None else replaced  # None: no embedding here
+                analysis = await self._retrying(_analyse, samples, sample_rate, f0_prefix, here)
+            if embedding is not None:
+                await asyncio.wait([embedding])
+                if embedding.cancelled() or embedding.exception() is not None:
+                    head = samples[: samples.size - replaced]
+                    vector = await self.embed(head, sample_rate, replaced, key=key)
+                else:
+                    vector = embedding.result()
+                analysis = replace(analysis, embedding=vector)
             if self.observe is not None:
                 self.observe("feature_wait", started_s - queued_s)
                 self.observe("features", time.monotonic() - started_s)
             return analysis
         finally:
             self.in_flight -= 1
+
+    async def embed(
+        self,
+        head: npt.NDArray[np.int16],
+        sample_rate: int,
+        replaced: int,
+        *,
+        key: Hashable = "",
+    ) -> npt.NDArray[np.float32]:
+        """The encoder's (dim,) embedding of `encoder_view(head, replaced)` in a worker, in
+        `key`'s turn as an utterance (`analyse`): for an utterance whose hangover is still
+        being waited for. A worker lost under it: retried once; lost again:
+        `WorkerLostError`. Waits behind every utterance that has ended (in `analyse`'s line),
+        until its own utterance ends."""
+        async with self._turn(key, early=True):
+            return await self._retrying(_embed, head, sample_rate, replaced)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, key: Hashable, early: bool = False) -> AsyncIterator[None]:
+        """Wait for `key`'s turn at the workers (`_dispatch`); hold its place until the end.
+        `early`: in the line of work that may turn out not to be needed (`embed`)."""
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        (self._early if early else self._waiting).setdefault(key, deque()).append(ready)
+        self._dispatch()
+        try:
+            await ready
+            yield
+        finally:
             if ready.done() and not ready.cancelled():
                 self._running -= 1
             else:  # cancelled while waiting: never started
-                queue = self._waiting.get(key)
-                if queue is not None and ready in queue:
-                    queue.remove(ready)
-                    if not queue:
-                        del self._waiting[key]
+                for line in (self._waiting, self._early):
+                    queue = line.get(key)
+                    if queue is not None and ready in queue:
+                        queue.remove(ready)
+                        if not queue:
+                            del line[key]
             self._dispatch()
+
+    def _move_up(self, key: Hashable) -> None:
+        """`key`'s early encoder runs not started yet: needed now (their utterance ended),
+        ahead of its other waiting work."""
+        early = self._early.pop(key, None)
+        if early:
+            self._waiting.setdefault(key, deque()).extendleft(reversed(early))
 
     async def f0_frames(
         self, samples: npt.NDArray[np.int16], start: int, stop: int, offset: int
@@ -253,11 +317,14 @@ class FeatureWorkers:
 
     def _dispatch(self) -> None:
         """Start waiting utterances, one key at a time in turn, while workers have room; then
-        background work, while no utterance waits."""
-        self._dispatch_utterances()
+        early encoder runs (`embed`), the same way; then background work, while neither
+        waits."""
+        self._dispatch_line(self._waiting)
+        self._dispatch_line(self._early)
         while (
             self._background
             and not self._waiting
+            and not self._early
             and self._running + self._running_background < 2 * self.n
             and self._running_background < self.n
         ):
@@ -267,30 +334,26 @@ class FeatureWorkers:
             self._running_background += 1
             ready.set_result(None)
 
-    def _dispatch_utterances(self) -> None:
-        while self._waiting and self._running + self._running_background < 2 * self.n:
-            key = next(iter(self._waiting))
-            queue = self._waiting.pop(key)
+    def _dispatch_line(self, line: dict[Hashable, deque[asyncio.Future[None]]]) -> None:
+        while line and self._running + self._running_background < 2 * self.n:
+            key = next(iter(line))
+            queue = line.pop(key)
             ready = queue.popleft()
             if queue:  # the key goes to the back of the line
-                self._waiting[key] = queue
+                line[key] = queue
             if ready.done():  # cancelled meanwhile
                 continue
             self._running += 1
             ready.set_result(None)
 
-    async def _analyse(
-        self,
-        samples: npt.NDArray[np.int16],
-        sample_rate: int,
-        f0_prefix: npt.NDArray[np.float64] | None,
-    ) -> features.Analysis:
+    async def _retrying(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in the pool; a worker lost under it: retried once on the replacement."""
         for attempt in (1, 2):
             if self._replacing is not None:
                 await asyncio.shield(self._replacing)
             executor = self._executor
             try:
-                return await self._call(executor, _analyse, samples, sample_rate, f0_prefix)
+                return await self._call(executor, fn, *args)
             except BrokenProcessPool:
                 if self._closed:
                     raise

@@ -49,6 +49,24 @@ def test_one_utterance_exact_boundaries_preroll_and_hangover():
     assert tracker.stats.utterances == 1 and not tracker.in_speech
 
 
+def test_an_utterance_knows_the_silence_that_ended_it():
+    """`hangover_samples` (what the encoder may read early: pipeline.encoder_tail_ms): the
+    hangover's frames when a pause ended it; 0 when cut at max_utterance_ms or by the end of
+    the input. `silence_run` counts the pause so far."""
+    tracker = UtteranceTracker(CFG, 16_000, "test")
+    assert (tracker.frame_samples, tracker.hangover_frames) == (480, 5)
+    runs, out = [], []
+    for i, ch in enumerate("0" * 4 + "1" * 10 + "0" * 3 + "1" * 8 + "0" * 6):
+        samples = np.full(480, 8000 if ch == "1" else 0, dtype=np.int16)
+        out += tracker.push(samples, i * FRAME_S, 100.0 + i * FRAME_S, ch == "1")
+        runs.append(tracker.silence_run)
+    assert runs[13:18] == [0, 1, 2, 3, 0] and runs[-6:] == [1, 2, 3, 4, 0, 0]  # ended: 0
+    assert len(out) == 1 and out[0].hangover_samples == 5 * 480
+    # cut at max_utterance_ms (3 s = 100 frames), then the rest flushed at the end
+    _, cut, rest = _run("0" * 3 + "1" * 130)
+    assert [u.hangover_samples for u in cut + rest] == [0, 0]
+
+
 def test_short_silence_inside_speech_does_not_split():
     _, out, _ = _run("0" * 5 + "1" * 10 + "0" * 4 + "1" * 10 + "0" * 10)
     assert len(out) == 1

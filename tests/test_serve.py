@@ -612,6 +612,10 @@ def test_metrics_count_what_the_clients_did(stream_audio, expected):
     assert after[("ser_stage_seconds_sum", (("stage", "features"),))] > 0
     staged = sum(after[("ser_stage_seconds_sum", (("stage", s),))] for s in stages)
     assert abs(staged - after[("ser_latency_seconds_sum", ())]) < 0.002 * n
+    # encoders run during hangovers: at most one used per utterance; both series from the start
+    assert before[("ser_early_embeddings_total", (("outcome", "used"),))] == 0
+    assert 0 < after[("ser_early_embeddings_total", (("outcome", "used"),))] <= n
+    assert ("ser_early_embeddings_total", (("outcome", "dropped"),)) in after
     assert after[("ser_streams_total", ())] == 2
     assert after[("ser_refusals_total", (("reason", "token"),))] == 1
     assert after[("ser_refusals_total", (("reason", "protocol"),))] == 1
