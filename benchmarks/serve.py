@@ -1,14 +1,16 @@
 """Benchmark `ser-serve`: concurrent real-time streams, idle connection cost, thin client.
 
 Usage: .venv/bin/python benchmarks/serve.py [--data ../shared/data/ravdess] [--levels 10,50,100]
-       [--seconds 40] [--max] [--burst 24] [--idle 1000] [--no-thin] [--workers 2] [--model small]
-       [--set K=V ...]
+       [--seconds 40] [--ramp 2] [--max] [--burst 24] [--idle 1000] [--no-thin] [--workers 2]
+       [--model small] [--set K=V ...]
 
 Starts `ser-serve --no-mqtt` as a subprocess and drives it from this process (asyncio websockets
 clients: load generator and server share the machine's cores). Prints Markdown; BENCHMARKS.md
 records the output.
 - streams: N streams at once, each real RAVDESS speech (clips of one actor joined by 1.0-2.5 s of
-  silence), sent as 100 ms frames paced in real time, starts spread over the first 2 s. Reported:
+  silence), sent as 100 ms frames paced in real time, starts spread over the first 2 s
+  (`--ramp`: over that many seconds; 2 s is a storm: every client of a restarted replica
+  reconnecting, and their first utterances ending within about 3 s). Reported:
   the results' `latency_ms` (end of speech to result, 300 ms hangover included) p50/p95
   and the p95 of the results after the first 12 s (every stream's first utterance ends within the
   first few seconds: a burst of its own, as when clients reconnect to a restarted replica), the
@@ -234,7 +236,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def level(data: Path, n: int, seconds: float, workers: int) -> dict[str, float]:
+def level(
+    data: Path, n: int, seconds: float, workers: int, ramp_s: float = 2.0
+) -> dict[str, float]:
     port = free_port()
     server = start_server(port, workers, ["--config", _config(n)])
     streams = speech_streams(data, n, seconds)
@@ -248,7 +252,10 @@ def level(data: Path, n: int, seconds: float, workers: int) -> dict[str, float]:
     async def all_streams() -> None:
         rng = random.Random(1)
         await asyncio.gather(
-            *(_one_stream(url, f"s{i}", a, rng.uniform(0, 2.0), out) for i, a in enumerate(streams))
+            *(
+                _one_stream(url, f"s{i}", a, rng.uniform(0, ramp_s), out)
+                for i, a in enumerate(streams)
+            )
         )
 
     try:
@@ -449,6 +456,12 @@ def main() -> None:
     p.add_argument("--levels", default="10,50,100")
     p.add_argument("--seconds", type=float, default=40.0)
     p.add_argument("--max", action="store_true")
+    p.add_argument(
+        "--ramp",
+        type=float,
+        default=2.0,
+        help="streams start spread over this many seconds (default 2: a reconnect storm)",
+    )
     p.add_argument("--idle", type=int, default=1000)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--model", default=None, help="bundle folder or shipped name (default: default)")
@@ -483,7 +496,7 @@ def main() -> None:
     n = 0
     while levels:
         n = levels.pop(0)
-        r = level(args.data, n, args.seconds, args.workers)
+        r = level(args.data, n, args.seconds, args.workers, args.ramp)
         ok = r["p95"] <= 500 and r["lag"] <= 0.2
         print(
             f"| {n} | {r['utterances']} | {r['p50']:.0f} / {r['p95']:.0f} | {r['p95_later']:.0f} | "

@@ -4,11 +4,12 @@ the server's results to the local sinks (dashboard, JSON lines). No model, no fe
 Audio goes out as 16 kHz mono s16le frames, one per captured block. When the server goes away
 the client keeps the audio it could not send in a bounded buffer (`buffer_s`; a live microphone
 drops the oldest, a file waits), says so once, and reconnects with back-off (0.5 s doubling to
-10 s), starting the same stream name again; a load balancer may send it to another replica, where
-speaker adaptation starts afresh. Only the utterance the dead server was hearing is lost. `seq`
-counts this client's results (the server's numbering restarts with each connection), and
-`start_s`/`end_s` are in the source's time (the server's clock restarts with each connection:
-the client adds the audio it had sent before).
+10 s, each wait drawn from its upper half so that the clients of one dead replica do not come
+back in step), starting the same stream name again; a load balancer may send it to another
+replica, where speaker adaptation starts afresh. Only the utterance the dead server was hearing
+is lost. `seq` counts this client's results (the server's numbering restarts with each
+connection), and `start_s`/`end_s` are in the source's time (the server's clock restarts with
+each connection: the client adds the audio it had sent before).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ser import protocol
+from ser.backoff import retry_wait_s
 from ser.messages import Result
 from ser.pcm import PcmFormat
 from ser.pipeline import Sink, emit_all
@@ -324,8 +326,9 @@ class RemotePipeline:
                     f"server {self.url} unreachable for {self.give_up_s:.0f} s ({last_error}); "
                     f"{self._buffered / self.sample_rate:.1f} s of audio not sent"
                 )
-            self._status("retrying", retry_at_s=now + backoff, error=last_error)
-            await asyncio.sleep(backoff)
+            wait = retry_wait_s(backoff)
+            self._status("retrying", retry_at_s=now + wait, error=last_error)
+            await asyncio.sleep(wait)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
     async def run(self, source: Source) -> None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ser.backoff import retry_wait_s
 from ser.config import ConfigError, MqttConfig, check_topic_segment
 from ser.messages import Result
 from ser.state import BrokerStatus, LiveState
@@ -439,7 +440,7 @@ class MqttSink:
             if self._closing.is_set():
                 wait = 0.5
             else:
-                wait, backoff = backoff, min(backoff * 2, _BACKOFF_MAX_S)
+                wait, backoff = retry_wait_s(backoff), min(backoff * 2, _BACKOFF_MAX_S)
             self._update("retrying", retry_at_s=time.monotonic() + wait)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), wait)

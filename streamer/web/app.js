@@ -116,10 +116,11 @@ class Session {
       this.onEnd();
       return;
     }
-    const wait = this.backoff;
+    // drawn from the back-off's upper half: pages of one dead replica do not come back in step
+    const wait = this.backoff * (0.5 + Math.random() / 2);
     this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_S);
     setStatus(`The server is away (${this.lastError || "connection lost"}): ` +
-      `holding audio, reconnecting in ${wait} s…`, "warning");
+      `holding audio, reconnecting in ${wait.toFixed(1)} s…`, "warning");
     this.lastError = "";
     setTimeout(async () => {
       if (this.ended) return;
