@@ -1,8 +1,8 @@
 """Benchmark `ser-serve`: concurrent real-time streams, idle connection cost, thin client.
 
 Usage: .venv/bin/python benchmarks/serve.py [--data ../shared/data/ravdess] [--levels 10,50,100]
-       [--seconds 40] [--ramp 2] [--max] [--burst 24] [--idle 1000] [--no-thin] [--workers 2]
-       [--model small] [--set K=V ...]
+       [--seconds 40] [--ramp 2] [--windows 0] [--max] [--burst 24] [--idle 1000] [--no-thin]
+       [--workers 2] [--model small] [--set K=V ...]
 
 Starts `ser-serve --no-mqtt` as a subprocess and drives it from this process (asyncio websockets
 clients: load generator and server share the machine's cores). Prints Markdown; BENCHMARKS.md
@@ -10,7 +10,8 @@ records the output.
 - streams: N streams at once, each real RAVDESS speech (clips of one actor joined by 1.0-2.5 s of
   silence), sent as 100 ms frames paced in real time, starts spread over the first 2 s
   (`--ramp`: over that many seconds; 2 s is a storm: every client of a restarted replica
-  reconnecting, and their first utterances ending within about 3 s). Reported:
+  reconnecting, and their first utterances ending within about 3 s; `--windows S`: each level's
+  results also per S seconds, to see where the p95 is lost). Reported:
   the results' `latency_ms` (end of speech to result, 300 ms hangover included) p50/p95
   and the p95 of the results after the first 12 s (every stream's first utterance ends within the
   first few seconds: a burst of its own, as when clients reconnect to a restarted replica), the
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import random
 import statistics
@@ -280,6 +282,23 @@ def level(
     }
 
 
+def print_windows(width_s: float) -> None:
+    """The level's results per window of `width_s` from the first result: how many, and their
+    latency p50 / p95 / max (where in the run the p95 is lost)."""
+    first = min(when for when, _ in RECEIVED)
+    rows = collections.defaultdict(list)
+    for when, latency in RECEIVED:
+        rows[int((when - first) // width_s)].append(latency)
+    print("\n| results in s | n | p50 / p95 / max ms |\n|---|---|---|")
+    for k in sorted(rows):
+        lat = np.array(rows[k])
+        print(
+            f"| {k * width_s:.0f}-{(k + 1) * width_s:.0f} | {lat.size} | "
+            f"{np.percentile(lat, 50):.0f} / {np.percentile(lat, 95):.0f} / {lat.max():.0f} |"
+        )
+    print(flush=True)
+
+
 def stage_means_ms(port: int) -> list[float]:
     """The server's mean per latency stage so far (ms), from its /metrics; then its early
     encoder runs (`pipeline.encoder_tail_ms`) used and dropped."""
@@ -457,6 +476,12 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=40.0)
     p.add_argument("--max", action="store_true")
     p.add_argument(
+        "--windows",
+        type=float,
+        default=0.0,
+        help="also print each level's results per window of this many seconds (0: no)",
+    )
+    p.add_argument(
         "--ramp",
         type=float,
         default=2.0,
@@ -505,6 +530,8 @@ def main() -> None:
             f"{_stages(r['stages'])} | {'yes' if ok else 'no'} |",
             flush=True,
         )
+        if args.windows > 0:
+            print_windows(args.windows)
         if args.max and ok and not levels:
             levels.append(n + 25)
     if args.burst:

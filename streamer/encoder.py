@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -245,6 +246,22 @@ class UtteranceEncoder:
         """One call on a second of silence: the first real call then pays no set-up."""
         rate = self.encoder.spec.sample_rate
         self.embed(np.zeros(rate, np.float32), rate)
+
+
+def tail_frames(tail_ms: int, frame_ms: int) -> int:
+    """VAD frames of an utterance's hangover its encoder reads (`pipeline.encoder_tail_ms`):
+    rounded up, one at least (a pause is known from its first unvoiced frame)."""
+    return max(1, math.ceil(tail_ms / frame_ms))
+
+
+def replaced_samples(hangover_samples: int, sample_rate: int, frame_ms: int, tail_ms: int) -> int:
+    """Samples at the end of an utterance its encoder does not read (`encoder_view`): those of
+    the hangover that ended it (`Utterance.hangover_samples`; 0: not ended by one) after its
+    first `tail_frames`."""
+    if hangover_samples <= 0:
+        return 0
+    kept = tail_frames(tail_ms, frame_ms) * sample_rate * frame_ms // 1000
+    return max(0, hangover_samples - kept)
 
 
 def encoder_view(head: npt.NDArray[ScalarT], replaced: int) -> npt.NDArray[ScalarT]:

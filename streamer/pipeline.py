@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import numpy.typing as npt
 from ser.adaptation import GatedHistory
 from ser.classifier import Classifier
 from ser.config import Config
+from ser.encoder import replaced_samples, tail_frames
 from ser.features import FEATURE_SPEC, Analysis, f0_frames_ready, f0_span
 from ser.inference import BatchedInference
 from ser.messages import NOT_SPEECH, AudioBlock, Result, Utterance
@@ -160,9 +160,8 @@ class Pipeline:
         self._resets_before_run = 0
         self._early: _EarlyPitch | None = None
         self._early_embedding: _EarlyEmbedding | None = None
-        # VAD frames of an utterance's hangover its encoder reads (see `encoder_view`): one at
-        # least (a pause is known from its first unvoiced frame)
-        self._tail_frames = max(1, math.ceil(config.pipeline.encoder_tail_ms / config.vad.frame_ms))
+        # VAD frames of an utterance's hangover its encoder reads (see `encoder_view`)
+        self._tail_frames = tail_frames(config.pipeline.encoder_tail_ms, config.vad.frame_ms)
 
     async def reset_speaker(self) -> None:
         """A new speaker starts now: utterances already segmented keep the old history, later
@@ -309,10 +308,14 @@ class Pipeline:
         """Samples at the end of `utterance` its encoder does not read (`encoder_view`): the
         part of the hangover that ended it after `pipeline.encoder_tail_ms`; 0 when it was not
         ended by a hangover or the bundle has no encoder."""
-        if not self.classifier.has_encoder or utterance.hangover_samples <= 0:
+        if not self.classifier.has_encoder:
             return 0
-        kept = self._tail_frames * utterance.sample_rate * self.config.vad.frame_ms // 1000
-        return max(0, utterance.hangover_samples - kept)
+        return replaced_samples(
+            utterance.hangover_samples,
+            utterance.sample_rate,
+            self.config.vad.frame_ms,
+            self.config.pipeline.encoder_tail_ms,
+        )
 
     def _advance_early_embedding(self, segmenter: VadSegmenter) -> None:
         """In a pause of `pipeline.encoder_tail_ms` or more: the encoder's embedding of the

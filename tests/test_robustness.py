@@ -190,3 +190,26 @@ def test_shout_clips_and_broadcast_compresses_the_dynamics():
     before = 20 * np.log10(rms(quiet_then_loud[half:]) / rms(quiet_then_loud[:half]))
     after = 20 * np.log10(rms(squeezed[half:]) / rms(squeezed[:half]))
     assert before == pytest.approx(34.0, abs=0.1) and after < before - 10
+
+
+def test_the_view_variant_is_the_live_cut_as_the_live_encoder_reads_it(ravdess):
+    """ "vadview": the "vad" cut with the hangover after the encoder's tail (150 ms)
+    replaced by its first samples, as `ser-live` hands it to the encoder; its statistics read
+    the whole cut; a clip that ends before a hangover does is read whole."""
+    import soundfile as sf
+
+    from ser.encoder import encoder_view
+    from ser_train.robustness import statistics_variant, vad_cut, vad_view
+
+    audio, _ = sf.read(ravdess / "Actor_05" / "03-01-05-01-01-01-05.flac", dtype="float32")
+    cut, view = vad_cut(audio), vad_view(audio)
+    replaced = 150 * 16  # the 300 ms hangover's last 150 ms
+    assert view.size == cut.size
+    np.testing.assert_array_equal(view, encoder_view(cut[: cut.size - replaced], replaced))
+    assert not np.array_equal(view, cut)
+    assert make_variant(audio, "vadview", seed=0).tolist() == view.tolist()
+    assert (statistics_variant("vadview"), statistics_variant("snr20")) == ("vad", "snr20")
+    assert "vadview" in TEST_VARIANTS and check_variant("vadview") == "vadview"
+    # the clip ends during its speech: cut at the end of the input, no hangover to replace
+    speech_to_the_end = audio[: int(np.flatnonzero(np.abs(audio) > 0.05)[-1])]
+    np.testing.assert_array_equal(vad_view(speech_to_the_end), vad_cut(speech_to_the_end))

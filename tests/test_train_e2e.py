@@ -50,6 +50,7 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
     assert 0.0 <= ev["summary"]["accuracy"]["mean"] <= 1.0
     assert set(ev["summary"]["variant_accuracy"]) == {
         "vad",
+        "vadview",
         "snr20",
         "snr10",
         "reverb500",
@@ -175,7 +176,7 @@ def test_eval_only_run_with_augmentation_and_speaker_ensemble(ravdess, tmp_path)
     out = tmp_path / "experiment"
     proc = ser_train(
         *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(tmp_path / "cache")),
-        *("--actors", "1,2,3,11", "--epochs", "1", "--eval-only", "--no-robustness"),
+        *("--actors", "1,2,3,11", "--epochs", "1", "--eval-only", "--test-variants", "vadview"),
         "--no-speech-detector",
         *("--augment", "speed110,reverb300", "--mixup", "0.2"),
         *("--ensemble", "2", "--ensemble-split", "speakers"),
@@ -193,8 +194,10 @@ def test_eval_only_run_with_augmentation_and_speaker_ensemble(ravdess, tmp_path)
         2,
         "speakers",
     )
+    # the one test variant asked for (the live cut as the encoder reads it), and no other
     assert set(evaluation["protocols"]["ravdess"]["summary"]["variant_accuracy"]) == {
-        "first_utterance"
+        "first_utterance",
+        "vadview",
     }
 
 
@@ -313,6 +316,9 @@ def test_protocol_the_corpora_cannot_run_fails_before_any_features(ravdess, tmp_
 
 
 def test_train_reports_bad_data_folder(tmp_path):
+    proc = ser_train("--data", str(tmp_path), "--test-variants", "vad,echo")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "not a test variant: echo (choose from vad," in lines[-1]
     proc = ser_train("--data", str(tmp_path))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

@@ -203,6 +203,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="skip evaluating on VAD-cut, noisy, reverberant and channel-degraded test audio",
     )
     p.add_argument(
+        "--test-variants",
+        type=_test_variants,
+        default=list(TEST_VARIANTS),
+        help=f"the test audio evaluated beside the clean clips (default {','.join(TEST_VARIANTS)})",
+    )
+    p.add_argument(
         "--no-speech-detector",
         action="store_true",
         help="train no speech detector (the bundle then never says 'not speech')",
@@ -537,12 +543,23 @@ def _speech_detector(
     return model, record
 
 
+def _test_variants(text: str) -> list[str]:
+    """`--test-variants`: a comma-separated subset of TEST_VARIANTS (argparse shows the error)."""
+    names = [v for v in text.split(",") if v]
+    unknown = [v for v in names if v not in TEST_VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"not a test variant: {', '.join(unknown)} (choose from {', '.join(TEST_VARIANTS)})"
+        )
+    return names
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     started = time.perf_counter()
     evaluate = not args.skip_eval
     variants = list(args.augment)
     if evaluate and not args.no_robustness:
-        variants = [*TEST_VARIANTS, *variants]
+        variants = [*args.test_variants, *variants]
     if args.speech_only:
         from ser_train.export import update_speech_section, write_speech_detector
 

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from ser.audio_io import AudioReadError, read_audio
 from ser.features import FEATURE_SPEC, analyse
 from ser.workers import exit_with_parent
-from ser_train.robustness import make_variant
+from ser_train.robustness import make_variant, statistics_variant
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def featurize_file(
         audio = read_audio(path, FEATURE_SPEC.sample_rate)
     except AudioReadError as exc:
         return Extracted(path, digest, None, str(exc), cached=False)
-    analysis = analyse(make_variant(audio, variant, seed=int(digest[:8], 16)))
+    audio = make_variant(audio, statistics_variant(variant), seed=int(digest[:8], 16))
+    analysis = analyse(audio)
     if vec_path is not None and mel_path is not None:
         save_array(vec_path, analysis.vector)
         if log_mel:

@@ -2,6 +2,9 @@
 
 - "vad": the clip cut by the live segmenter exactly as `ser-live` would (default `[vad]`
   config; the longest utterance when it finds several, the whole clip when it finds none);
+- "vadview": that cut as an encoder bundle's encoder reads it live (`encoder_view`: the hangover
+  after `pipeline.encoder_tail_ms` replaced with the cut's first samples); its statistics read
+  the whole cut (`statistics_variant`);
 - "snr20" / "snr10": white noise added at 20 / 10 dB below the clip's speech power (frames within
   30 dB of the loudest), seeded by the clip's content hash so runs repeat;
 - "reverbNNN": the clip in a simulated room with a reverberation time (RT60) of NNN ms: a
@@ -38,13 +41,14 @@ import numpy.typing as npt
 from scipy.signal import butter, fftconvolve, sosfiltfilt
 
 from ser.audio_io import resample
-from ser.config import VadConfig
-from ser.messages import AudioBlock
+from ser.config import PipelineConfig, VadConfig
+from ser.encoder import encoder_view, replaced_samples
+from ser.messages import AudioBlock, Utterance
 from ser.segmenter import VadSegmenter
 
 CHANNELS = ("telephone", "cheapmic", "clipped", "quiet")
 
-TEST_VARIANTS = ("vad", "snr20", "snr10", "reverb500", *CHANNELS)
+TEST_VARIANTS = ("vad", "vadview", "snr20", "snr10", "reverb500", *CHANNELS)
 
 NATURAL_VARIANTS = (
     "music",
@@ -64,7 +68,7 @@ _PREFIXES = ("snr", "reverb", "speed")
 def check_variant(name: str) -> str:
     """'vad', 'snrNN', 'reverbNNN' or 'speedNNN'; raises ValueError otherwise (argparse shows
     it)."""
-    if name in ("clean", "vad", *CHANNELS, *NATURAL_VARIANTS):
+    if name in ("clean", "vad", "vadview", *CHANNELS, *NATURAL_VARIANTS):
         return name
     for prefix in _PREFIXES:
         number = name[len(prefix) :]
@@ -82,8 +86,8 @@ def check_variant(name: str) -> str:
 _BLOCK = 480
 
 
-def vad_cut(audio: npt.NDArray[np.float32], sample_rate: int = 16_000) -> npt.NDArray[np.float32]:
-    """The longest utterance the live segmenter finds in `audio` (float32 mono)."""
+def _longest_utterance(audio: npt.NDArray[np.float32], sample_rate: int) -> Utterance | None:
+    """The longest utterance the live segmenter (default `[vad]`) finds in `audio`."""
     pcm = np.clip(np.rint(audio * 32767.0), -32768, 32767).astype(np.int16)
     segmenter = VadSegmenter(VadConfig(), "clip", sample_rate)
     found = []
@@ -93,10 +97,39 @@ def vad_cut(audio: npt.NDArray[np.float32], sample_rate: int = 16_000) -> npt.ND
         )
         found += segmenter.push(block)
     found += segmenter.flush()
-    if not found:
+    return max(found, key=lambda u: u.samples.size) if found else None
+
+
+def vad_cut(audio: npt.NDArray[np.float32], sample_rate: int = 16_000) -> npt.NDArray[np.float32]:
+    """The longest utterance the live segmenter finds in `audio` (float32 mono)."""
+    longest = _longest_utterance(audio, sample_rate)
+    if longest is None:
         return audio
-    longest = max(found, key=lambda u: u.samples.size)
     return longest.samples.astype(np.float32) / 32768.0
+
+
+def vad_view(audio: npt.NDArray[np.float32], sample_rate: int = 16_000) -> npt.NDArray[np.float32]:
+    """`vad_cut`'s utterance as a live encoder bundle's encoder reads it (`encoder_view` at the
+    default `pipeline.encoder_tail_ms`): the hangover after its first 150 ms replaced with the
+    utterance's first samples; read whole when the clip ended before a hangover did."""
+    longest = _longest_utterance(audio, sample_rate)
+    if longest is None:
+        return audio
+    samples = longest.samples
+    replaced = replaced_samples(
+        longest.hangover_samples,
+        sample_rate,
+        VadConfig().frame_ms,
+        PipelineConfig().encoder_tail_ms,
+    )
+    view = encoder_view(samples[: samples.size - replaced], replaced)
+    return view.astype(np.float32) / 32768.0
+
+
+def statistics_variant(name: str) -> str:
+    """The variant whose audio the statistics (and log-mel) of variant `name` are computed
+    from: "vadview"'s statistics read the whole cut, as live ("vad")."""
+    return "vad" if name == "vadview" else name
 
 
 def add_noise(audio: npt.NDArray[np.float32], snr_db: float, seed: int) -> npt.NDArray[np.float32]:
@@ -153,8 +186,8 @@ def make_variant(
     name = check_variant(variant)
     if name == "clean":
         return audio
-    if name == "vad":
-        return vad_cut(audio)
+    if name in ("vad", "vadview"):
+        return vad_cut(audio) if name == "vad" else vad_view(audio)
     if name.startswith("snr"):
         return add_noise(audio, float(name[3:]), seed)
     if name.startswith("reverb"):
