@@ -215,7 +215,8 @@ class FeatureWorkers:
         `time.monotonic()` the utterance's wait counts from (default: now). `replaced`: the
         encoder reads `encoder_view(samples[:n - replaced], replaced)`. `embedding`: that
         embedding, already being computed (`embed`, during the utterance's hangover): awaited
-        instead; computed here after all if it failed or was cancelled."""
+        instead; computed here after all if it failed or was cancelled (in the line of ended
+        utterances, not behind early runs)."""
         queued_s = time.monotonic() if since_s is None else since_s
         self.in_flight += 1
         if embedding is not None:
@@ -229,7 +230,8 @@ class FeatureWorkers:
                 await asyncio.wait([embedding])
                 if embedding.cancelled() or embedding.exception() is not None:
                     head = samples[: samples.size - replaced]
-                    vector = await self.embed(head, sample_rate, replaced, key=key)
+                    async with self._turn(key):  # ended: in the line of ended utterances
+                        vector = await self._retrying(_embed, head, sample_rate, replaced)
                 else:
                     vector = embedding.result()
                 analysis = replace(analysis, embedding=vector)

@@ -172,6 +172,26 @@ def test_an_early_run_waits_behind_ended_utterances_until_its_own_ends(ravdess):
             results = await asyncio.gather(*ended, early, more, done)
             np.testing.assert_array_equal(results[-1].embedding, results[3])
             assert workers.in_flight == 0
+            # an early run that failed is redone once its utterance's statistics are done, in
+            # the line of ended utterances: never behind an early run of another stream
+            lost = asyncio.get_running_loop().create_future()
+            lost.set_exception(RuntimeError("worker lost"))
+            redo = asyncio.create_task(
+                workers.analyse(samples, 16_000, key="g", replaced=4_800, embedding=lost)
+            )
+            await asyncio.sleep(0)
+            busy = [asyncio.create_task(workers.analyse(samples, 16_000, key=k)) for k in "vwxyz"]
+            waiting = asyncio.create_task(workers.embed(head, 16_000, 4_800, key="h"))
+            await asyncio.sleep(0)
+            assert list(workers._early) == ["h"]
+            for _ in range(5000):  # until "g"'s statistics are done and its encoder run queued
+                if "g" in workers._waiting or "g" in workers._early:
+                    break
+                await asyncio.sleep(0.001)
+            assert "g" in workers._waiting and list(workers._early) == ["h"]
+            results = await asyncio.gather(redo, *busy, waiting)
+            np.testing.assert_array_equal(results[0].embedding, results[-1])
+            assert workers.in_flight == 0
         finally:
             await asyncio.to_thread(workers.close)
 
