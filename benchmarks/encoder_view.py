@@ -19,25 +19,18 @@ Prints a Markdown table; BENCHMARKS.md records the output.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from sampled_clips import add_data_option, sampled
 
-FRAME = 480  # a 30 ms VAD frame at 16 kHz
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tails", default="90,120,150,210", help="ms of the hangover the encoder reads")
-    p.add_argument(
-        "--data",
-        action="append",
-        default=None,
-        help="FOLDER:N, every Nth clip (default ../shared/data/ravdess:6, ../shared/data/nemo:18)",
-    )
+    add_data_option(p)
     args = p.parse_args()
-    data = args.data or ["../shared/data/ravdess:6", "../shared/data/nemo:18"]
     tails = [int(t) for t in args.tails.split(",")]
 
     from dataclasses import replace
@@ -48,14 +41,14 @@ def main() -> None:
     from ser.bundle import resolve_bundle_path
     from ser.classifier import Classifier
     from ser.config import VadConfig
-    from ser.encoder import encoder_view
+    from ser.encoder import encoder_view, replaced_samples
     from ser.features import analyse
-    from ser_train.corpora import scan
     from ser_train.robustness import vad_cut
 
     classifier = Classifier.from_dir(resolve_bundle_path("default"))
     labels = list(classifier.bundle.labels)
-    hangover = VadConfig().hangover_ms * 16
+    vad = VadConfig()
+    hangover = vad.hangover_ms * 16
 
     def read(utterance: np.ndarray, for_encoder: np.ndarray) -> np.ndarray:
         analysis = replace(
@@ -68,9 +61,7 @@ def main() -> None:
         "| largest probability change, mean / p95 |\n|---|---|---|---|---|---|"
     )
     rng = np.random.default_rng(0)
-    for spec in data:
-        folder, _, every = spec.rpartition(":")
-        clips = scan(folder).clips[:: int(every)]
+    for folder, clips in sampled(args.data):
         readings: dict[str, list[np.ndarray]] = {}
         truth = []
         for clip in clips:
@@ -84,7 +75,7 @@ def main() -> None:
             truth.append(clip.label)
             readings.setdefault("whole", []).append(read(cut, cut))
             for t in tails:
-                replaced = hangover - math.ceil(t / 30) * FRAME  # whole frames, as live
+                replaced = replaced_samples(hangover, 16_000, vad.frame_ms, t)  # as live
                 view = encoder_view(cut[: cut.size - replaced], replaced)
                 readings.setdefault(f"the view, T = {t} ms", []).append(read(cut, view))
             later = vad_cut(audio[240:])  # framed 15 ms later

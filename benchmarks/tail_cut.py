@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from sampled_clips import add_data_option, sampled
+
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 HANGOVER_MS = 300
@@ -27,14 +29,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tails", default="90,150,210", help="ms of the hangover kept")
     p.add_argument("--pad", action="store_true", help="pad back with the pre-roll's samples")
-    p.add_argument(
-        "--data",
-        action="append",
-        default=None,
-        help="FOLDER:N, every Nth clip (default ../shared/data/ravdess:6, ../shared/data/nemo:18)",
-    )
+    add_data_option(p)
     args = p.parse_args()
-    data = args.data or ["../shared/data/ravdess:6", "../shared/data/nemo:18"]
     tails = [int(t) for t in args.tails.split(",")]
 
     import numpy as np
@@ -42,7 +38,6 @@ def main() -> None:
     from ser.audio_io import read_audio
     from ser.bundle import resolve_bundle_path
     from ser.classifier import Classifier
-    from ser_train.corpora import scan
     from ser_train.robustness import vad_cut
 
     classifier = Classifier.from_dir(resolve_bundle_path("default"))
@@ -56,9 +51,7 @@ def main() -> None:
         "| accuracy, whole hangover -> cut | mean largest probability change |\n"
         "|---|---|---|---|---|---|"
     )
-    for spec in data:
-        folder, _, every = spec.rpartition(":")
-        clips = scan(folder).clips[:: int(every)]
+    for folder, clips in sampled(args.data):
         whole_right = 0
         same = dict.fromkeys(tails, 0)
         right = dict.fromkeys(tails, 0)

@@ -332,7 +332,12 @@ class Pipeline:
         frame = tracker.frame_samples
         so_far = tracker.pending_audio()
         head = so_far[: so_far.size - (tracker.silence_run - self._tail_frames) * frame]
-        replaced = (tracker.hangover_frames - self._tail_frames) * frame
+        replaced = replaced_samples(
+            tracker.hangover_frames * frame,
+            segmenter.sample_rate,
+            self.config.vad.frame_ms,
+            self.config.pipeline.encoder_tail_ms,
+        )
         task = asyncio.create_task(
             self.workers.embed(head, segmenter.sample_rate, replaced, key=segmenter.source)
         )
