@@ -47,7 +47,7 @@ def summarize(raw: Path, top: int = 25) -> list[str]:
             inclusive[thread][name] += n
     out = ["| thread | samples | busy |", "|---|---|---|"]
     out += [f"| {t} | {n} | {busy[t] / n:.0%} |" for t, n in samples.most_common()]
-    for thread in ("MainThread", "ser-infer_0"):
+    for thread in ("MainThread", "QueueFeederThread", "ser-infer_0"):
         if thread not in samples:
             continue
         out += ["", f"| {thread}: function (inclusive) | share of samples |", "|---|---|"]

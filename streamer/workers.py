@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -94,6 +94,12 @@ def _init_worker(encoder: EncoderSection | None) -> None:
         _Worker.encoder = UtteranceEncoder(encoder.encoder_path, encoder.layers)  # warmed up
 
 
+def _soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: Any) -> None:
+    """`fn(*args)` in `loop` from any thread; nothing once the loop is closed."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, *args)
+
+
 def _processes(executor: ProcessPoolExecutor) -> list[multiprocessing.process.BaseProcess]:
     """The pool's worker processes (a private attribute of CPython's pool; none when absent or
     after its shutdown)."""
@@ -145,6 +151,10 @@ class FeatureWorkers:
         # at most one per worker at a time
         self._background: deque[asyncio.Future[None]] = deque()
         self._running_background = 0
+        # calls whose caller gave up (cancelled) while a worker already had them: a pool cannot
+        # stop a call it has handed out, so each keeps its place until it ends (or its pool is
+        # given up)
+        self._orphaned: dict[Future[Any], ProcessPoolExecutor] = {}
         self.healthy = False  # True once started, False while a broken pool is being replaced
         # Spawned workers inherit the environment: one BLAS thread each, or small numpy calls
         # slow down under load (8-16 ms instead of 1-2 ms).
@@ -327,7 +337,7 @@ class FeatureWorkers:
             self._background
             and not self._waiting
             and not self._early
-            and self._running + self._running_background < 2 * self.n
+            and self._busy() < 2 * self.n
             and self._running_background < self.n
         ):
             ready = self._background.popleft()
@@ -336,8 +346,12 @@ class FeatureWorkers:
             self._running_background += 1
             ready.set_result(None)
 
+    def _busy(self) -> int:
+        """Calls the workers hold or will run next: at most 2 per worker."""
+        return self._running + self._running_background + len(self._orphaned)
+
     def _dispatch_line(self, line: dict[Hashable, deque[asyncio.Future[None]]]) -> None:
-        while line and self._running + self._running_background < 2 * self.n:
+        while line and self._busy() < 2 * self.n:
             key = next(iter(line))
             queue = line.pop(key)
             ready = queue.popleft()
@@ -373,10 +387,14 @@ class FeatureWorkers:
         lost = self._lost.get(executor)  # removed when the pool is given up
         if lost is None:
             raise BrokenProcessPool("this feature pool was given up")
-        future = loop.run_in_executor(executor, fn, *args)
+        call = executor.submit(fn, *args)
+        future = asyncio.wrap_future(call)
         try:
             await asyncio.wait((future, lost), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
+            if not call.cancel() and not call.done():  # a worker has it: it runs to its end
+                self._orphaned[call] = executor
+                call.add_done_callback(lambda _: _soon(loop, self._release, call))
             future.cancel()
             raise
         if not future.done():
@@ -384,12 +402,22 @@ class FeatureWorkers:
             raise BrokenProcessPool("this feature pool was given up")
         return future.result()
 
+    def _release(self, call: Future[Any]) -> None:
+        """An orphaned call ended: its place at the workers is free."""
+        if self._orphaned.pop(call, None) is not None:
+            self._dispatch()
+
     def _abandon(self, executor: ProcessPoolExecutor) -> None:
         """Give up a broken pool: kill its surviving workers, fail every call still in it, shut
         it down. Shutting it down alone is not enough: its shutdown asks each worker to stop
         through the call queue, and a survivor can wait forever for the queue's read lock when
         the worker that died held it (an idle worker waits for work holding that lock)."""
         _kill(_processes(executor))
+        orphans = [call for call, owner in self._orphaned.items() if owner is executor]
+        for call in orphans:
+            del self._orphaned[call]  # it may never say it ended
+        if orphans:
+            self._dispatch()
         lost = self._lost.pop(executor, None)
         if lost is not None and not lost.done():
             lost.set_result(None)

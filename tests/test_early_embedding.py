@@ -196,3 +196,39 @@ def test_an_early_run_waits_behind_ended_utterances_until_its_own_ends(ravdess):
             await asyncio.to_thread(workers.close)
 
     asyncio.run(run())
+
+
+def test_a_cancelled_run_keeps_its_place_until_its_worker_is_done(ravdess):
+    """An early run dropped (the voice came back) after a worker took it cannot be stopped: it
+    keeps its place at the workers until it ends, so the scheduler never hands a worker more
+    than its 2 calls (a third would wait in the pool's queue, outside the fair line)."""
+    bundle = Classifier.from_dir(resolve_bundle_path("default")).bundle
+    clip, _ = sf.read(ravdess / "Actor_07" / "03-01-04-02-01-01-07.flac", dtype="int16")
+    long = np.tile(clip, 10)  # about 35 s: each call takes a worker well over 100 ms
+
+    async def run() -> None:
+        workers = FeatureWorkers(1, encoder=bundle.encoder)  # 2 calls at a time
+        await workers.start()
+        try:
+            ended = asyncio.create_task(workers.analyse(long, 16_000, key="a"))
+            early = asyncio.create_task(workers.embed(long, 16_000, 4_800, key="b"))
+            await asyncio.sleep(0.03)  # both handed to the pool
+            assert workers._running == 2
+            early.cancel()  # the voice came back
+            await asyncio.gather(early, return_exceptions=True)
+            assert workers._running == 1 and len(workers._orphaned) == 1
+            late = asyncio.create_task(workers.analyse(clip, 16_000, key="c"))
+            await asyncio.sleep(0)
+            assert list(workers._waiting) == ["c"]  # the dropped run still holds its place
+            for _ in range(5000):
+                if not workers._orphaned:
+                    break
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0)
+            assert not workers._orphaned and not workers._waiting  # freed: "c" runs
+            await asyncio.gather(ended, late)
+            assert workers.in_flight == 0 and workers._running == 0
+        finally:
+            await asyncio.to_thread(workers.close)
+
+    asyncio.run(run())

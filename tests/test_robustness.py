@@ -213,3 +213,16 @@ def test_the_view_variant_is_the_live_cut_as_the_live_encoder_reads_it(ravdess):
     # the clip ends during its speech: cut at the end of the input, no hangover to replace
     speech_to_the_end = audio[: int(np.flatnonzero(np.abs(audio) > 0.05)[-1])]
     np.testing.assert_array_equal(vad_view(speech_to_the_end), vad_cut(speech_to_the_end))
+
+
+def test_the_view_variant_reads_the_cut_s_cached_statistics(ravdess, tmp_path):
+    """ "vadview"'s statistics are the "vad" cut's: computed once, cached under the cut's key."""
+    from ser_train.featurize import featurize_file
+
+    clip = ravdess / "Actor_05" / "03-01-05-01-01-01-05.flac"
+    cut = featurize_file(clip, tmp_path, "vad")
+    view = featurize_file(clip, tmp_path, "vadview")
+    assert not cut.cached and view.cached
+    assert view.vector is not None and cut.vector is not None
+    np.testing.assert_array_equal(view.vector, cut.vector)
+    assert not featurize_file(clip, tmp_path, "snr20").cached  # other variants: their own
