@@ -101,6 +101,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        bench.show_log(server)
     latencies = [x for lat, _ in out.values() for x in lat]
     p50, p95 = np.percentile(latencies, [50, 95])
     print(

@@ -47,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -198,9 +199,15 @@ RECEIVED: list[tuple[float, float]] = []
 WARM_UP_S = 12.0
 
 
+# each server's log (stderr) by pid: a file, never an unread pipe (once the pipe's 64 kB filled,
+# the server's next log line would block its event loop and every stream with it)
+SERVER_LOGS: dict[int, typing.IO[bytes]] = {}
+
+
 def start_server(
     port: int, workers: int, extra: list[str] | None = None
 ) -> subprocess.Popen[bytes]:
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by show_log, after the server)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -216,8 +223,9 @@ def start_server(
             *(extra or []),
         ],
         stdout=subprocess.DEVNULL,  # a crashed benchmark's server must not hold its pipe open
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
+    SERVER_LOGS[proc.pid] = log
     deadline = time.monotonic() + 60
     import socket
 
@@ -335,13 +343,28 @@ def _stages(means: list[float]) -> str:
 
 
 def _stop(server: subprocess.Popen[bytes]) -> None:
-    """The server stopped, however the benchmark ended (SIGKILL after 30 s)."""
+    """The server stopped, however the benchmark ended (SIGKILL after 30 s); what it logged
+    (warnings and errors: it runs with -q) shown on stderr."""
     server.terminate()
     try:
         server.wait(timeout=30)
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait()
+    show_log(server)
+
+
+def show_log(server: subprocess.Popen[bytes], last: int = 20) -> None:
+    """The last `last` lines `server` logged, on stderr (nothing if it logged nothing)."""
+    log = SERVER_LOGS.pop(server.pid, None)
+    if log is None:
+        return
+    with log:
+        log.seek(0)
+        lines = log.read().decode(errors="replace").splitlines()
+    if lines:
+        print(f"server {server.pid} logged {len(lines)} lines; the last:", file=sys.stderr)
+        print("\n".join(f"  {line}" for line in lines[-last:]), file=sys.stderr)
 
 
 def _summary(n: int, out: dict[str, tuple[list[float], float]]) -> dict[str, float]:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from serve import FRAME_S, RATE, _config, _rss_mb, free_port, speech_streams, start_server
+from serve import FRAME_S, RATE, _config, _rss_mb, free_port, show_log, speech_streams, start_server
 
 
 async def _stream(url: str, name: str, audio: np.ndarray, until: float, out: dict) -> None:
@@ -103,6 +103,7 @@ def main() -> None:
         sampler.join(timeout=5)
         server.terminate()
         server.wait(timeout=60)
+        show_log(server)
     after = [(t, rss) for t, rss in samples if t >= args.warmup]
     slope = 0.0
     if len(after) > 2:  # MB per hour, least squares over the samples after the warm-up
