@@ -212,8 +212,15 @@ def test_a_cancelled_run_keeps_its_place_until_its_worker_is_done(ravdess):
         try:
             ended = asyncio.create_task(workers.analyse(long, 16_000, key="a"))
             early = asyncio.create_task(workers.embed(long, 16_000, 4_800, key="b"))
-            await asyncio.sleep(0.03)  # both handed to the pool
+            await asyncio.sleep(0)
             assert workers._running == 2
+            # until the pool has handed both to its worker's queue (CPython's pool: "running",
+            # no longer cancellable)
+            pending = workers._executor._pending_work_items
+            for _ in range(1000):
+                if len(pending) == 2 and all(item.future.running() for item in pending.values()):
+                    break
+                await asyncio.sleep(0.005)
             early.cancel()  # the voice came back
             await asyncio.gather(early, return_exceptions=True)
             assert workers._running == 1 and len(workers._orphaned) == 1
