@@ -79,8 +79,9 @@ def featurize_file(
     digest = hashlib.sha256(data).hexdigest()
     vec_path = mel_path = None
     if cache_dir is not None:  # keyed by the audio the statistics read ("vadview": "vad"'s)
-        vec_path = _cache_path(cache_dir, digest, statistics_variant(variant))
-        mel_path = _cache_path(cache_dir, digest, statistics_variant(variant), ".logmel")
+        source = statistics_variant(variant)
+        vec_path = _cache_path(cache_dir, digest, source)
+        mel_path = _cache_path(cache_dir, digest, source, ".logmel")
     vec = _load(vec_path, lambda a: a.shape == (FEATURE_SPEC.dim,))
     mel = _load(mel_path, lambda a: a.ndim == 2 and a.shape[1] == FEATURE_SPEC.n_mels)
     if vec is not None and (mel is not None or not log_mel):
