@@ -24,6 +24,10 @@ records the output.
   and its encoder run if started during its hangover; classify: to the result), and the encoder
   runs started during a hangover (`pipeline.encoder_tail_ms`), used or dropped (the voice came
   back).
+  Each level (and the burst) also shows the machine's speed just before it, on the idle machine
+  (`benchmarks/machine_speed.py`: the shipped encoder, ms per second of audio; one machine's
+  speed moves by 5-10 % within an hour, and at the edge of capacity that moves a p95 by hundreds
+  of ms: compare rows at the same speed).
   "sustained": p95 <= 500 ms and lag <= 0.2 s. `--max` adds levels in steps of 25 until a level
   is not sustained.
 - burst: `--burst N` streams connected first, then sent on one clock: in each of 3 rounds, 6 s
@@ -52,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from machine_speed import encoder_ms_per_s
 from proctree import seconds_to_listening, tree
 
 FRAME_S = 0.1
@@ -537,20 +542,22 @@ def main() -> None:
         "| streams | utterances | latency p50 / p95 ms | p95 after the first 12 s | worst send "
         "lag s | server CPU % (its "
         "main process) | load generator CPU % | server RSS MB | stages ms: hangover / wait / "
-        "features / classify | early encoder runs used / dropped | sustained |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|"
+        "features / classify | early encoder runs used / dropped | machine: encoder ms per s "
+        "of audio | sustained |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     levels = [int(x) for x in args.levels.split(",") if x]
     n = 0
     while levels:
         n = levels.pop(0)
+        speed = encoder_ms_per_s(args.data)  # just before the level, on the idle machine
         r = level(args.data, n, args.seconds, args.workers, args.ramp)
         ok = r["p95"] <= 500 and r["lag"] <= 0.2
         print(
             f"| {n} | {r['utterances']} | {r['p50']:.0f} / {r['p95']:.0f} | {r['p95_later']:.0f} | "
             f"{r['lag']:.2f} | "
             f"{r['cpu']:.0f} ({r['cpu_main']:.0f}) | {r['cpu_clients']:.0f} | {r['rss']:.0f} | "
-            f"{_stages(r['stages'])} | {'yes' if ok else 'no'} |",
+            f"{_stages(r['stages'])} | {speed:.2f} | {'yes' if ok else 'no'} |",
             flush=True,
         )
         if args.windows > 0:
@@ -558,14 +565,15 @@ def main() -> None:
         if args.max and ok and not levels:
             levels.append(n + 25)
     if args.burst:
+        speed = encoder_ms_per_s(args.data)
         b = burst(args.data, args.burst, 3, args.workers)
         print(
             "\n| burst streams | utterances | latency p50 / p95 / max ms | worst send lag s | "
             "server CPU % | stages ms: hangover / wait / features / classify | early encoder "
-            "runs used / dropped |\n"
-            f"|---|---|---|---|---|---|---|\n| {args.burst} | {b['utterances']} | "
+            "runs used / dropped | machine: encoder ms per s of audio |\n"
+            f"|---|---|---|---|---|---|---|---|\n| {args.burst} | {b['utterances']} | "
             f"{b['p50']:.0f} / {b['p95']:.0f} / {b['max']:.0f} | {b['lag']:.2f} | {b['cpu']:.0f} | "
-            f"{_stages(b['stages'])} |",
+            f"{_stages(b['stages'])} | {speed:.2f} |",
             flush=True,
         )
     if args.idle:

@@ -106,9 +106,33 @@ def _processes(executor: ProcessPoolExecutor) -> list[multiprocessing.process.Ba
     return list((getattr(executor, "_processes", None) or {}).values())
 
 
-def _kill(processes: list[multiprocessing.process.BaseProcess]) -> None:
+def _running(
+    processes: list[multiprocessing.process.BaseProcess], timeout_s: float = 0.0
+) -> list[multiprocessing.process.BaseProcess]:
+    """Those of `processes` still running after waiting up to `timeout_s` for them to end.
+    Read from their sentinels (readable once a process has ended), never from `join` or
+    `exitcode`: the pool's manager thread reaps its workers too, and of two threads waiting for
+    one child only one gets its exit status; the other's `exitcode` stays None for a process
+    long gone (and a SIGKILL to its pid could reach whatever process has that pid next)."""
+    pending = {}
     for process in processes:
-        with contextlib.suppress(OSError, ValueError):  # already gone
+        with contextlib.suppress(ValueError):  # closed: long gone
+            pending[process.sentinel] = process
+    deadline_s = time.monotonic() + timeout_s
+    while pending:
+        ended = multiprocessing.connection.wait(
+            list(pending), max(0.0, deadline_s - time.monotonic())
+        )
+        if not ended:
+            break
+        pending = {s: process for s, process in pending.items() if s not in ended}
+    return list(pending.values())
+
+
+def _kill(processes: list[multiprocessing.process.BaseProcess]) -> None:
+    """SIGKILL those of `processes` that are still running."""
+    for process in _running(processes):
+        with contextlib.suppress(OSError, ValueError):  # gone meanwhile
             process.kill()
 
 
@@ -474,10 +498,7 @@ class FeatureWorkers:
         manager = getattr(executor, "_executor_manager_thread", None)
         executor.shutdown(wait=False, cancel_futures=True)
         # a worker that died just now can leave the others unable to stop (`_abandon`)
-        deadline_s = time.monotonic() + CLOSE_TIMEOUT_S
-        for process in processes:
-            process.join(max(0.0, deadline_s - time.monotonic()))
-        stuck = [process for process in processes if process.exitcode is None]
+        stuck = _running(processes, CLOSE_TIMEOUT_S)
         if stuck:
             logger.warning("%d feature worker(s) did not stop; killing them", len(stuck))
             _kill(stuck)
