@@ -1,8 +1,8 @@
 """Benchmark `ser-serve`: concurrent real-time streams, idle connection cost, thin client.
 
 Usage: .venv/bin/python benchmarks/serve.py [--data ../shared/data/ravdess] [--levels 10,50,100]
-       [--seconds 40] [--ramp 2] [--windows 0] [--max] [--burst 24] [--idle 1000] [--no-thin]
-       [--workers 2] [--model small] [--set K=V ...]
+       [--seconds 40] [--ramp 2] [--windows 0] [--cpu-every 0] [--max] [--burst 24] [--idle 1000]
+       [--no-thin] [--workers 2] [--model small] [--set K=V ...]
 
 Starts `ser-serve --no-mqtt` as a subprocess and drives it from this process (asyncio websockets
 clients: load generator and server share the machine's cores). Prints Markdown; BENCHMARKS.md
@@ -11,7 +11,9 @@ records the output.
   silence), sent as 100 ms frames paced in real time, starts spread over the first 2 s
   (`--ramp`: over that many seconds; 2 s is a storm: every client of a restarted replica
   reconnecting, and their first utterances ending within about 3 s; `--windows S`: each level's
-  results also per S seconds, to see where the p95 is lost). Reported:
+  results also per S seconds, to see where the p95 is lost; `--cpu-every S`: the CPU of the
+  server's main process, its feature workers and this load generator per S seconds, to see
+  where the cores go). Reported:
   the results' `latency_ms` (end of speech to result, 300 ms hangover included) p50/p95
   and the p95 of the results after the first 12 s (every stream's first utterance ends within the
   first few seconds: a burst of its own, as when clients reconnect to a restarted replica), the
@@ -44,6 +46,7 @@ import argparse
 import asyncio
 import collections
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -85,6 +88,39 @@ def _rss_mb(pid: int) -> float:
         except OSError:
             pass
     return total / 1024
+
+
+class CpuSeries:
+    """Every `every_s` in a thread: CPU of the server's main process, of its feature workers and
+    of this load generator over the last interval, % of one core (where a level's cores go,
+    second by second)."""
+
+    def __init__(self, pid: int, every_s: float) -> None:
+        self.pid, self.every_s = pid, every_s
+        self.rows: list[tuple[float, float, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> tuple[float, float, float]:
+        main, everything = _cpu_s(self.pid, children=False), _cpu_s(self.pid)
+        return main, everything - main, sum(os.times()[:2])
+
+    def _run(self) -> None:
+        t0 = last_t = time.monotonic()
+        last = self._sample()
+        while not self._stop.wait(self.every_s):
+            now, t = self._sample(), time.monotonic()
+            main, workers, clients = (
+                (b - a) / (t - last_t) * 100 for a, b in zip(last, now, strict=True)
+            )
+            self.rows.append((t - t0, main, workers, clients))
+            last, last_t = now, t
+
+    def stop(self) -> list[tuple[float, float, float, float]]:
+        self._stop.set()
+        self._thread.join()
+        return self.rows
 
 
 class PeakRss:
@@ -252,14 +288,21 @@ def free_port() -> int:
 
 
 def level(
-    data: Path, n: int, seconds: float, workers: int, ramp_s: float = 2.0
-) -> dict[str, float]:
+    data: Path,
+    n: int,
+    seconds: float,
+    workers: int,
+    *,
+    ramp_s: float = 2.0,
+    cpu_every_s: float = 0.0,
+) -> dict[str, typing.Any]:
     port = free_port()
     server = start_server(port, workers, ["--config", _config(n)])
     streams = speech_streams(data, n, seconds)
     url = f"ws://127.0.0.1:{port}/v1/stream"
     out: dict[str, tuple[list[float], float]] = {}
     peak = PeakRss(server.pid)
+    series = CpuSeries(server.pid, cpu_every_s) if cpu_every_s > 0 else None
     cpu0, t0 = _cpu_s(server.pid), time.monotonic()
     main0, clients0 = _cpu_s(server.pid, children=False), time.process_time()
     RECEIVED.clear()
@@ -282,6 +325,7 @@ def level(
         stages = stage_means_ms(port)
     finally:
         rss = peak.stop()
+        cpu_rows = series.stop() if series is not None else []
         _stop(server)
     later = [lat for when, lat in RECEIVED if when - t0 >= WARM_UP_S]
     p95_later = float(np.percentile(later, 95)) if later else float("nan")
@@ -292,7 +336,18 @@ def level(
         "rss": rss,
         "p95_later": p95_later,
         "stages": stages,
+        "cpu_series": cpu_rows,
     }
+
+
+def print_cpu_series(rows: list[tuple[float, float, float, float]]) -> None:
+    """`CpuSeries` rows as Markdown: % of one core per interval (the machine has 2 cores: 200)."""
+    print("\n| s | server main process % | feature workers % | load generator % | all % |")
+    print("|---|---|---|---|---|")
+    for t, main, workers, clients in rows:
+        total = main + workers + clients
+        print(f"| {t:.0f} | {main:.0f} | {workers:.0f} | {clients:.0f} | {total:.0f} |")
+    print(flush=True)
 
 
 def print_windows(width_s: float) -> None:
@@ -515,6 +570,14 @@ def main() -> None:
         default=2.0,
         help="streams start spread over this many seconds (default 2: a reconnect storm)",
     )
+    p.add_argument(
+        "--cpu-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="also print each level's CPU per S seconds: server main process, feature workers, "
+        "load generator (0: no)",
+    )
     p.add_argument("--idle", type=int, default=1000)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--model", default=None, help="bundle folder or shipped name (default: default)")
@@ -551,7 +614,9 @@ def main() -> None:
     while levels:
         n = levels.pop(0)
         speed = encoder_ms_per_s(args.data)  # just before the level, on the idle machine
-        r = level(args.data, n, args.seconds, args.workers, args.ramp)
+        r = level(
+            args.data, n, args.seconds, args.workers, ramp_s=args.ramp, cpu_every_s=args.cpu_every
+        )
         ok = r["p95"] <= 500 and r["lag"] <= 0.2
         print(
             f"| {n} | {r['utterances']} | {r['p50']:.0f} / {r['p95']:.0f} | {r['p95_later']:.0f} | "
@@ -562,6 +627,8 @@ def main() -> None:
         )
         if args.windows > 0:
             print_windows(args.windows)
+        if r["cpu_series"]:
+            print_cpu_series(r["cpu_series"])
         if args.max and ok and not levels:
             levels.append(n + 25)
     if args.burst:
