@@ -64,6 +64,7 @@ from proctree import seconds_to_listening, tree
 
 FRAME_S = 0.1
 RATE = 16_000
+T = typing.TypeVar("T")
 
 
 def _cpu_s(pid: int, children: bool = True) -> float:
@@ -90,55 +91,70 @@ def _rss_mb(pid: int) -> float:
     return total / 1024
 
 
-class CpuSeries:
-    """Every `every_s` in a thread: CPU of the server's main process, of its feature workers and
-    of this load generator over the last interval, % of one core (where a level's cores go,
-    second by second)."""
+class _Sampler(typing.Generic[T]):
+    """Calls `sample()` every `every_s` in a thread until `stop()`, which returns `result()`.
+    Subclasses set their state before calling `__init__` (the thread starts in it)."""
 
-    def __init__(self, pid: int, every_s: float) -> None:
-        self.pid, self.every_s = pid, every_s
-        self.rows: list[tuple[float, float, float, float]] = []
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _sample(self) -> tuple[float, float, float]:
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.sample()
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def result(self) -> T:
+        raise NotImplementedError
+
+    def stop(self) -> T:
+        self._stop.set()
+        self._thread.join()
+        return self.result()
+
+
+class CpuSeries(_Sampler[list[tuple[float, float, float, float]]]):
+    """CPU of the server's main process, of its feature workers and of this load generator over
+    each `every_s`, % of one core (where a level's cores go, second by second)."""
+
+    def __init__(self, pid: int, every_s: float) -> None:
+        self.pid = pid
+        self.rows: list[tuple[float, float, float, float]] = []
+        self._t0 = self._last_t = time.monotonic()
+        self._last = self._cpu()
+        super().__init__(every_s)
+
+    def _cpu(self) -> tuple[float, float, float]:
         main, everything = _cpu_s(self.pid, children=False), _cpu_s(self.pid)
         return main, everything - main, sum(os.times()[:2])
 
-    def _run(self) -> None:
-        t0 = last_t = time.monotonic()
-        last = self._sample()
-        while not self._stop.wait(self.every_s):
-            now, t = self._sample(), time.monotonic()
-            main, workers, clients = (
-                (b - a) / (t - last_t) * 100 for a, b in zip(last, now, strict=True)
-            )
-            self.rows.append((t - t0, main, workers, clients))
-            last, last_t = now, t
+    def sample(self) -> None:
+        now, t = self._cpu(), time.monotonic()
+        main, workers, clients = (
+            (b - a) / (t - self._last_t) * 100 for a, b in zip(self._last, now, strict=True)
+        )
+        self.rows.append((t - self._t0, main, workers, clients))
+        self._last, self._last_t = now, t
 
-    def stop(self) -> list[tuple[float, float, float, float]]:
-        self._stop.set()
-        self._thread.join()
+    def result(self) -> list[tuple[float, float, float, float]]:
         return self.rows
 
 
-class PeakRss:
-    """Samples the RSS of a process tree every 50 ms in a thread."""
+class PeakRss(_Sampler[float]):
+    """The peak RSS of a process tree, sampled every 50 ms."""
 
     def __init__(self, pid: int) -> None:
         self.pid, self.peak = pid, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(0.05)
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, _rss_mb(self.pid))
+    def sample(self) -> None:
+        self.peak = max(self.peak, _rss_mb(self.pid))
 
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join()
+    def result(self) -> float:
         return self.peak
 
 
