@@ -25,7 +25,8 @@ records the output.
   workers; features: from then until analysed, at most one utterance ahead of it in its worker,
   and its encoder run if started during its hangover; classify: to the result), and the encoder
   runs started during a hangover (`pipeline.encoder_tail_ms`), used or dropped (the voice came
-  back).
+  back), and the calls to the feature workers per utterance (`ser_feature_worker_calls_total`:
+  analyse, embed, pitch; dropped: of all kinds, run for nothing, their caller had moved on).
   Each level (and the burst) also shows the machine's speed just before it, on the idle machine
   (`benchmarks/machine_speed.py`: the shipped encoder, ms per second of audio; one machine's
   speed moves by 5-10 % within an hour, and at the edge of capacity that moves a p95 by hundreds
@@ -63,6 +64,7 @@ from machine_speed import encoder_ms_per_s
 from proctree import seconds_to_listening, tree
 
 FRAME_S = 0.1
+CALLS = ("analyse", "embed", "pitch", "wasted")  # `stage_means_ms`' worker calls per utterance
 RATE = 16_000
 T = typing.TypeVar("T")
 
@@ -385,7 +387,8 @@ def print_windows(width_s: float) -> None:
 
 def stage_means_ms(port: int) -> list[float]:
     """The server's mean per latency stage so far (ms), from its /metrics; then its early
-    encoder runs (`pipeline.encoder_tail_ms`) used and dropped."""
+    encoder runs (`pipeline.encoder_tail_ms`) used and dropped; then its feature worker calls
+    per utterance: analyse, embed, pitch, and of all those the ones dropped (run for nothing)."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -396,6 +399,7 @@ def stage_means_ms(port: int) -> list[float]:
         text = response.read().decode()
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
+    calls: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             stage = sample.labels.get("stage", "")
@@ -405,16 +409,26 @@ def stage_means_ms(port: int) -> list[float]:
                 counts[stage] = sample.value
             elif sample.name == "ser_early_embeddings_total":
                 counts[sample.labels["outcome"]] = sample.value
+            elif sample.name == "ser_feature_worker_calls_total":
+                kind, outcome = sample.labels["kind"], sample.labels["outcome"]
+                calls[kind] = calls.get(kind, 0.0) + sample.value
+                if outcome == "dropped":
+                    calls["wasted"] = calls.get("wasted", 0.0) + sample.value
     means = [1000 * sums.get(k, 0.0) / max(counts.get(k, 0.0), 1.0) for k in STAGES]
-    return [*means, counts.get("used", 0.0), counts.get("dropped", 0.0)]
+    utterances = max(counts.get("features", 0.0), 1.0)
+    per_utterance = [calls.get(k, 0.0) / utterances for k in CALLS]
+    return [*means, counts.get("used", 0.0), counts.get("dropped", 0.0), *per_utterance]
 
 
 def _stages(means: list[float]) -> str:
-    """The stages' means, then the early encoder runs used / dropped."""
+    """The stages' means, then the early encoder runs used / dropped, then the worker calls per
+    utterance."""
     return (
         " / ".join(f"{m:.0f}" for m in means[:4])
         + " | "
-        + " / ".join(f"{m:.0f}" for m in means[4:])
+        + " / ".join(f"{m:.0f}" for m in means[4:6])
+        + " | "
+        + " / ".join(f"{m:.2f}" for m in means[6:])
     )
 
 
@@ -621,9 +635,9 @@ def main() -> None:
         "| streams | utterances | latency p50 / p95 ms | p95 after the first 12 s | worst send "
         "lag s | server CPU % (its "
         "main process) | load generator CPU % | server RSS MB | stages ms: hangover / wait / "
-        "features / classify | early encoder runs used / dropped | machine: encoder ms per s "
-        "of audio | sustained |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "features / classify | early encoder runs used / dropped | worker calls per utterance: "
+        "analyse / embed / pitch / dropped | machine: encoder ms per s of audio | sustained |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     levels = [int(x) for x in args.levels.split(",") if x]
     n = 0
@@ -653,8 +667,9 @@ def main() -> None:
         print(
             "\n| burst streams | utterances | latency p50 / p95 / max ms | worst send lag s | "
             "server CPU % | stages ms: hangover / wait / features / classify | early encoder "
-            "runs used / dropped | machine: encoder ms per s of audio |\n"
-            f"|---|---|---|---|---|---|---|---|\n| {args.burst} | {b['utterances']} | "
+            "runs used / dropped | worker calls per utterance: analyse / embed / pitch / dropped "
+            "| machine: encoder ms per s of audio |\n"
+            f"|---|---|---|---|---|---|---|---|---|\n| {args.burst} | {b['utterances']} | "
             f"{b['p50']:.0f} / {b['p95']:.0f} / {b['max']:.0f} | {b['lag']:.2f} | {b['cpu']:.0f} | "
             f"{_stages(b['stages'])} | {speed:.2f} |",
             flush=True,

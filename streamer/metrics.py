@@ -7,14 +7,15 @@ read from the live objects at scrape time, so they are never stale.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ser.messages import Result
+from ser.workers import CALL_KINDS, CALL_OUTCOMES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS_S = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0)
@@ -39,6 +40,8 @@ class Snapshot:
     mqtt_failures: int = 0
     inference_healthy: bool = True
     inference_restarts: int = 0
+    # feature worker calls by (kind, outcome): `FeatureWorkers.calls`
+    worker_calls: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
 
 class _LiveCollector(Collector):
@@ -68,6 +71,19 @@ class _LiveCollector(Collector):
             "Feature worker pools replaced after a worker died.",
             value=s.worker_restarts,
         )
+        calls = CounterMetricFamily(
+            "ser_feature_worker_calls",
+            "Calls handed to the feature workers, by kind (analyse: an utterance's statistics and "
+            "embedding; embed: an encoder run during a hangover, or redone; pitch: while spoken) "
+            "and outcome (done, failed, lost with a worker, cancelled before a worker took it, "
+            "dropped: its caller gave up while a worker ran it).",
+            labels=["kind", "outcome"],
+        )
+        # every kind's series from the start (zero), for dashboards
+        every = {(kind, outcome) for kind in CALL_KINDS.values() for outcome in CALL_OUTCOMES}
+        for kind, outcome in sorted(every | set(s.worker_calls)):
+            calls.add_metric([kind, outcome], s.worker_calls.get((kind, outcome), 0))
+        yield calls
         yield GaugeMetricFamily(
             "ser_inference_healthy",
             "1 while the shared classifier answers.",

@@ -318,6 +318,7 @@ class StreamServer:
             mqtt_failures=int(getattr(mqtt, "failures", 0)),
             inference_healthy=bool(shared is None or shared.inference.healthy),
             inference_restarts=shared.inference.restarts if shared else 0,
+            worker_calls=dict(shared.workers.calls) if shared else {},
         )
 
     def health(self) -> str:

@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -141,6 +141,15 @@ class WorkerLostError(Exception):
     replaced it): this utterance fails alone; the pool goes on."""
 
 
+# what a worker call is for (`FeatureWorkers.calls`): an utterance's statistics (with its
+# embedding unless that was computed early), an encoder run during a hangover or redone at the
+# end, pitch computed while the utterance is spoken
+CALL_KINDS = {"_analyse": "analyse", "_embed": "embed", "f0_frames": "pitch"}
+# how a call ended: its result returned; its function raised; its pool broke or was given up
+# under it; its caller gave up before a worker took it (no work done), or after (done for
+# nothing: the caller had moved on)
+CALL_OUTCOMES = ("done", "failed", "lost", "cancelled", "dropped")
+
 RESTART_MIN_INTERVAL_S = 1.0  # a pool that breaks again at once is replaced at most this often
 CLOSE_TIMEOUT_S = 10.0  # workers finishing what they hold at close
 
@@ -166,6 +175,8 @@ class FeatureWorkers:
         self.observe = observe
         self.restarts = 0
         self.in_flight = 0  # utterances waiting for or in a worker
+        # calls handed to the pool, by (kind, outcome): `CALL_KINDS`' values, `CALL_OUTCOMES`
+        self.calls: Counter[tuple[str, str]] = Counter()
         self._waiting: dict[Hashable, deque[asyncio.Future[None]]] = {}  # per key, in order
         # encoder runs for utterances whose hangover is not over yet (`embed`): after every
         # waiting utterance, until their utterance ends (`analyse` moves them up)
@@ -411,19 +422,28 @@ class FeatureWorkers:
         lost = self._lost.get(executor)  # removed when the pool is given up
         if lost is None:
             raise BrokenProcessPool("this feature pool was given up")
+        kind = CALL_KINDS.get(getattr(fn, "__name__", ""), "other")
         call = executor.submit(fn, *args)
         future = asyncio.wrap_future(call)
         try:
             await asyncio.wait((future, lost), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
-            if not call.cancel() and not call.done():  # a worker has it: it runs to its end
-                self._orphaned[call] = executor
-                call.add_done_callback(lambda _: _soon(loop, self._release, call))
+            if call.cancel():
+                self.calls[kind, "cancelled"] += 1
+            else:
+                self.calls[kind, "dropped"] += 1
+                if not call.done():  # a worker has it: it runs to its end
+                    self._orphaned[call] = executor
+                    call.add_done_callback(lambda _: _soon(loop, self._release, call))
             future.cancel()
             raise
-        if not future.done():
+        if not future.done() or future.cancelled():
             future.cancel()
+            self.calls[kind, "lost"] += 1
             raise BrokenProcessPool("this feature pool was given up")
+        error = future.exception()
+        outcome = "done" if error is None else "failed"
+        self.calls[kind, "lost" if isinstance(error, BrokenProcessPool) else outcome] += 1
         return future.result()
 
     def _release(self, call: Future[Any]) -> None:

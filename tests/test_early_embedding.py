@@ -24,6 +24,7 @@ from ser.segmenter import VadSegmenter
 from ser.workers import FeatureWorkers
 
 from .live import parse_results, run_live
+from .waits import until, until_running
 
 TAIL_FRAMES = 5  # pipeline.encoder_tail_ms = 150 (the default) in 30 ms VAD frames
 
@@ -184,10 +185,10 @@ def test_an_early_run_waits_behind_ended_utterances_until_its_own_ends(ravdess):
             waiting = asyncio.create_task(workers.embed(head, 16_000, 4_800, key="h"))
             await asyncio.sleep(0)
             assert list(workers._early) == ["h"]
-            for _ in range(5000):  # until "g"'s statistics are done and its encoder run queued
-                if "g" in workers._waiting or "g" in workers._early:
-                    break
-                await asyncio.sleep(0.001)
+            await until(  # "g"'s statistics are done and its encoder run queued
+                lambda: "g" in workers._waiting or "g" in workers._early,
+                "g's encoder run to be queued after its statistics",
+            )
             assert "g" in workers._waiting and list(workers._early) == ["h"]
             results = await asyncio.gather(redo, *busy, waiting)
             np.testing.assert_array_equal(results[0].embedding, results[-1])
@@ -214,23 +215,14 @@ def test_a_cancelled_run_keeps_its_place_until_its_worker_is_done(ravdess):
             early = asyncio.create_task(workers.embed(long, 16_000, 4_800, key="b"))
             await asyncio.sleep(0)
             assert workers._running == 2
-            # until the pool has handed both to its worker's queue (CPython's pool: "running",
-            # no longer cancellable)
-            pending = workers._executor._pending_work_items
-            for _ in range(1000):
-                if len(pending) == 2 and all(item.future.running() for item in pending.values()):
-                    break
-                await asyncio.sleep(0.005)
+            await until_running(workers, 2)
             early.cancel()  # the voice came back
             await asyncio.gather(early, return_exceptions=True)
             assert workers._running == 1 and len(workers._orphaned) == 1
             late = asyncio.create_task(workers.analyse(clip, 16_000, key="c"))
             await asyncio.sleep(0)
             assert list(workers._waiting) == ["c"]  # the dropped run still holds its place
-            for _ in range(5000):
-                if not workers._orphaned:
-                    break
-                await asyncio.sleep(0.001)
+            await until(lambda: not workers._orphaned, "the dropped run's worker to finish it")
             await asyncio.sleep(0)
             assert not workers._orphaned and not workers._waiting  # freed: "c" runs
             await asyncio.gather(ended, late)

@@ -616,6 +616,20 @@ def test_metrics_count_what_the_clients_did(stream_audio, expected):
     assert before[("ser_early_embeddings_total", (("outcome", "used"),))] == 0
     assert 0 < after[("ser_early_embeddings_total", (("outcome", "used"),))] <= n
     assert ("ser_early_embeddings_total", (("outcome", "dropped"),)) in after
+    # the calls behind them: one statistics call per utterance, one encoder call per early
+    # embedding used (one that ended before its drop counts done too); nothing failed or lost
+    calls = {
+        (dict(labels)["kind"], dict(labels)["outcome"]): value
+        for (name, labels), value in after.items()
+        if name == "ser_feature_worker_calls_total"
+    }
+    assert before[("ser_feature_worker_calls_total", (("kind", "pitch"), ("outcome", "done")))] == 0
+    assert calls[("analyse", "done")] == n
+    used = after[("ser_early_embeddings_total", (("outcome", "used"),))]
+    dropped = after[("ser_early_embeddings_total", (("outcome", "dropped"),))]
+    assert used <= calls[("embed", "done")] <= used + dropped
+    assert all(calls[kind, outcome] == 0 for kind in ("analyse", "embed", "pitch")
+               for outcome in ("failed", "lost"))  # fmt: skip
     assert after[("ser_streams_total", ())] == 2
     assert after[("ser_refusals_total", (("reason", "token"),))] == 1
     assert after[("ser_refusals_total", (("reason", "protocol"),))] == 1

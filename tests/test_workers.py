@@ -19,6 +19,7 @@ from ser.workers import FeatureWorkers, _running
 
 from . import procs
 from .synth import harmonic, silence
+from .waits import until_running
 
 
 def test_a_stream_with_a_backlog_does_not_hold_another_streams_utterances():
@@ -139,3 +140,49 @@ def test_closing_a_pool_reports_no_stuck_worker(caplog):
     with caplog.at_level(logging.WARNING, logger="ser.workers"):
         asyncio.run(cycle())
     assert "did not stop" not in caplog.text
+
+
+def test_every_call_is_counted_by_kind_and_outcome():
+    """`FeatureWorkers.calls` (ser-serve's ser_feature_worker_calls_total): each call handed to
+    the workers once, by what it is for and how it ended -- done, failed (raised in the
+    worker), lost (its worker killed under it; the utterance's retry is counted apart),
+    dropped (its caller gave up after a worker took it: run for nothing)."""
+    audio = (np.concatenate([harmonic(1.0), silence(0.2)]) * 32767).astype(np.int16)
+    long = np.tile(audio, 40)  # about 48 s: keeps a worker busy well over 100 ms
+
+    async def run() -> tuple[dict[tuple[str, str], int], features.Analysis]:
+        workers = FeatureWorkers(1)  # no encoder: `embed` raises in the worker
+        await workers.start()
+        try:
+            await workers.analyse(audio, 16_000)
+            ready = features.f0_frames_ready(audio.size)
+            await workers.f0_frames(audio, 0, ready, 0)
+            with pytest.raises(ValueError, match="do not reach frame"):
+                await workers.f0_frames(audio[:1600], 0, ready, 0)
+            with pytest.raises(ValueError, match="no encoder"):
+                await workers.embed(audio, 16_000, 0)
+            # dropped: the caller gives up while a worker computes it
+            gives_up = asyncio.create_task(workers.analyse(long, 16_000, key="a"))
+            await until_running(workers, 1)
+            gives_up.cancel()
+            await asyncio.gather(gives_up, return_exceptions=True)
+            # lost: its worker killed under it; retried once on the replacement pool
+            retried = asyncio.create_task(workers.analyse(audio, 16_000, key="b"))
+            await until_running(workers, 2)  # behind the dropped one, in the same worker
+            (pid,) = workers._executor._processes
+            os.kill(pid, signal.SIGKILL)
+            analysis = await retried
+            return dict(workers.calls), analysis
+        finally:
+            await asyncio.to_thread(workers.close)
+
+    calls, analysis = asyncio.run(run())
+    assert calls == {
+        ("analyse", "done"): 2,  # the first, and the retry of the lost one
+        ("analyse", "dropped"): 1,
+        ("analyse", "lost"): 1,
+        ("pitch", "done"): 1,
+        ("pitch", "failed"): 1,
+        ("embed", "failed"): 1,
+    }
+    assert np.allclose(analysis.vector, features.analyse(audio, 16_000).vector)
