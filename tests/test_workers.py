@@ -148,7 +148,7 @@ def test_every_call_is_counted_by_kind_and_outcome():
     worker), lost (its worker killed under it; the utterance's retry is counted apart),
     dropped (its caller gave up after a worker took it: run for nothing)."""
     audio = (np.concatenate([harmonic(1.0), silence(0.2)]) * 32767).astype(np.int16)
-    long = np.tile(audio, 40)  # about 48 s: keeps a worker busy well over 100 ms
+    long = np.tile(audio, 200)  # 240 s: keeps a worker busy over half a second (killed first)
 
     async def run() -> tuple[dict[tuple[str, str], int], features.Analysis]:
         workers = FeatureWorkers(1)  # no encoder: `embed` raises in the worker
