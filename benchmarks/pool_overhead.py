@@ -3,8 +3,9 @@ from the work itself, which runs in the worker.
 
 Usage: .venv/bin/python benchmarks/pool_overhead.py [--calls 1500] [--every-ms 4]
 
-Calls spaced `--every-ms` apart (4 ms: about the rate of 200 real-time streams, each utterance
-handing the workers 4-5 calls: its pitch in parts, its early encoder run, its analysis), each
+Calls spaced `--every-ms` apart (4 ms: about the rate of 200 real-time streams through a storm,
+each utterance handing the workers 3.5-4 calls, `ser_feature_worker_calls_total`: its pitch in
+parts, its early encoder run, its analysis), each
 sending 1 s of int16 audio (32 kB) and getting a small array back, through:
 - ser's `FeatureWorkers` (`f0_frames` of one frame: the real path, fair line included);
 - a bare `ProcessPoolExecutor` (what `FeatureWorkers` is built on: a manager thread, a queue

@@ -64,7 +64,7 @@ from machine_speed import encoder_ms_per_s
 from proctree import seconds_to_listening, tree
 
 FRAME_S = 0.1
-CALLS = ("analyse", "embed", "pitch", "wasted")  # `stage_means_ms`' worker calls per utterance
+CALL_KINDS = ("analyse", "embed", "pitch")  # `stage_means_ms`' worker calls per utterance
 RATE = 16_000
 T = typing.TypeVar("T")
 
@@ -399,7 +399,8 @@ def stage_means_ms(port: int) -> list[float]:
         text = response.read().decode()
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
-    calls: dict[str, float] = {}
+    calls: dict[str, float] = {}  # by kind
+    dropped = 0.0  # calls of any kind given up while a worker ran them
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             stage = sample.labels.get("stage", "")
@@ -410,13 +411,13 @@ def stage_means_ms(port: int) -> list[float]:
             elif sample.name == "ser_early_embeddings_total":
                 counts[sample.labels["outcome"]] = sample.value
             elif sample.name == "ser_feature_worker_calls_total":
-                kind, outcome = sample.labels["kind"], sample.labels["outcome"]
+                kind = sample.labels["kind"]
                 calls[kind] = calls.get(kind, 0.0) + sample.value
-                if outcome == "dropped":
-                    calls["wasted"] = calls.get("wasted", 0.0) + sample.value
+                if sample.labels["outcome"] == "dropped":
+                    dropped += sample.value
     means = [1000 * sums.get(k, 0.0) / max(counts.get(k, 0.0), 1.0) for k in STAGES]
     utterances = max(counts.get("features", 0.0), 1.0)
-    per_utterance = [calls.get(k, 0.0) / utterances for k in CALLS]
+    per_utterance = [x / utterances for x in (*(calls.get(k, 0.0) for k in CALL_KINDS), dropped)]
     return [*means, counts.get("used", 0.0), counts.get("dropped", 0.0), *per_utterance]
 
 

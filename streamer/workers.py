@@ -442,8 +442,10 @@ class FeatureWorkers:
             self.calls[kind, "lost"] += 1
             raise BrokenProcessPool("this feature pool was given up")
         error = future.exception()
-        outcome = "done" if error is None else "failed"
-        self.calls[kind, "lost" if isinstance(error, BrokenProcessPool) else outcome] += 1
+        if error is None:
+            self.calls[kind, "done"] += 1
+        else:
+            self.calls[kind, "lost" if isinstance(error, BrokenProcessPool) else "failed"] += 1
         return future.result()
 
     def _release(self, call: Future[Any]) -> None:
