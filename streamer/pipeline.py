@@ -203,7 +203,8 @@ class Pipeline:
                     self._observe(item, segmenter, source)
                 else:
                     self._count(segmenter)
-                await self._submit_all(utterances, pending, source.live)
+                if utterances:
+                    await self._submit_all(utterances, pending, source.live)
                 self._advance_early_pitch(segmenter)
                 self._advance_early_embedding(segmenter)
         except SourceError as exc:
