@@ -94,9 +94,11 @@ def main() -> None:
     p.add_argument("--level-db", type=float, default=-60.0)
     p.add_argument("--repeat", type=int, default=2)
     args = p.parse_args()
+    if args.seconds < 10:
+        p.error("--seconds: at least 10 (the CPU is measured from 4 s to 4 s before the end)")
     print(
         f"{args.streams} real-time streams of white noise at {args.level_db:.0f} dBFS, "
-        f"100 ms frames; CPU from {4} s to {args.seconds - 4:.0f} s\n"
+        f"100 ms frames; CPU from 4 s to {args.seconds - 4:.0f} s\n"
     )
     print("| server | % of one core | µs per frame | streams per core |")
     print("|---|---|---|---|")
