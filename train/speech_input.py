@@ -6,8 +6,9 @@ embedding. A study (EXPERIMENTS.md); `ser-train --speech-only` trains the shippe
 
 For each input, train/speech.py's detector (same network, config and generated non-speech) is
 trained and scored as `ser-train` scores it, with the speech of each corpus's speaker folds held
-out: trained on the held-in speakers' clean and training-variant clips (those of the shipped
-detector), then the held-out speakers' clips are scored in those variants and in
+out: trained on the held-in speakers' clean clips and `TRAINING_VARIANTS` (`make train`'s
+training copies and the VAD cut; the shipped detector also trains on the test and natural
+conditions), then the held-out speakers' clips are scored in those variants and in
 train/robustness.py's natural conditions (music, babble, laughter, ... : never trained). Generated
 non-speech: unseen seeds of every kind, and each kind left out of training entirely (how the
 detector meets noise it never heard). Prints Markdown.
