@@ -125,7 +125,7 @@ def main() -> None:
         for name, used in (("`ser-serve` (default bundle)", cores), ("bare websockets", floor)):
             print(
                 f"| {name} | {used * 100:.1f} | {used / frames_per_s * 1e6:.0f} | "
-                f"{args.streams / used:.0f} |",
+                f"{args.streams / used if used > 0 else float('inf'):.0f} |",
                 flush=True,
             )
 
