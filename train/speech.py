@@ -102,9 +102,12 @@ def nonspeech_features(
     return features, kinds
 
 
-def speech_rows(data: Dataset, rows: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
-    """Every variant's features of the selected clips, stacked."""
-    return np.concatenate([feats[rows] for feats in data.features.values()])
+def speech_rows(
+    data: Dataset, rows: npt.NDArray[np.bool_], variants: Sequence[str] | None = None
+) -> npt.NDArray[np.float32]:
+    """The features of the selected clips in every variant (or in `variants`), stacked."""
+    chosen = data.features if variants is None else {v: data.features[v] for v in variants}
+    return np.concatenate([feats[rows] for feats in chosen.values()])
 
 
 def fit_detector(
@@ -148,10 +151,12 @@ def evaluate_detector(
     train_noise: tuple[npt.NDArray[np.float32], npt.NDArray[np.str_]],
     test_noise: tuple[npt.NDArray[np.float32], npt.NDArray[np.str_]],
     config: DetectorConfig,
+    train_variants: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Held-out rates at `config.threshold`: speech rejected (per corpus, per audio variant:
     speakers held out by each corpus's folds) and non-speech accepted (unseen seeds, per kind;
-    and per kind when that kind never trained)."""
+    and per kind when that kind never trained). `train_variants`: the audio variants the
+    detectors train on (default: every variant of `data`; all are scored either way)."""
     x_noise, kinds = train_noise
     rejected: dict[str, dict[str, list[float]]] = {}
     accepted: list[npt.NDArray[np.bool_]] = []
@@ -160,13 +165,13 @@ def evaluate_detector(
             test = (data.corpus == corpus) & np.isin(data.speakers, [f"{corpus}:{s}" for s in fold])
             if not test.any() or test.all():
                 continue
-            model = fit_detector(speech_rows(data, ~test), x_noise, config)
+            model = fit_detector(speech_rows(data, ~test, train_variants), x_noise, config)
             for variant, feats in data.features.items():
                 share = float((p_speech(model, feats[test]) < config.threshold).mean())
                 rejected.setdefault(corpus, {}).setdefault(variant, []).append(share)
             accepted.append(p_speech(model, test_noise[0]) >= config.threshold)
     unseen_kind: dict[str, float] = {}
-    speech_all = speech_rows(data, np.ones(len(data.y), bool))
+    speech_all = speech_rows(data, np.ones(len(data.y), bool), train_variants)
     full = fit_detector(speech_all, x_noise, config) if not accepted else None
     for kind in nonspeech.KINDS:
         model = fit_detector(speech_all, x_noise[kinds != kind], config)

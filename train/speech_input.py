@@ -22,6 +22,7 @@ import multiprocessing
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ import numpy.typing as npt
 
 from ser.features import analyse
 from ser.workers import exit_with_parent
-from ser_train.corpora import CORPORA, DataError
+from ser_train.corpora import DataError
 from ser_train.dataset import EncoderChoice, load_dataset
 from ser_train.featurize import default_cache_dir
 from ser_train.robustness import NATURAL_VARIANTS
@@ -74,51 +75,6 @@ def nonspeech_inputs(
     return {"statistics": stats, "embedding": np.stack([e for _, e in out])}, kinds
 
 
-def study(
-    inputs: dict[str, npt.NDArray[np.float32]],
-    corpus: npt.NDArray[np.str_],
-    speakers: npt.NDArray[np.str_],
-    *,
-    train_noise: npt.NDArray[np.float32],
-    train_kinds: npt.NDArray[np.str_],
-    test_noise: npt.NDArray[np.float32],
-    test_kinds: npt.NDArray[np.str_],
-) -> dict[str, Any]:
-    """One input's held-out rates. `inputs`: {variant: (n, dim)} of the speech clips."""
-    from ser_train import nonspeech, speech
-
-    config = speech.DetectorConfig()
-    trained = ["clean", *(v for v in TRAINING_VARIANTS if v in inputs)]
-    refused: dict[str, dict[str, list[float]]] = {}
-    accepted = []
-    for name in sorted(set(corpus.tolist())):
-        for fold in CORPORA[name].folds:
-            test = (corpus == name) & np.isin(speakers, [f"{name}:{s}" for s in fold])
-            if not test.any() or test.all():
-                continue
-            model = speech.fit_detector(
-                np.concatenate([inputs[v][~test] for v in trained]), train_noise, config
-            )
-            for variant, x in inputs.items():
-                share = float((speech.p_speech(model, x[test]) < config.threshold).mean())
-                refused.setdefault(name, {}).setdefault(variant, []).append(share)
-            accepted.append(speech.p_speech(model, test_noise) >= config.threshold)
-    every = np.concatenate([inputs[v] for v in trained])
-    unseen = {}
-    for kind in nonspeech.KINDS:
-        model = speech.fit_detector(every, train_noise[train_kinds != kind], config)
-        held = test_noise[test_kinds == kind]
-        unseen[kind] = float((speech.p_speech(model, held) >= config.threshold).mean())
-    share = np.mean(accepted, axis=0)
-    return {
-        "speech_refused": {
-            c: {v: float(np.mean(s)) for v, s in by.items()} for c, by in refused.items()
-        },
-        "nonspeech_accepted": float(share.mean()),
-        "nonspeech_accepted_kind_unseen": unseen,
-    }
-
-
 def _table(results: dict[str, dict[str, Any]]) -> list[str]:
     names = list(results)
     lines = [
@@ -126,9 +82,9 @@ def _table(results: dict[str, dict[str, Any]]) -> list[str]:
         "|---|" + "---|" * len(names),
     ]
     first = results[names[0]]
-    for corpus, by_variant in first["speech_refused"].items():
+    for corpus, by_variant in first["speech_rejected"].items():
         for variant in by_variant:
-            cells = [100 * results[n]["speech_refused"][corpus][variant] for n in names]
+            cells = [100 * results[n]["speech_rejected"][corpus][variant] for n in names]
             lines.append(
                 f"| {corpus} speech, {variant} | " + " | ".join(f"{c:.2f}" for c in cells) + " |"
             )
@@ -180,15 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.test_per_kind, speech.TEST_SEED, encoder, args.workers
     )
     assert data.embeddings is not None
+    trained = ["clean", *TRAINING_VARIANTS]
     results = {
-        name: study(
-            inputs,
-            data.corpus,
-            data.speakers,
-            train_noise=train_noise[name],
-            train_kinds=train_kinds,
-            test_noise=test_noise[name],
-            test_kinds=test_kinds,
+        name: speech.evaluate_detector(
+            replace(data, features=inputs),
+            (train_noise[name], train_kinds),
+            (test_noise[name], test_kinds),
+            config,
+            train_variants=trained,
         )
         for name, inputs in (("statistics", data.features), ("embedding", data.embeddings))
     }
