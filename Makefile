@@ -23,7 +23,8 @@ train: setup
 		--check $(RAVDESS)/Actor_01/03-01-05-01-01-01-01.flac
 	.venv/bin/ser-train --data $(RAVDESS) --data $(NEMO) --encoder $(ENCODER) --encoder-layers 2,3 \
 		--combine geometric --no-robustness --no-speech-detector --alone-network --out models/default
-	.venv/bin/ser-train --data $(RAVDESS) --data $(NEMO) --speech-only --out models/default
+	.venv/bin/ser-train --data $(RAVDESS) --data $(NEMO) --speech-only --speech-input statistics \
+		--out models/default
 # small (Pi-class devices): statistics network + log-mel CNN on RAVDESS (--cnn), then the speech
 # detector on both corpora (about 1 h 40 min on 2 CPU cores)
 train-small: setup

@@ -186,7 +186,9 @@ class Recognizer:
         from ser.workers import FeatureWorkers
 
         classifier = Classifier(self.bundle)
-        workers = FeatureWorkers(1, encoder=self.bundle.encoder)
+        workers = FeatureWorkers(
+            1, encoder=self.bundle.encoder, statistics=self.bundle.needs_statistics
+        )
         sink = _Collect(queue)
         state = LiveState(self.bundle.name, None, self.bundle.labels)
         try:

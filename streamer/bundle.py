@@ -1,4 +1,5 @@
-"""Model bundles: a folder with `manifest.json`, `model.keras` and `model.tflite`, and when the
+"""Model bundles: a folder with `manifest.json` and, when its "model" section is set (the network
+over the utterance statistics), `model.keras` and `model.tflite`; when the
 manifest has a "cnn" section also `cnn.keras` and `cnn.tflite` (the log-mel CNN whose
 probabilities are averaged with the statistics model's); with a "speech" section also
 `speech.keras` and `speech.tflite` (the speech detector: P(speech) of an utterance); with an
@@ -7,6 +8,8 @@ its source, licence and sha256) and `encoder_head.keras` / `encoder_head.tflite`
 its pooled layers, whose probabilities are averaged with the others'); with an "alone" section
 also `alone.tflite`: the network that reads an utterance alone, without the speaker's history,
 from an unadapted input (the encoder's embedding, or the statistics; streamer/classifier.py).
+A bundle whose networks and speech detector all read the encoder's embedding (no "model", no
+"cnn") needs no utterance statistics: its feature workers compute none (`needs_statistics`).
 
 The manifest records labels, sample rate, the feature spec, the evaluation protocol and scores.
 Loading checks it against this code's `FEATURE_SPEC`; a mismatch is an error, never a silent skew.
@@ -56,11 +59,13 @@ class CnnSpec:
 
 @dataclass(frozen=True)
 class SpeechSpec:
-    """The bundle's speech detector: reads the unadapted statistics vector, outputs P(speech);
-    below `threshold` an utterance is reported as not speech."""
+    """The bundle's speech detector: reads the unadapted statistics vector, or the encoder's
+    unadapted embedding (`reads_embedding`), outputs P(speech); below `threshold` an utterance
+    is reported as not speech."""
 
     tflite_path: Path
     threshold: float
+    reads_embedding: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,13 +109,35 @@ class Bundle:
 
     @property
     def tflite_path(self) -> Path:
+        """The statistics network (see `has_statistics_network`)."""
         return self.path / TFLITE_FILE
 
     @property
+    def has_statistics_network(self) -> bool:
+        """Whether the bundle has a network over the utterance statistics (manifest "model";
+        bundles without one read the encoder's embedding)."""
+        return bool(self.manifest.get("model", True))
+
+    @property
+    def needs_statistics(self) -> bool:
+        """Whether anything in the bundle reads the utterance statistics or the log-mel
+        sequence (`streamer.features.analyse`): its statistics network, its CNN, or a speech
+        detector or alone network over the statistics. False: the encoder's embedding is all
+        an utterance needs."""
+        speech, alone = self.speech, self.alone
+        return (
+            self.has_statistics_network
+            or self.cnn is not None
+            or (speech is not None and not speech.reads_embedding)
+            or (alone is not None and not alone.reads_embedding)
+        )
+
+    @property
     def adaptation(self) -> AdaptationPrior | None:
-        """Per-speaker adaptation prior, when the model was trained with adaptation."""
+        """The statistics network's per-speaker adaptation prior, when it was trained with
+        adaptation (a section with only the history gate: None)."""
         data = self.manifest.get("adaptation")
-        return AdaptationPrior.from_dict(data) if data else None
+        return AdaptationPrior.from_dict(data) if data and "mean" in data else None
 
     @property
     def history_gate(self) -> HistoryGate | None:
@@ -160,9 +187,13 @@ class Bundle:
         data = self.manifest.get("speech")
         if not data:
             return None
+        reads = str(data.get("reads", "statistics"))
+        if reads not in ("embedding", "statistics"):
+            raise ValueError(f"speech.reads {reads!r}: expected 'embedding' or 'statistics'")
         return SpeechSpec(
             tflite_path=self.path / str(data.get("tflite", SPEECH_TFLITE_FILE)),
             threshold=float(data["threshold"]),
+            reads_embedding=reads == "embedding",
         )
 
     @property
@@ -297,7 +328,7 @@ def load_bundle(path: Path) -> Bundle:
             f"this ser computes {_spec_label(FEATURE_SPEC.to_dict())}; retrain: {TRAIN_HINT}"
         )
     adaptation = manifest.get("adaptation")
-    if adaptation is not None:
+    if adaptation is not None and "mean" in adaptation:
         try:
             prior = AdaptationPrior.from_dict(adaptation)
         except (KeyError, TypeError, ValueError) as exc:
@@ -307,7 +338,7 @@ def load_bundle(path: Path) -> Bundle:
     labels = manifest.get("labels")
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
         raise BundleError(f"{manifest_path}: 'labels' must be a non-empty list of names")
-    if not (path / TFLITE_FILE).is_file():
+    if manifest.get("model", True) and not (path / TFLITE_FILE).is_file():
         raise BundleError(f"{path / TFLITE_FILE} is missing: {TRAIN_HINT}")
     bundle = Bundle(
         path=path,
@@ -335,6 +366,15 @@ def load_bundle(path: Path) -> Bundle:
         encoder = bundle.encoder
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{manifest_path}: 'encoder' is malformed ({exc}): {TRAIN_HINT}") from exc
+    if encoder is None and not bundle.has_statistics_network:
+        raise BundleError(
+            f"{manifest_path}: no network: 'model' is null and there is no 'encoder': {TRAIN_HINT}"
+        )
+    if speech is not None and speech.reads_embedding and encoder is None:
+        raise BundleError(
+            f"{manifest_path}: 'speech' reads the encoder's embedding but the bundle has no "
+            f"encoder: {TRAIN_HINT}"
+        )
     if encoder is not None:
         for needed in (encoder.encoder_path, encoder.head_path):
             if not needed.is_file():

@@ -1,11 +1,11 @@
 """Run a bundle's `.tflite` models with LiteRT (no TensorFlow import).
 
-A bundle holds the statistics network and optionally a log-mel CNN and a pretrained encoder
-with a head over its pooled layers; the output combines their probabilities as the manifest's
-"combine" says (mean or geometric mean), then applies the bundle's calibration temperature. The
-encoder itself (the costly part) is a feature view: it runs where the features are computed
-(`streamer.workers`, or `Classifier.analyse` in-process), and this class runs only the head
-over its adapted embedding.
+A bundle holds a network over the utterance statistics, a pretrained encoder with a head over
+its pooled layers, or both, and optionally a log-mel CNN; the output combines their
+probabilities as the manifest's "combine" says (mean or geometric mean), then applies the
+bundle's calibration temperature. The encoder itself (the costly part) is a feature view: it
+runs where the features are computed (`streamer.workers`, or `Classifier.analyse` in-process),
+and this class runs only the head over its adapted embedding.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 class ModelInput:
     """What a bundle's networks read for one utterance, speaker-adapted."""
 
-    features: npt.NDArray[np.float32]  # (dim,) statistics
+    features: npt.NDArray[np.float32]  # (dim,) statistics; (0,) where the bundle reads none
     log_mel: npt.NDArray[np.float32] | None  # (n_frames, n_mels); None: the bundle has no CNN
     # (len(layers) * 1024,) the encoder's embedding; None: the bundle has no encoder
     embedding: npt.NDArray[np.float32] | None = None
@@ -176,12 +176,18 @@ class Classifier:
         self._temperature = bundle.temperature
         self._combine = bundle.combine
         n_labels = len(bundle.labels)
-        self._stats = _Model(bundle.tflite_path, n_labels, num_threads)
+        self._stats = (
+            _Model(bundle.tflite_path, n_labels, num_threads)
+            if bundle.has_statistics_network
+            else None
+        )
         cnn = bundle.cnn
         self._cnn = _Model(cnn.tflite_path, n_labels, num_threads) if cnn is not None else None
         self._frames = cnn.frames if cnn is not None else 0
         speech = bundle.speech
         self._speech = _Model(speech.tflite_path, 1, num_threads) if speech is not None else None
+        self._speech_reads_embedding = speech is not None and speech.reads_embedding
+        self.needs_statistics = bundle.needs_statistics
         encoder = bundle.encoder
         self.num_threads = num_threads
         self._embedder: UtteranceEncoder | None = None  # in-process, opened when first needed
@@ -224,10 +230,25 @@ class Classifier:
                     f"{'embedding' if alone.reads_embedding else 'statistics'} are {wanted}; "
                     "retrain the bundle"
                 )
+        if speech is not None and self._speech is not None:
+            reads = "embedding" if self._speech_reads_embedding else "statistics"
+            wanted = (
+                self._raw_embedding_dim if self._speech_reads_embedding else FEATURE_SPEC.dim,
+            )
+            if self._speech.input_shape != wanted:
+                raise BundleError(
+                    f"{speech.tflite_path} reads {self._speech.input_shape} but the unadapted "
+                    f"{reads} are {wanted}; retrain it with --speech-only"
+                )
         prior = bundle.adaptation
-        if prior is not None and self._stats.input_shape != (prior.output_dim(len(prior.mean)),):
+        stats = self._stats
+        if (
+            stats is not None
+            and prior is not None
+            and stats.input_shape != (prior.output_dim(len(prior.mean)),)
+        ):
             raise BundleError(
-                f"{bundle.tflite_path} reads {self._stats.input_shape} but the manifest's "
+                f"{bundle.tflite_path} reads {stats.input_shape} but the manifest's "
                 f"adaptation ({prior.inputs}) gives ({prior.output_dim(len(prior.mean))},); "
                 "retrain the bundle"
             )
@@ -249,13 +270,21 @@ class Classifier:
     def has_speech_detector(self) -> bool:
         return self._speech is not None
 
-    def speech_probability(self, features: npt.NDArray[np.float32]) -> float:
-        """P(speech) of one utterance from its unadapted (dim,) statistics; 1.0 when the
-        bundle has no speech detector. Its own interpreter: may run beside `predict` in another
-        thread, but not beside itself."""
+    def speech_probability(self, analysis: Analysis | npt.NDArray[np.float32]) -> float:
+        """P(speech) of one utterance from its analysis (or the detector's input alone: the
+        unadapted (dim,) statistics, or the unadapted embedding where the detector reads it);
+        1.0 when the bundle has no speech detector. Its own interpreter: may run beside
+        `predict` in another thread, but not beside itself."""
         if self._speech is None:
             return 1.0
-        return float(self._speech.run(np.asarray(features, dtype=np.float32))[0])
+        x = analysis
+        if isinstance(analysis, Analysis):
+            x = analysis.vector
+            if self._speech_reads_embedding:
+                if analysis.embedding is None:
+                    raise ValueError("this bundle's speech detector reads the encoder's embedding")
+                x = analysis.embedding
+        return float(self._speech.run(np.asarray(x, dtype=np.float32))[0])
 
     @property
     def has_encoder(self) -> bool:
@@ -265,8 +294,10 @@ class Classifier:
     def analyse(self, audio: npt.ArrayLike, sample_rate: int) -> Analysis:
         """One utterance (mono, shape (n,)) -> every feature view this bundle reads, computed
         in this process, as the feature workers compute them."""
-        from ser.features import analyse
+        from ser.features import analyse, embedding_only
 
+        if not self.needs_statistics:
+            return embedding_only(self.embed(audio, sample_rate))
         analysis = analyse(audio, sample_rate)
         if self.bundle.encoder is None:
             return analysis
@@ -314,7 +345,7 @@ class Classifier:
         x = np.asarray(inputs.features, dtype=np.float32)
         if inputs.alone:
             return self._predict_alone(inputs, x)
-        parts = [self._stats.run(x)]
+        parts = [self._stats.run(x)] if self._stats is not None else []
         if self._cnn is not None:
             if inputs.log_mel is None:
                 raise ValueError("this bundle has a CNN: its input needs the log-mel sequence")

@@ -545,7 +545,11 @@ async def run_live(
             keep_unreached=config.mqtt.enabled is True or source.live,
         )
         sinks.append(mqtt)
-    workers = FeatureWorkers(config.pipeline.feature_workers, encoder=bundle.encoder)
+    workers = FeatureWorkers(
+        config.pipeline.feature_workers,
+        encoder=bundle.encoder,
+        statistics=bundle.needs_statistics,
+    )
     dashboard: asyncio.Task[None] | None = None
     loop = asyncio.get_running_loop()
     stop_count = 0

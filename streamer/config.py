@@ -60,7 +60,9 @@ class PipelineConfig:
     early_pitch: bool = True
     """Compute an utterance's pitch (YIN, most of the statistics' cost) in the feature workers
     while it is still being spoken, when they have nothing else to do: less work once it ends,
-    the same results (16 kHz input)."""
+    the same results (16 kHz input). No effect with a bundle that reads no statistics
+    (`ser-train --no-statistics-network` with its speech detector on the embedding: no pitch is
+    computed at all)."""
     encoder_tail_ms: int = 150
     """Of the silence that ends an utterance (`vad.hangover_ms`), the encoder (bundles with
     one) reads the first `encoder_tail_ms`; the rest is read as the utterance's first samples

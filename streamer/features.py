@@ -307,13 +307,26 @@ def extract(
 
 @dataclass(frozen=True, eq=False)
 class Analysis:
-    """Both feature views of one utterance, from one STFT."""
+    """Both feature views of one utterance, from one STFT (`analyse`), and the encoder's
+    embedding where a bundle reads it; for a bundle that reads only the embedding, both views
+    are empty (`embedding_only`)."""
 
-    vector: npt.NDArray[np.float32]  # (spec.dim,) utterance statistics, finite
+    vector: npt.NDArray[np.float32]  # (spec.dim,) utterance statistics, finite; or (0,)
     log_mel: npt.NDArray[np.float32]  # (n_frames, spec.n_mels) dB re the loud level, 10 ms rows
     # (len(layers) * 1024,) the encoder's pooled layers (streamer/encoder.py: UtteranceEncoder),
     # for bundles with an encoder; unadapted
     embedding: npt.NDArray[np.float32] | None = None
+
+
+def embedding_only(
+    embedding: npt.NDArray[np.float32], spec: FeatureSpec = FEATURE_SPEC
+) -> Analysis:
+    """The analysis of a bundle that reads only the encoder's embedding (no statistics network,
+    CNN or statistics detector: `Bundle.needs_statistics` False): no STFT, no pitch; the
+    statistics (0,) and the log-mel sequence (0, n_mels)."""
+    return Analysis(
+        np.zeros(0, dtype=np.float32), np.zeros((0, spec.n_mels), dtype=np.float32), embedding
+    )
 
 
 def f0_frames_ready(n_samples: int, spec: FeatureSpec = FEATURE_SPEC) -> int:

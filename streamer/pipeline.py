@@ -280,6 +280,7 @@ class Pipeline:
         tracker = segmenter.tracker
         if (
             not self.config.pipeline.early_pitch
+            or not self.workers.statistics  # the bundle reads no pitch
             or segmenter.sample_rate != FEATURE_SPEC.sample_rate
             or not tracker.in_speech
         ):
@@ -399,8 +400,8 @@ class Pipeline:
             try:
                 utterance, analysis, analysed_s = await task
                 speaker = utterance.source if per_source else ""
-                # a tiny network on the unadapted statistics (microseconds): runs here
-                speech = self.classifier.speech_probability(analysis.vector)
+                # a tiny network on the unadapted statistics or embedding (microseconds)
+                speech = self.classifier.speech_probability(analysis)
                 if speech < min_speech:  # not speech: no emotion, no adaptation history
                     self._emit(
                         not_speech(self._seq, utterance, speech, model, trends.current(speaker)),

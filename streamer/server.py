@@ -605,7 +605,10 @@ class StreamServer:
         n_workers = config.serve.feature_workers or os.cpu_count() or 1
         classifier = Classifier(self.bundle)
         workers = FeatureWorkers(
-            n_workers, encoder=self.bundle.encoder, observe=self.metrics.observe_stage
+            n_workers,
+            encoder=self.bundle.encoder,
+            observe=self.metrics.observe_stage,
+            statistics=self.bundle.needs_statistics,
         )
         inference = BatchedInference(classifier)
         self._shared = _Shared(config, self.bundle, workers, inference, classifier, self.mqtt)

@@ -69,9 +69,15 @@ def _analyse(
     sample_rate: int,
     f0_prefix: npt.NDArray[np.float64] | None = None,
     replaced: int | None = 0,
+    statistics: bool = True,
 ) -> features.Analysis:
     """The utterance's features and (encoder bundles) the embedding of its `encoder_view`
-    with `replaced` samples replaced; `replaced` None: no embedding (computed apart)."""
+    with `replaced` samples replaced; `replaced` None: no embedding (computed apart).
+    `statistics` False: the embedding alone (`features.embedding_only`)."""
+    if not statistics:
+        replaced = 0 if replaced is None else replaced
+        head = samples[: samples.size - replaced]
+        return features.embedding_only(_embed(head, sample_rate, replaced))
     analysis = features.analyse(samples, sample_rate, f0_prefix=f0_prefix)
     if _Worker.encoder is None or replaced is None:
         return analysis
@@ -85,11 +91,12 @@ def _embed(head: npt.NDArray[np.int16], sample_rate: int, replaced: int) -> npt.
     return _Worker.encoder.embed(encoder_view(head, replaced), sample_rate)
 
 
-def _init_worker(encoder: EncoderSection | None) -> None:
+def _init_worker(encoder: EncoderSection | None, statistics: bool = True) -> None:
     # Ctrl-C reaches the whole process group; the parent decides how to stop, not the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent()
-    features.warm_up()
+    if statistics:
+        features.warm_up()
     if encoder is not None:
         _Worker.encoder = UtteranceEncoder(encoder.encoder_path, encoder.layers)  # warmed up
 
@@ -165,13 +172,20 @@ class FeatureWorkers:
         n: int,
         encoder: EncoderSection | None = None,
         observe: Callable[[str, float], object] | None = None,
+        *,
+        statistics: bool = True,
     ) -> None:
-        """`observe(stage, seconds)`: called for each utterance analysed, with "feature_wait"
-        (from `analyse`'s `since_s` until handed to the pool) and "features" (from then until
-        analysed: the hand-over, at most one other utterance ahead of it in its worker, the
-        work)."""
+        """`statistics` False (with an `encoder`): utterances get the embedding alone, no
+        statistics or log-mel sequence (a bundle whose `needs_statistics` is False), and no
+        early pitch is wanted. `observe(stage, seconds)`: called for each utterance analysed,
+        with "feature_wait" (from `analyse`'s `since_s` until handed to the pool) and "features"
+        (from then until analysed: the hand-over, at most one other utterance ahead of it in its
+        worker, the work)."""
+        if not statistics and encoder is None:
+            raise ValueError("feature workers without statistics compute the embedding alone")
         self.n = n
         self.encoder = encoder
+        self.statistics = statistics
         self.observe = observe
         self.restarts = 0
         self.in_flight = 0  # utterances waiting for or in a worker
@@ -207,7 +221,7 @@ class FeatureWorkers:
             self.n,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self.encoder,),
+            initargs=(self.encoder, self.statistics),
         )
 
     async def start(self) -> None:
@@ -261,16 +275,23 @@ class FeatureWorkers:
         encoder reads `encoder_view(samples[:n - replaced], replaced)`. `embedding`: that
         embedding, already being computed (`embed`, during the utterance's hangover): awaited
         instead; computed here after all if it failed or was cancelled (in the line of ended
-        utterances, not behind early runs)."""
+        utterances, not behind early runs). Workers without `statistics`: the embedding alone
+        (with `embedding` given, no call of its own)."""
         queued_s = time.monotonic() if since_s is None else since_s
         self.in_flight += 1
         if embedding is not None:
             self._move_up(key)
         try:
-            async with self._turn(key):
+            if embedding is not None and not self.statistics:  # nothing else to compute
                 started_s = time.monotonic()
-                here = None if embedding is not None else replaced  # None: no embedding here
-                analysis = await self._retrying(_analyse, samples, sample_rate, f0_prefix, here)
+                analysis = features.embedding_only(np.zeros(0, dtype=np.float32))
+            else:
+                async with self._turn(key):
+                    started_s = time.monotonic()
+                    here = None if embedding is not None else replaced  # None: computed apart
+                    analysis = await self._retrying(
+                        _analyse, samples, sample_rate, f0_prefix, here, self.statistics
+                    )
             if embedding is not None:
                 await asyncio.wait([embedding])
                 if embedding.cancelled() or embedding.exception() is not None:

@@ -43,7 +43,8 @@ weights = [clf.alone_weight(a.embedding) if clf.has_alone_networks else None for
 embeddings = [a.embedding.tolist() if a.embedding is not None else None for a in analyses]
 
 async def in_workers():  # the live path: a feature worker process runs the encoder
-    workers = FeatureWorkers(1, encoder=clf.bundle.encoder)
+    workers = FeatureWorkers(1, encoder=clf.bundle.encoder,
+                             statistics=clf.bundle.needs_statistics)
     try:
         await workers.start()
         out = []
@@ -337,6 +338,7 @@ def test_networks_that_do_not_read_the_manifests_adaptation_inputs_are_refused(t
 def _copy_with(tmp_path, change) -> Path:
     """A copy of the small shipped bundle with `change(manifest)` applied to its manifest."""
     copy = tmp_path / "b"
+    tmp_path.mkdir(parents=True, exist_ok=True)
     shutil.copytree(SMALL_MODEL, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     change(manifest)
@@ -482,3 +484,35 @@ def test_an_alone_network_over_the_embedding_reads_utterances_alone(ravdess, tmp
     shutil.copyfile(small / "model.tflite", small / "alone.tflite")
     with pytest.raises(BundleError, match="no encoder"):
         load_bundle(small)
+
+
+def test_what_the_speech_detector_and_networks_read_is_checked(tmp_path):
+    """A manifest that says the detector reads what its file does not, or names no network at
+    all, is refused by name at load time."""
+
+    def on_embedding(m: dict[str, Any]) -> None:
+        m["speech"]["reads"] = "embedding"  # small has no encoder
+
+    with pytest.raises(BundleError, match="'speech' reads the encoder's embedding"):
+        load_bundle(_copy_with(tmp_path / "a", on_embedding))
+
+    def unknown(m: dict[str, Any]) -> None:
+        m["speech"]["reads"] = "spectrogram"
+
+    with pytest.raises(BundleError, match="'speech' is malformed"):
+        load_bundle(_copy_with(tmp_path / "b", unknown))
+
+    def no_network(m: dict[str, Any]) -> None:
+        m["model"] = None
+
+    with pytest.raises(BundleError, match="no network"):
+        load_bundle(_copy_with(tmp_path / "c", no_network))
+    # default's detector file read as the other input: its shape says no
+    copy = tmp_path / "d"
+    shutil.copytree(DEFAULT_MODEL, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    reads = manifest["speech"].get("reads", "statistics")
+    manifest["speech"]["reads"] = "statistics" if reads == "embedding" else "embedding"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="retrain it with --speech-only"):
+        Classifier.from_dir(copy)

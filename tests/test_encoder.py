@@ -236,6 +236,16 @@ def test_real_weights_match_ctranslate2(tmp_path, ravdess):
 
 
 @pytest.mark.slow
+def _live_once(ravdess: Path, bundle: Path) -> list[dict]:
+    """`ser-live --input` of one RAVDESS clip on `bundle` (exit 0): its JSON results."""
+    from tests.live import parse_results, run_live
+
+    clip = ravdess / "Actor_03" / "03-01-05-01-01-01-03.flac"
+    live = run_live("--input", str(clip), "--json", "--model", str(bundle), timeout=180)
+    assert live.returncode == 0, live.stderr.decode()[-2000:]
+    return parse_results(live.stdout)
+
+
 def test_ser_train_writes_an_encoder_bundle_that_ser_live_runs(small_encoder, ravdess, tmp_path):
     """Evaluation, the bundle's files and manifest, the embedding cache, LiteRT agreement with
     the Keras networks, batches, and `ser-live --input` on the bundle (feature workers compute
@@ -243,7 +253,6 @@ def test_ser_train_writes_an_encoder_bundle_that_ser_live_runs(small_encoder, ra
     import keras
 
     from ser.classifier import Classifier, ModelInput
-    from tests.live import parse_results, run_live
 
     _, _, path, _ = small_encoder
     out, cache = tmp_path / "bundle", tmp_path / "cache"
@@ -345,16 +354,7 @@ def test_ser_train_writes_an_encoder_bundle_that_ser_live_runs(small_encoder, ra
     with pytest.raises(BundleError, match="sha256"):
         Classifier.from_dir(tmp_path / "damaged")
 
-    live = run_live(
-        "--input",
-        str(ravdess / "Actor_03" / "03-01-05-01-01-01-03.flac"),
-        "--json",
-        "--model",
-        str(out),
-        timeout=180,
-    )
-    assert live.returncode == 0, live.stderr.decode()[-2000:]
-    results = parse_results(live.stdout)
+    results = _live_once(ravdess, out)
     assert len(results) == 1 and results[0]["model"] == "bundle"
 
     too_deep = ser_train(*args[:-1], "3", "--eval-only")
@@ -397,3 +397,87 @@ def test_trimmed_vs_padded_check(small_encoder):
     assert cos[1, 0] > 0.99  # the convolutional stem sees the clip's frames either way
     assert cos[1, -1] < 0.9999  # attention over 28 s of padding changes the last block
     assert (cos <= 1.0 + 1e-9).all()
+
+
+@pytest.mark.slow
+def test_encoder_only_bundle_computes_no_statistics(small_encoder, ravdess, tmp_path):
+    """`--no-statistics-network`: the encoder's head is the only emotion network and the speech
+    detector reads the embedding, so neither `Classifier.analyse` nor the feature workers
+    compute statistics, log-mel or pitch; its outputs are the Keras networks' own; ser-live
+    runs it; without an encoder the flags that need one are refused before any work."""
+    import asyncio
+
+    import keras
+
+    from ser.bundle import load_bundle
+    from ser.classifier import Classifier
+    from ser.workers import FeatureWorkers
+
+    _, _, path, _ = small_encoder
+    out, cache = tmp_path / "bundle", tmp_path / "cache"
+    common = (
+        *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(cache)),
+        *("--actors", "1,2", "--epochs", "1", "--ensemble", "1", "--no-robustness"),
+        *("--augment", "snr15", "--encoder", str(path), "--encoder-layers", "0,2"),
+    )
+    run = ser_train(
+        *common, "--alone-network", "--no-statistics-network", "--nonspeech-per-kind", "6"
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"] is None and not (out / "model.tflite").exists()
+    assert set(manifest["adaptation"]) == {"gate"}  # no statistics prior, the gate stays
+    assert manifest["training"]["statistics_network"] is False
+    assert manifest["speech"]["reads"] == "embedding" and "evaluation" in manifest["speech"]
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    for fold in evaluation["protocols"]["ravdess"]["folds"]:
+        assert fold["component_accuracy"] == {}  # one network: nothing to compare
+    bundle = load_bundle(out)
+    assert not bundle.has_statistics_network and not bundle.needs_statistics
+    assert bundle.adaptation is None and bundle.history_gate is not None
+
+    clf = Classifier(bundle)
+    audio, rate = sf.read(ravdess / "Actor_03" / "03-01-05-01-01-01-03.flac", dtype="int16")
+    analysis = clf.analyse(audio, rate)
+    assert analysis.vector.shape == (0,) and analysis.log_mel.shape == (0, 40)
+    assert analysis.embedding is not None and analysis.embedding.shape == (2 * 2 * SMALL["width"],)
+    # the head alone, then the temperature; the detector on the unadapted embedding
+    inputs = clf.adapter().push("s", analysis)
+    head = keras.saving.load_model(out / "encoder_head.keras", compile=False)
+    want = head.predict(inputs.embedding[None], verbose=0)[0]
+    temperature = manifest["calibration"]["temperature"]
+    want = want ** (1 / temperature) / (want ** (1 / temperature)).sum()
+    np.testing.assert_allclose(clf.predict(inputs), want, atol=2e-4)
+    detector = keras.saving.load_model(out / "speech.keras", compile=False)
+    p_speech = float(detector.predict(analysis.embedding[None], verbose=0)[0, 0])
+    assert clf.speech_probability(analysis) == pytest.approx(p_speech, abs=1e-4)
+
+    async def in_workers() -> tuple[object, object, dict]:
+        workers = FeatureWorkers(1, encoder=bundle.encoder, statistics=False)
+        await workers.start()
+        try:
+            computed = await workers.analyse(audio, rate)
+            ready = asyncio.get_running_loop().create_future()
+            ready.set_result(computed.embedding)  # an early embedding: no call of its own
+            taken = await workers.analyse(audio, rate, embedding=ready)
+            return computed, taken, dict(workers.calls)
+        finally:
+            workers.close()
+
+    computed, taken, calls = asyncio.run(in_workers())
+    for got in (computed, taken):
+        assert got.vector.shape == (0,)  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(got.embedding, analysis.embedding)  # type: ignore[attr-defined]
+    assert calls == {("analyse", "done"): 1}
+    with pytest.raises(ValueError, match="embedding alone"):
+        FeatureWorkers(1, statistics=False)
+
+    results = _live_once(ravdess, out)
+    assert len(results) == 1 and results[0]["emotion"] in bundle.labels
+
+    # no encoder: nothing to read instead of the statistics, said in one line
+    for flags in (("--no-statistics-network",), ("--speech-input", "embedding")):
+        proc = ser_train(*common[:10], *flags)
+        assert proc.returncode == 2
+        line = proc.stderr.strip().splitlines()[-1]
+        assert "--encoder" in line and flags[0] in line, line

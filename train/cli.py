@@ -234,6 +234,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "convolutional stem, 1-6: the transformer blocks; default 6)",
     )
     p.add_argument(
+        "--no-statistics-network",
+        action="store_true",
+        help="train no network over the utterance statistics: the encoder's head alone (needs "
+        "--encoder; with the speech detector on the embedding too, live feature workers "
+        "compute no statistics: about a third less CPU per utterance, worse across corpora, "
+        "EXPERIMENTS.md)",
+    )
+    p.add_argument(
         "--combine",
         choices=COMBINE_RULES,
         default="mean",
@@ -252,6 +260,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--speech-only",
         action="store_true",
         help="(re)train only the speech detector into the existing bundle at --out",
+    )
+    p.add_argument(
+        "--speech-input",
+        choices=("auto", "statistics", "embedding"),
+        default="auto",
+        help="what the speech detector reads: the utterance statistics, or the encoder's "
+        "embedding (auto, the default: the embedding where the bundle has an encoder; it "
+        "refuses less speech in natural conditions, and live workers then need no statistics "
+        "for it)",
     )
     p.add_argument(
         "--alone-only",
@@ -302,6 +319,15 @@ def _configs(args: argparse.Namespace) -> Setup:
 
         head = config  # the statistics network's recipe, over the embeddings
         encoder = {"sha256": file_digest(args.encoder), "layers": list(_layers(args))}
+    elif args.speech_input == "embedding" and not args.no_speech_detector:
+        _speech_encoder(args, None)  # raises: fail before any features
+    if args.encoder is None and args.no_statistics_network:
+        raise DataError(
+            "--no-statistics-network leaves the encoder's head as the only network: pass "
+            "--encoder FILE (made by `python -m ser_train.encoder.convert`)"
+        )
+    if args.no_statistics_network and args.cnn:
+        raise DataError("--no-statistics-network is for an encoder without a CNN: drop --cnn")
     return Setup(
         config,
         cnn,
@@ -312,6 +338,7 @@ def _configs(args: argparse.Namespace) -> Setup:
         head=head,
         encoder=encoder,
         combine=args.combine,
+        statistics=not args.no_statistics_network,
         inputs=args.adaptation_inputs,
         concentration=max(0.0, args.session_mix),
         alone=args.alone_network or args.alone_only,
@@ -492,10 +519,35 @@ def _load(
     return data
 
 
+def _speech_encoder(args: argparse.Namespace, bundle_encoder: EncoderChoice | None) -> bool:
+    """Whether the speech detector reads the encoder's embedding (`--speech-input`), given the
+    bundle's encoder (None: it has none). DataError when it is asked to and there is none."""
+    if args.speech_input == "embedding" and bundle_encoder is None:
+        raise DataError(
+            "--speech-input embedding: the bundle has no encoder; pass --encoder FILE (or "
+            "--speech-input statistics)"
+        )
+    return bundle_encoder is not None and args.speech_input != "statistics"
+
+
+def _bundle_encoder(out: Path) -> EncoderChoice | None:
+    """The encoder of the bundle at `out` and the layers its head reads (None: none)."""
+    section = json.loads((out / "manifest.json").read_text()).get("encoder")
+    if not section:
+        return None
+    return EncoderChoice(out / str(section["file"]), tuple(int(n) for n in section["layers"]))
+
+
 def _speech_detector(
-    args: argparse.Namespace, console: Console, data: Dataset, evaluate: bool
+    args: argparse.Namespace,
+    console: Console,
+    data: Dataset,
+    evaluate: bool,
+    encoder: EncoderChoice | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Train (and evaluate) the speech detector; returns the model and its manifest record."""
+    """Train (and evaluate) the speech detector; returns the model and its manifest record.
+    `encoder`: the detector reads its embedding (`data.embeddings`, by that encoder) instead
+    of the statistics."""
     from ser_train import nonspeech, speech
 
     config = speech.DetectorConfig(seed=args.seed)
@@ -506,7 +558,8 @@ def _speech_detector(
         total = (config.train_per_kind + (config.test_per_kind if evaluate else 0)) * len(
             nonspeech.KINDS
         )
-        task = progress.add_task("features of generated non-speech", total=total)
+        view = "embeddings" if encoder is not None else "features"
+        task = progress.add_task(f"{view} of generated non-speech", total=total)
         cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
         train_noise = speech.nonspeech_features(
             config.train_per_kind,
@@ -514,6 +567,7 @@ def _speech_detector(
             max(1, args.workers),
             lambda: progress.advance(task),
             cache_dir=cache_dir,
+            encoder=encoder,
         )
         test_noise = (
             speech.nonspeech_features(
@@ -522,6 +576,7 @@ def _speech_detector(
                 max(1, args.workers),
                 lambda: progress.advance(task),
                 cache_dir=cache_dir,
+                encoder=encoder,
             )
             if evaluate
             else None
@@ -530,8 +585,18 @@ def _speech_detector(
         "threshold": config.threshold,
         "config": config.to_dict(),
         "nonspeech_kinds": list(nonspeech.KINDS),
+        "reads": "statistics",
         "input": "unadapted statistics (streamer.features.analyse(...).vector)",
     }
+    if encoder is not None:
+        if data.embeddings is None:
+            raise ValueError("a speech detector over the embedding needs the clips' embeddings")
+        data = replace(data, features=data.embeddings)
+        record["reads"] = "embedding"
+        record["input"] = (
+            f"the encoder's unadapted embedding (layers {','.join(map(str, encoder.layers))}: "
+            "what the emotion networks read; streamer.encoder.UtteranceEncoder)"
+        )
     if test_noise is not None:
         with console.status("evaluating the speech detector"):
             record["evaluation"] = speech.evaluate_detector(data, train_noise, test_noise, config)
@@ -567,8 +632,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
             raise DataError(f"--speech-only: no bundle at {args.out}; pass --out BUNDLE_FOLDER")
         # natural conditions (music, babble, laughter, ...) teach the detector that speech
         # under them is still speech, and are scored on held-out speakers
+        bundle_encoder = _bundle_encoder(args.out)
+        encoder = bundle_encoder if _speech_encoder(args, bundle_encoder) else None
+        # `_load` embeds the clips with the bundle's encoder (none: no embeddings wanted)
+        args.encoder = encoder.path if encoder is not None else None
+        if encoder is not None:
+            args.encoder_layers = ",".join(map(str, encoder.layers))
         data = _load(args, console, [*TEST_VARIANTS, *args.augment, *NATURAL_VARIANTS])
-        model, record = _speech_detector(args, console, data, evaluate)
+        model, record = _speech_detector(args, console, data, evaluate, encoder)
         update_speech_section(args.out, write_speech_detector(args.out, model, record))
         console.print(f"wrote the speech detector into {args.out}")
         return 0
@@ -649,7 +720,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
     t2 = time.perf_counter()
     speech_model = speech_record = None
     if not args.no_speech_detector:
-        speech_model, speech_record = _speech_detector(args, console, data, evaluate)
+        encoder = EncoderChoice(args.encoder, _layers(args)) if args.encoder is not None else None
+        reads_embedding = _speech_encoder(args, encoder)
+        speech_model, speech_record = _speech_detector(
+            args, console, data, evaluate, encoder if reads_embedding else None
+        )
     speech_s = time.perf_counter() - t2
 
     if evaluations:

@@ -123,7 +123,7 @@ def _rows(seqs: Mels, keep: np.ndarray) -> Mels:
 class FoldModels:
     """One fold's trained networks and the statistics model's adaptation prior."""
 
-    stats: Any
+    stats: Any  # None: the setup has no statistics network (`Setup.statistics`)
     prior: AdaptationPrior | None
     cnn: TrainedCnn | None = None
     frames: int = 0
@@ -144,9 +144,10 @@ class FoldModels:
         from ser_train.cnn import predict_cnn
         from ser_train.model import predict
 
-        parts = {
-            "stats": predict(self.stats, adapted_test_set(features, streams, self.prior, order))
-        }
+        parts = {}
+        if self.stats is not None:
+            adapted_stats = adapted_test_set(features, streams, self.prior, order)
+            parts["stats"] = predict(self.stats, adapted_stats)
         if self.cnn is not None and mels is not None:
             parts["cnn"] = predict_cnn(self.cnn, mels, streams, order, self.frames)
         if self.head is not None and embeddings is not None:
@@ -165,7 +166,9 @@ class FoldModels:
 
         rows = [s.rows for s in sessions]
         x = data.features[variant]
-        parts = [predict(self.stats, _adapt_or_take(x, rows, self.prior))]
+        parts = []
+        if self.stats is not None:
+            parts.append(predict(self.stats, _adapt_or_take(x, rows, self.prior)))
         if self.cnn is not None and data.mels is not None:
             parts.append(predict_cnn_sessions(self.cnn, data.mels[variant], rows, self.frames))
         if self.head is not None and data.embeddings is not None:
@@ -213,6 +216,9 @@ class Setup:
     encoder: dict[str, Any] | None = None  # {"sha256": encoder file, "layers": [...]}
     # how the networks' probabilities become one (streamer.scoring.COMBINE_RULES)
     combine: str = "mean"
+    # a network over the utterance statistics beside the others (False: the encoder's head
+    # alone, so that live feature workers compute no statistics; needs `head`)
+    statistics: bool = True
     # what the networks read (streamer.adaptation.INPUTS) and the Dirichlet concentration of
     # the training sessions' emotion mix (0: balanced sessions only)
     inputs: str = "z"
@@ -256,6 +262,7 @@ class Setup:
             "mask_labels": self.mask_labels,
         } | ({"balance_corpora": True} if self.balance_corpora else {})
         out |= {"combine": self.combine} if self.combine != "mean" else {}
+        out |= {} if self.statistics else {"statistics": False}
         out |= {"inputs": self.inputs} if self.inputs != "z" else {}
         out |= {"concentration": self.concentration} if self.concentration else {}
         out |= {"first_copies": self.first_copies} if self.first_copies else {}
@@ -267,7 +274,7 @@ class Setup:
         return data.label_mask if self.mask_labels else None
 
     def epochs_per_fold(self) -> int:
-        stats = int(self.config.epochs) * int(self.config.ensemble)
+        stats = int(self.config.epochs) * int(self.config.ensemble) if self.statistics else 0
         head = int(self.head.epochs) * int(self.head.ensemble) if self.head is not None else 0
         alone = self.alone_setup().epochs_per_fold() if self.has_alone else 0
         return stats + head + (self.cnn.epochs if self.cnn else 0) + alone
@@ -283,7 +290,7 @@ def train_fold(
     full_mask = setup.label_mask(data)
     mask = None if full_mask is None else full_mask[train]
     dense = partial(fit_dense, data=data, train=train, setup=setup, mask=mask, on_epoch=on_epoch)
-    model, prior = dense(data.features, config=setup.config)
+    model, prior = dense(data.features, config=setup.config) if setup.statistics else (None, None)
     cnn = None
     if data.mels is not None and setup.cnn is not None:
         cnn = fit_cnn(
@@ -378,7 +385,7 @@ def predict_fold(
             out[f"variant:{name}"] = models.probs(
                 feats[test], mels.get(name), speakers, order_seed, emb.get(name)
             )
-    if models.prior is not None:
+    if models.prior is not None or models.head_prior is not None:  # speaker-adapted
         alone = np.arange(int(test.sum()))
         out["variant:first_utterance"] = models.probs(
             clean, mels.get("clean"), alone, 0, emb.get("clean")

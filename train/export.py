@@ -129,7 +129,7 @@ def evaluation_record(evaluations: list[dict[str, Any]]) -> dict[str, Any] | Non
 class FinalModels:
     """The final networks (Keras, exportable) and their adaptation priors."""
 
-    stats: Any
+    stats: Any | None  # None: no statistics network (`Setup.statistics`)
     prior: AdaptationPrior | None
     cnn: Any | None
     cnn_prior: AdaptationPrior | None
@@ -152,7 +152,7 @@ def train_final(data: Dataset, setup: Setup, on_epoch: Callable[[int], None]) ->
         train_final_alone(data, setup, on_epoch) if setup.has_alone else (None, False)
     )
     return FinalModels(
-        for_export(trained.stats),
+        for_export(trained.stats) if trained.stats is not None else None,
         trained.prior,
         for_export(cnn.model) if cnn is not None else None,
         cnn.prior if cnn is not None else None,
@@ -304,19 +304,14 @@ def write_bundle(
             "config": cnn_config.to_dict(),
             "adaptation": final.cnn_prior.to_dict() if final.cnn_prior is not None else None,
         }
-    final.stats.save(out / KERAS_FILE)
-    (out / TFLITE_FILE).write_bytes(to_tflite(final.stats))
-    alone_manifest = write_alone(
-        out, final.alone, final.alone_reads_embedding, alone_calibration, mix=alone_mix, data=data
-    )
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "name": out.name,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "labels": list(LABELS),
-        "sample_rate": FEATURE_SPEC.sample_rate,
-        "feature_spec": FEATURE_SPEC.to_dict(),
-        "model": {
+    stats_manifest = None
+    if final.stats is None:
+        for stale in (KERAS_FILE, TFLITE_FILE):
+            (out / stale).unlink(missing_ok=True)
+    else:
+        final.stats.save(out / KERAS_FILE)
+        (out / TFLITE_FILE).write_bytes(to_tflite(final.stats))
+        stats_manifest = {
             "architecture": (
                 f"average of {config.ensemble} x (standardize -> dropout -> "
                 f"dense({config.hidden_units}, relu) -> dropout -> softmax)"
@@ -327,11 +322,28 @@ def write_bundle(
             "tflite": TFLITE_FILE,
             "input_dim": FEATURE_SPEC.dim,
             "parameters": int(final.stats.count_params()),
-        },
+        }
+    adaptation = final.prior.to_dict() if final.prior is not None else {}
+    if gate is not None and (final.prior is not None or final.head_prior is not None):
+        adaptation |= {"gate": gate.to_dict()}
+    alone_manifest = write_alone(
+        out, final.alone, final.alone_reads_embedding, alone_calibration, mix=alone_mix, data=data
+    )
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": out.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "labels": list(LABELS),
+        "sample_rate": FEATURE_SPEC.sample_rate,
+        "feature_spec": FEATURE_SPEC.to_dict(),
+        # the network over the utterance statistics (None: the bundle has none, and live
+        # feature workers compute no statistics unless a CNN or the speech detector reads them)
+        "model": stats_manifest,
         "corpora": corpora_record(data),
         "training": {
             "config": config.to_dict(),
             "augment": list(setup.augment),
+            "statistics_network": setup.statistics,
             # training sessions' emotion mix: Dirichlet concentration (0: balanced sessions)
             "session_mix": setup.concentration,
             # clean copies adapted as first utterances (train/evaluate.py; 0: none)
@@ -346,11 +358,8 @@ def write_bundle(
             "data_fingerprint_sha256": data.fingerprint(),
             "seconds": seconds,
         },
-        "adaptation": (
-            final.prior.to_dict() | ({"gate": gate.to_dict()} if gate is not None else {})
-            if final.prior is not None
-            else None
-        ),
+        # the statistics' per-speaker prior (with a statistics network) and the history gate
+        "adaptation": adaptation or None,
         # with a CNN, the bundle's output combines both networks' probabilities ("combine"),
         # then the calibration's temperature
         "cnn": cnn_manifest,

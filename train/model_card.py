@@ -55,6 +55,30 @@ def _corpora(manifest: dict[str, Any]) -> list[str]:
     return found
 
 
+def _networks(manifest: dict[str, Any]) -> str:
+    """One line: which networks read what (the costs of `ser-serve` follow from it)."""
+    reads = []
+    if manifest.get("model"):
+        reads.append("a network over 696 utterance statistics (`model.tflite`)")
+    if manifest.get("cnn"):
+        reads.append("a log-mel CNN (`cnn.tflite`)")
+    encoder = manifest.get("encoder")
+    if encoder:
+        layers = ",".join(str(n) for n in encoder.get("layers", []))
+        reads.append(f"a head over the encoder's pooled layers {layers} (`encoder_head.tflite`)")
+    rule = {"geometric": "their geometric mean"}.get(manifest.get("combine", "mean"), "their mean")
+    text = "Networks: " + "; ".join(reads) + (f", combined by {rule}" if len(reads) > 1 else "")
+    on_statistics = [
+        section
+        for section in ("speech", "alone")
+        if manifest.get(section) and manifest[section].get("reads", "statistics") == "statistics"
+    ]
+    if encoder and not manifest.get("model") and not manifest.get("cnn") and not on_statistics:
+        text += "; nothing reads utterance statistics (the speech detector reads the embedding "
+        text += "too), so none are computed live"
+    return text + "."
+
+
 def _size_mb(bundle: Path) -> float:
     return sum(p.stat().st_size for p in bundle.glob("*.tflite")) / 1e6
 
@@ -96,6 +120,8 @@ def render(bundle: Path) -> str:
         "## Data and licences",
         "",
         *[f"- {LICENCES.get(c, c)}" for c in corpora],
+        "",
+        _networks(manifest),
         "",
         "Speakers in training: "
         f"{len((manifest.get('training') or {}).get('speakers') or []) or 'all'}. The weights "
@@ -189,6 +215,7 @@ def render(bundle: Path) -> str:
             "",
             "## Speech detector",
             "",
+            f"Reads {speech.get('input', 'the unadapted statistics')}. "
             f"Threshold {speech.get('threshold', 0.5)}. Held-out speech refused as not speech: "
             f"at most {worst[0]:.1%} in any condition ({worst[1]}); generated non-speech "
             f"accepted: {_pct(evaluation.get('nonspeech_accepted'))} (kinds left out of its "

@@ -46,6 +46,10 @@ def _same_setup(manifest: dict[str, Any], training: dict[str, Any]) -> None:
             manifest["training"].get("session_mix", 0.0),
             training.get("concentration", 0.0),
         ),
+        "statistics network": (
+            manifest["training"].get("statistics_network", True),
+            training.get("statistics", True),
+        ),
         "first-utterance training copies": (
             manifest["training"].get("first_copies", 0),
             training.get("first_copies", 0),
@@ -138,7 +142,7 @@ def adopt_gate(manifest: dict[str, Any], evaluation: dict[str, Any]) -> list[str
         raise RecordError("the evaluation shares no protocol with the bundle: nothing recorded")
     if recorded.get("protocol") in protocols:
         recorded["summary"] = protocols[recorded["protocol"]]["summary"]
-    manifest["adaptation"]["gate"] = gate
+    manifest["adaptation"] = (manifest.get("adaptation") or {}) | {"gate": gate}
     return updated
 
 

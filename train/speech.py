@@ -1,8 +1,10 @@
 """The bundle's speech detector: is an utterance speech at all? (training side; imports Keras)
 
 webrtcvad lets noise, music, tones and clicks through; the emotion networks then name an
-emotion for them. The detector reads the same unadapted 696 statistics (`analyse(...).vector`)
-and outputs P(speech) (standardise -> dense(32, relu) -> dense(1, sigmoid), class-balanced).
+emotion for them. The detector reads the unadapted 696 statistics (`analyse(...).vector`), or
+for a bundle with an encoder its unadapted embedding (what the bundle's networks read: no
+statistics computed live; better on speech in natural conditions, EXPERIMENTS.md), and outputs
+P(speech) (standardise -> dense(32, relu) -> dense(1, sigmoid), class-balanced).
 Speech examples: every corpus clip and its variants (noisy, reverberant, channel, VAD-cut,
 speed-changed), so degraded speech stays speech. Non-speech: train/nonspeech.py's generators.
 `evaluate_detector` holds speakers out by the corpus folds and scores unseen generator seeds,
@@ -16,6 +18,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ from ser.features import FEATURE_SPEC, analyse
 from ser.workers import exit_with_parent
 from ser_train import nonspeech
 from ser_train.corpora import CORPORA
-from ser_train.dataset import Dataset
+from ser_train.dataset import Dataset, EncoderChoice
 from ser_train.featurize import save_array
 from ser_train.robustness import NATURAL_VARIANTS
 
@@ -52,9 +55,22 @@ class DetectorConfig:
 TEST_SEED = 1_000_000
 
 
-def _features(item: tuple[str, int]) -> npt.NDArray[np.float32]:
+@lru_cache(maxsize=1)
+def _encoder(path: str, layers: tuple[int, ...]) -> Any:
+    from ser.encoder import UtteranceEncoder
+
+    return UtteranceEncoder(Path(path), layers)
+
+
+def _features(
+    item: tuple[str, int], encoder: tuple[str, tuple[int, ...]] | None = None
+) -> npt.NDArray[np.float32]:
+    """One generated clip's statistics, or its embedding by `encoder` (path, layers)."""
     kind, seed = item
-    return analyse(nonspeech.clip(kind, seed)).vector
+    audio = nonspeech.clip(kind, seed)
+    if encoder is None:
+        return analyse(audio).vector
+    return np.asarray(_encoder(*encoder).embed(audio, FEATURE_SPEC.sample_rate), np.float32)
 
 
 def nonspeech_features(
@@ -64,27 +80,37 @@ def nonspeech_features(
     on_done: Callable[[], None] | None = None,
     *,
     cache_dir: Path | None = None,
+    encoder: EncoderChoice | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.str_]]:
-    """(n, dim) features and (n,) kinds of generated clips, seeds first_seed + 0 .. per_kind-1;
-    cached in `cache_dir` keyed by the generator version, seeds and feature spec."""
+    """(n, dim) features (or with `encoder`, embeddings) and (n,) kinds of generated clips,
+    seeds first_seed + 0 .. per_kind-1; cached in `cache_dir` keyed by the generator version,
+    seeds and feature spec (and the encoder file's sha256 and layers)."""
     items = [(k, s) for k in nonspeech.KINDS for s in range(first_seed, first_seed + per_kind)]
     kinds = np.array([k for k, _ in items])
     path = None
+    view = None if encoder is None else (str(encoder.path), tuple(encoder.layers))
     if cache_dir is not None:
         key = f"{nonspeech.VERSION}-{'-'.join(nonspeech.KINDS)}-{first_seed}-{per_kind}"
+        if encoder is not None:
+            from ser_train.embed import file_digest
+
+            key += f"-{file_digest(encoder.path)}-{','.join(map(str, encoder.layers))}"
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
         path = cache_dir / FEATURE_SPEC.digest() / "nonspeech" / f"{digest}.npy"
         if path.exists():
             cached = np.load(path, allow_pickle=False)
-            if cached.shape == (len(items), FEATURE_SPEC.dim):
+            if cached.shape[0] == len(items) and (
+                encoder is not None or cached.shape[1] == FEATURE_SPEC.dim
+            ):
                 if on_done:
                     for _ in items:
                         on_done()
                 return cached.astype(np.float32), kinds
     out: list[npt.NDArray[np.float32]] = []
+    one = partial(_features, encoder=view)
     if workers <= 1:
         for item in items:
-            out.append(_features(item))
+            out.append(one(item))
             if on_done:
                 on_done()
     else:
@@ -92,7 +118,7 @@ def nonspeech_features(
 
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent) as pool:
-            for vector in pool.map(_features, items, chunksize=8):
+            for vector in pool.map(one, items, chunksize=8):
                 out.append(vector)
                 if on_done:
                     on_done()

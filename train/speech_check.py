@@ -25,7 +25,7 @@ import numpy as np
 from ser.bundle import load_bundle, resolve_bundle_path
 from ser.classifier import Classifier
 from ser_train.corpora import DataError
-from ser_train.dataset import load_dataset
+from ser_train.dataset import EncoderChoice, load_dataset
 from ser_train.featurize import default_cache_dir
 from ser_train.robustness import NATURAL_VARIANTS
 
@@ -33,8 +33,9 @@ from ser_train.robustness import NATURAL_VARIANTS
 def check(
     clf: Classifier, features: dict[str, np.ndarray], corpus: np.ndarray, threshold: float
 ) -> dict[str, dict[str, float]]:
-    """{corpus: {variant: share of clips refused}} for (n, dim) unadapted features per
-    variant and the (n,) corpus of each row."""
+    """{corpus: {variant: share of clips refused}} for (n, dim) unadapted detector inputs
+    (statistics or embeddings, as the bundle's detector reads) per variant and the (n,) corpus
+    of each row."""
     out: dict[str, dict[str, float]] = {}
     for name in sorted(set(corpus.tolist())):
         rows = corpus == name
@@ -58,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         bundle = load_bundle(resolve_bundle_path(args.model))
         if bundle.speech is None:
             raise DataError(f"{bundle.path} has no speech detector; train one with --speech-only")
+        encoder = None  # the detector's input: the statistics, or the encoder's embedding
+        if bundle.speech.reads_embedding and bundle.encoder is not None:
+            encoder = EncoderChoice(bundle.encoder.encoder_path, bundle.encoder.layers)
         data = load_dataset(
             args.data,
             speakers={},
@@ -65,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             variants=list(NATURAL_VARIANTS),
             log_mel=False,
+            encoder=encoder,
         )
     except DataError as exc:
         print(f"speech_check: error: {exc}", file=sys.stderr)
@@ -73,12 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     clf = Classifier(bundle)
     threshold = bundle.speech.threshold
-    refused = check(clf, data.features, data.corpus, threshold)
+    inputs = data.embeddings if encoder is not None and data.embeddings else data.features
+    refused = check(clf, inputs, data.corpus, threshold)
     noise, kinds = speech.nonspeech_features(
         args.nonspeech_per_kind,
         speech.TEST_SEED,
         args.workers,
         cache_dir=args.cache_dir or default_cache_dir(),
+        encoder=encoder,
     )
     accepted = np.array([clf.speech_probability(v) >= threshold for v in noise])
     result: dict[str, Any] = {

@@ -18,61 +18,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from ser.features import analyse
-from ser.workers import exit_with_parent
 from ser_train.corpora import DataError
 from ser_train.dataset import EncoderChoice, load_dataset
 from ser_train.featurize import default_cache_dir
 from ser_train.robustness import NATURAL_VARIANTS
 
 TRAINING_VARIANTS = ("snr15", "snr30", "speed90", "speed110", "vad")  # `make train`'s, + VAD cut
-
-
-@lru_cache(maxsize=1)
-def _encoder(path: str, layers: tuple[int, ...]) -> Any:
-    from ser.encoder import UtteranceEncoder
-
-    return UtteranceEncoder(Path(path), layers)
-
-
-def _both(item: tuple[str, int, str, tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
-    """One generated clip's statistics and embedding (in a worker process)."""
-    from ser_train import nonspeech
-
-    kind, seed, path, layers = item
-    audio = nonspeech.clip(kind, seed)
-    return analyse(audio).vector, _encoder(path, layers).embed(audio, 16_000)
-
-
-def nonspeech_inputs(
-    per_kind: int, first_seed: int, encoder: EncoderChoice, workers: int
-) -> tuple[dict[str, npt.NDArray[np.float32]], npt.NDArray[np.str_]]:
-    """{"statistics": (n, 696), "embedding": (n, dim)} of generated clips and their (n,) kinds."""
-    from ser_train import nonspeech
-
-    items = [
-        (k, s, str(encoder.path), encoder.layers)
-        for k in nonspeech.KINDS
-        for s in range(first_seed, first_seed + per_kind)
-    ]
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent) as pool:
-        out = list(pool.map(_both, items, chunksize=8))
-    kinds = np.array([k for k, *_ in items])
-    stats = np.stack([s for s, _ in out]).astype(np.float32)
-    return {"statistics": stats, "embedding": np.stack([e for _, e in out])}, kinds
 
 
 def _table(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -131,10 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ser_train import speech
 
     config = speech.DetectorConfig()
-    train_noise, train_kinds = nonspeech_inputs(config.train_per_kind, 0, encoder, args.workers)
-    test_noise, test_kinds = nonspeech_inputs(
-        config.test_per_kind, speech.TEST_SEED, encoder, args.workers
-    )
+    cache_dir = args.cache_dir or default_cache_dir()
+    train_noise, test_noise = {}, {}
+    for name, view in (("statistics", None), ("embedding", encoder)):
+        train_noise[name], train_kinds = speech.nonspeech_features(
+            config.train_per_kind, 0, args.workers, cache_dir=cache_dir, encoder=view
+        )
+        test_noise[name], test_kinds = speech.nonspeech_features(
+            config.test_per_kind, speech.TEST_SEED, args.workers, cache_dir=cache_dir, encoder=view
+        )
     assert data.embeddings is not None
     trained = ["clean", *TRAINING_VARIANTS]
     results = {
