@@ -411,6 +411,7 @@ def test_encoder_only_bundle_computes_no_statistics(small_encoder, ravdess, tmp_
 
     from ser.bundle import load_bundle
     from ser.classifier import Classifier
+    from ser.features import Analysis
     from ser.workers import FeatureWorkers
 
     _, _, path, _ = small_encoder
@@ -452,7 +453,7 @@ def test_encoder_only_bundle_computes_no_statistics(small_encoder, ravdess, tmp_
     p_speech = float(detector.predict(analysis.embedding[None], verbose=0)[0, 0])
     assert clf.speech_probability(analysis) == pytest.approx(p_speech, abs=1e-4)
 
-    async def in_workers() -> tuple[object, object, dict]:
+    async def in_workers() -> tuple[Analysis, Analysis, dict]:
         workers = FeatureWorkers(1, encoder=bundle.encoder, statistics=False)
         await workers.start()
         try:
@@ -466,8 +467,8 @@ def test_encoder_only_bundle_computes_no_statistics(small_encoder, ravdess, tmp_
 
     computed, taken, calls = asyncio.run(in_workers())
     for got in (computed, taken):
-        assert got.vector.shape == (0,)  # type: ignore[attr-defined]
-        np.testing.assert_array_equal(got.embedding, analysis.embedding)  # type: ignore[attr-defined]
+        assert got.vector.shape == (0,)
+        np.testing.assert_array_equal(got.embedding, analysis.embedding)
     assert calls == {("analyse", "done"): 1}
     with pytest.raises(ValueError, match="embedding alone"):
         FeatureWorkers(1, statistics=False)

@@ -532,10 +532,13 @@ def _speech_encoder(args: argparse.Namespace, bundle_encoder: EncoderChoice | No
 
 def _bundle_encoder(out: Path) -> EncoderChoice | None:
     """The encoder of the bundle at `out` and the layers its head reads (None: none)."""
-    section = json.loads((out / "manifest.json").read_text()).get("encoder")
-    if not section:
-        return None
-    return EncoderChoice(out / str(section["file"]), tuple(int(n) for n in section["layers"]))
+    from ser.bundle import BundleError, load_bundle
+
+    try:
+        section = load_bundle(out).encoder
+    except BundleError as exc:
+        raise DataError(str(exc)) from exc
+    return None if section is None else EncoderChoice(section.encoder_path, section.layers)
 
 
 def _speech_detector(
@@ -720,7 +723,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     t2 = time.perf_counter()
     speech_model = speech_record = None
     if not args.no_speech_detector:
-        encoder = EncoderChoice(args.encoder, _layers(args)) if args.encoder is not None else None
+        encoder = None  # the encoder and layers `_configs` checked
+        if args.encoder is not None and setup.encoder is not None:
+            encoder = EncoderChoice(args.encoder, tuple(setup.encoder["layers"]))
         reads_embedding = _speech_encoder(args, encoder)
         speech_model, speech_record = _speech_detector(
             args, console, data, evaluate, encoder if reads_embedding else None

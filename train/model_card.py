@@ -55,8 +55,9 @@ def _corpora(manifest: dict[str, Any]) -> list[str]:
     return found
 
 
-def _networks(manifest: dict[str, Any]) -> str:
-    """One line: which networks read what (the costs of `ser-serve` follow from it)."""
+def _networks(manifest: dict[str, Any], needs_statistics: bool) -> str:
+    """One line: which networks read what (the costs of `ser-serve` follow from it);
+    `needs_statistics`: `Bundle.needs_statistics` of the bundle."""
     reads = []
     if manifest.get("model"):
         reads.append("a network over 696 utterance statistics (`model.tflite`)")
@@ -68,15 +69,26 @@ def _networks(manifest: dict[str, Any]) -> str:
         reads.append(f"a head over the encoder's pooled layers {layers} (`encoder_head.tflite`)")
     rule = {"geometric": "their geometric mean"}.get(manifest.get("combine", "mean"), "their mean")
     text = "Networks: " + "; ".join(reads) + (f", combined by {rule}" if len(reads) > 1 else "")
-    on_statistics = [
-        section
-        for section in ("speech", "alone")
-        if manifest.get(section) and manifest[section].get("reads", "statistics") == "statistics"
-    ]
-    if encoder and not manifest.get("model") and not manifest.get("cnn") and not on_statistics:
-        text += "; nothing reads utterance statistics (the speech detector reads the embedding "
-        text += "too), so none are computed live"
+    if not needs_statistics:
+        detector = ""
+        if manifest.get("speech"):
+            detector = " (the speech detector reads the embedding too)"
+        text += f"; nothing reads utterance statistics{detector}, so none are computed live"
     return text + "."
+
+
+def _needs_statistics(path: Path, manifest: dict[str, Any]) -> bool:
+    """Whether the live side computes utterance statistics for this bundle (ser.bundle)."""
+    from ser.bundle import Bundle
+
+    bundle = Bundle(
+        path=path,
+        name=str(manifest["name"]),
+        labels=tuple(manifest["labels"]),
+        sample_rate=int(manifest.get("sample_rate", 16_000)),
+        manifest=manifest,
+    )
+    return bundle.needs_statistics
 
 
 def _size_mb(bundle: Path) -> float:
@@ -121,7 +133,7 @@ def render(bundle: Path) -> str:
         "",
         *[f"- {LICENCES.get(c, c)}" for c in corpora],
         "",
-        _networks(manifest),
+        _networks(manifest, _needs_statistics(bundle, manifest)),
         "",
         "Speakers in training: "
         f"{len((manifest.get('training') or {}).get('speakers') or []) or 'all'}. The weights "
