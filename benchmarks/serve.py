@@ -23,10 +23,10 @@ records the output.
   mean of each stage of `/metrics`' `ser_stage_seconds` (hangover: end of speech to the
   utterance's cut, the VAD's hangover and up to a 100 ms frame; wait: until handed to the feature
   workers; features: from then until analysed, at most one utterance ahead of it in its worker,
-  and its encoder run if started during its hangover; classify: to the result), and the encoder
-  runs started during a hangover (`pipeline.encoder_tail_ms`), used or dropped (the voice came
-  back), and the calls to the feature workers per utterance (`ser_feature_worker_calls_total`:
-  analyse, embed, pitch; dropped: of all kinds, run for nothing, their caller had moved on).
+  and its analysis if started during its hangover; classify: to the result), and the analyses
+  started during a hangover (`pipeline.encoder_tail_ms`), used or dropped (the voice came back),
+  and the calls to the feature workers per utterance (`ser_feature_worker_calls_total`: analyse,
+  early, pitch; dropped: of all kinds, run for nothing, their caller had moved on).
   Each level (and the burst) also shows the machine's speed just before it, on the idle machine
   (`benchmarks/machine_speed.py`: the shipped encoder, ms per second of audio; one machine's
   speed moves by 5-10 % within an hour, and at the edge of capacity that moves a p95 by hundreds
@@ -64,7 +64,7 @@ from machine_speed import encoder_ms_per_s
 from proctree import seconds_to_listening, tree
 
 FRAME_S = 0.1
-CALL_KINDS = ("analyse", "embed", "pitch")  # `stage_means_ms`' worker calls per utterance
+CALL_KINDS = ("analyse", "early", "pitch")  # `stage_means_ms`' worker calls per utterance
 RATE = 16_000
 T = typing.TypeVar("T")
 
@@ -387,8 +387,8 @@ def print_windows(width_s: float) -> None:
 
 def stage_means_ms(port: int) -> list[float]:
     """The server's mean per latency stage so far (ms), from its /metrics; then its early
-    encoder runs (`pipeline.encoder_tail_ms`) used and dropped; then its feature worker calls
-    per utterance: analyse, embed, pitch, and of all those the ones dropped (run for nothing)."""
+    analyses (`pipeline.encoder_tail_ms`) used and dropped; then its feature worker calls per
+    utterance: analyse, early, pitch, and of all those the ones dropped (run for nothing)."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -408,7 +408,7 @@ def stage_means_ms(port: int) -> list[float]:
                 sums[stage] = sample.value
             elif sample.name == "ser_stage_seconds_count":
                 counts[stage] = sample.value
-            elif sample.name == "ser_early_embeddings_total":
+            elif sample.name == "ser_early_analyses_total":
                 counts[sample.labels["outcome"]] = sample.value
             elif sample.name == "ser_feature_worker_calls_total":
                 kind = sample.labels["kind"]
@@ -422,7 +422,7 @@ def stage_means_ms(port: int) -> list[float]:
 
 
 def _stages(means: list[float]) -> str:
-    """The stages' means, then the early encoder runs used / dropped, then the worker calls per
+    """The stages' means, then the early analyses used / dropped, then the worker calls per
     utterance."""
     return (
         " / ".join(f"{m:.0f}" for m in means[:4])
@@ -636,8 +636,8 @@ def main() -> None:
         "| streams | utterances | latency p50 / p95 ms | p95 after the first 12 s | worst send "
         "lag s | server CPU % (its "
         "main process) | load generator CPU % | server RSS MB | stages ms: hangover / wait / "
-        "features / classify | early encoder runs used / dropped | worker calls per utterance: "
-        "analyse / embed / pitch / dropped | machine: encoder ms per s of audio | sustained |\n"
+        "features / classify | early analyses used / dropped | worker calls per utterance: "
+        "analyse / early / pitch / dropped | machine: encoder ms per s of audio | sustained |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     levels = [int(x) for x in args.levels.split(",") if x]
@@ -667,8 +667,8 @@ def main() -> None:
         b = burst(args.data, args.burst, 3, args.workers)
         print(
             "\n| burst streams | utterances | latency p50 / p95 / max ms | worst send lag s | "
-            "server CPU % | stages ms: hangover / wait / features / classify | early encoder "
-            "runs used / dropped | worker calls per utterance: analyse / embed / pitch / dropped "
+            "server CPU % | stages ms: hangover / wait / features / classify | early analyses "
+            "used / dropped | worker calls per utterance: analyse / early / pitch / dropped "
             "| machine: encoder ms per s of audio |\n"
             f"|---|---|---|---|---|---|---|---|---|\n| {args.burst} | {b['utterances']} | "
             f"{b['p50']:.0f} / {b['p95']:.0f} / {b['max']:.0f} | {b['lag']:.2f} | {b['cpu']:.0f} | "

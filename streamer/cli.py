@@ -601,16 +601,16 @@ async def run_live(
             await mqtt.aclose()
         logger.info(
             "%d utterances, %d dropped as too short, %d dropped (backlog), %d failed, %d overflows"
-            ", %d with their pitch computed while spoken, %d with their embedding during the "
-            "hangover (%d dropped: the voice came back)",
+            ", %d with their pitch computed while spoken, %d analysed during the hangover (%d "
+            "dropped: the voice came back)",
             state.utterances,
             state.dropped_short,
             state.dropped_backlog,
             state.failed,
             state.overflows,
             state.early_pitch,
-            state.early_embeddings,
-            state.dropped_embeddings,
+            state.early_analyses,
+            state.dropped_early_analyses,
         )
     return 0
 

@@ -64,12 +64,13 @@ class PipelineConfig:
     (`ser-train --no-statistics-network` with its speech detector on the embedding: no pitch is
     computed at all)."""
     encoder_tail_ms: int = 150
-    """Of the silence that ends an utterance (`vad.hangover_ms`), the encoder (bundles with
-    one) reads the first `encoder_tail_ms`; the rest is read as the utterance's first samples
-    (background before speech), so the encoder runs while the rest of the hangover is still
-    being waited for: results sooner under load (ser-serve bursts), slightly different
-    readings (BENCHMARKS.md). Rounded up to whole VAD frames, one at least;
-    `vad.hangover_ms` or more: the whole utterance, read once it ends."""
+    """Of the silence that ends an utterance (`vad.hangover_ms`), a bundle with an encoder
+    reads the first `encoder_tail_ms`: its encoder reads the rest as the utterance's first
+    samples (background before speech), its statistics leave the rest out, so the utterance is
+    analysed while the rest of the hangover is still being waited for: results sooner under
+    load (ser-serve storms and bursts), slightly different readings (BENCHMARKS.md). Rounded up
+    to whole VAD frames, one at least; `vad.hangover_ms` or more: the whole utterance, read once
+    it ends."""
     min_confidence: float | str = "auto"
     """Results with a top probability below this are marked uncertain (0 disables); "auto":
     the bundle's threshold, below which its held-out results were right less than half the

@@ -73,8 +73,8 @@ class _LiveCollector(Collector):
         )
         calls = CounterMetricFamily(
             "ser_feature_worker_calls",
-            "Calls handed to the feature workers, by kind (analyse: an utterance's statistics and "
-            "embedding; embed: an encoder run during a hangover, or redone; pitch: while spoken) "
+            "Calls handed to the feature workers, by kind (analyse: an utterance analysed once "
+            "it ended; early: analysed during its hangover; pitch: while spoken) "
             "and outcome (done, failed, lost with a worker, cancelled before a worker took it, "
             "dropped: its caller gave up while a worker ran it).",
             labels=["kind", "outcome"],
@@ -152,15 +152,15 @@ class ServeMetrics:
         )
         for stage in STAGES:  # every stage's series from the start (zero), for dashboards
             self.stages.labels(stage)
-        self.early_embeddings = Counter(
-            "ser_early_embeddings",
-            "Encoder runs started during an utterance's hangover (pipeline.encoder_tail_ms), by "
+        self.early_analyses = Counter(
+            "ser_early_analyses",
+            "Analyses started during an utterance's hangover (pipeline.encoder_tail_ms), by "
             "outcome: used, or dropped when the voice came back (work wasted if it had run).",
             ["outcome"],
             registry=registry,
         )
         for outcome in ("used", "dropped"):
-            self.early_embeddings.labels(outcome)
+            self.early_analyses.labels(outcome)
         self.streams = Counter("ser_streams", "Streams started.", registry=registry)
         Info("ser_build", "Version and model bundle.", registry=registry).info(
             {"version": version, "bundle": bundle}
@@ -175,8 +175,8 @@ class ServeMetrics:
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stages.labels(stage).observe(max(seconds, 0.0))
 
-    def early_embedding(self, used: bool) -> None:
-        self.early_embeddings.labels("used" if used else "dropped").inc()
+    def early_analysis(self, used: bool) -> None:
+        self.early_analyses.labels("used" if used else "dropped").inc()
 
     def refused(self, reason: str) -> None:
         self.refusals.labels(reason).inc()

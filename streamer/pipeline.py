@@ -46,9 +46,9 @@ _RESET = _Reset()
 EARLY_STEP_FRAMES = 100
 
 
-def _retrieve(task: asyncio.Task[npt.NDArray[Any]]) -> None:
+def _retrieve(task: asyncio.Task[Any]) -> None:
     """Early work that failed (a worker lost under it) only costs itself: the utterance's own
-    job does that part (early pitch: its frames; an early embedding: all of it); noted, never
+    job does that part (early pitch: its frames; an early analysis: all of it); noted, never
     raised."""
     if not task.cancelled() and task.exception() is not None:
         logger.debug("early work failed: %s", task.exception())
@@ -71,31 +71,39 @@ class _EarlyPitch:
         n = self.samples.size
         return samples.size >= n and np.array_equal(samples[:n], self.samples)
 
-    def prefix_for(self, samples: npt.NDArray[np.int16]) -> npt.NDArray[np.float64] | None:
-        """The pitch of the parts already done, in order, when `samples` (an ended
-        utterance's) continue what they were computed from; the rest are cancelled."""
-        usable = self.continues_in(samples)
+    def known_for(self, head: npt.NDArray[np.int16]) -> npt.NDArray[np.float64] | None:
+        """The pitch of the parts done so far, in order, of the frames `head` (an utterance's
+        first samples) determines (`f0_frames_ready`), where `head` agrees with what they
+        were computed from; None if none. Nothing is cancelled."""
+        n = min(head.size, self.samples.size)
+        if not np.array_equal(head[:n], self.samples[:n]):
+            return None
         done: list[npt.NDArray[np.float64]] = []
         for part in self.parts:
-            if not usable or not part.done() or part.cancelled() or part.exception() is not None:
-                usable = False
-                part.cancel()
-                continue
+            if not part.done() or part.cancelled() or part.exception() is not None:
+                break
             done.append(part.result())
-        return np.concatenate(done) if done else None
+        known = np.concatenate(done)[: f0_frames_ready(head.size)] if done else None
+        return known if known is not None and known.size else None
+
+    def prefix_for(self, head: npt.NDArray[np.int16]) -> npt.NDArray[np.float64] | None:
+        """`known_for(head)` of an ended utterance; the parts not done are cancelled."""
+        prefix = self.known_for(head)
+        self.cancel()
+        return prefix
 
 
 @dataclass
-class _EarlyEmbedding:
-    """The encoder's embedding of the utterance in progress, computed during its hangover."""
+class _EarlyAnalysis:
+    """The analysis of the utterance in progress, computed during its hangover."""
 
     head: npt.NDArray[np.int16]  # the utterance it would be, but its last `replaced` samples
     replaced: int
-    task: asyncio.Task[npt.NDArray[np.float32]]
+    task: asyncio.Task[Analysis]
 
     def is_for(self, utterance: Utterance, replaced: int) -> bool:
-        """Whether `utterance` (with `replaced` samples not read by the encoder) is the
-        utterance it was computed for."""
+        """Whether `utterance` (its last `replaced` samples not read) is the utterance it was
+        computed for."""
         n = self.head.size
         return (
             replaced == self.replaced
@@ -133,7 +141,7 @@ class Pipeline:
         inference: BatchedInference | None = None,
         meter_levels: bool = True,
         observe: Callable[[str, float], object] | None = None,
-        on_early_embedding: Callable[[bool], object] | None = None,
+        on_early_analysis: Callable[[bool], object] | None = None,
     ) -> None:
         """`inference`: shared by the pipelines of a process (ser-serve's streams); None: this
         pipeline runs its own and closes it at the end of `run`. `meter_levels`: keep the input
@@ -142,7 +150,7 @@ class Pipeline:
         cut: the VAD's hangover and the input block's length) and "classify" (features to
         result: in order behind the stream's earlier utterances, and inference); with the
         feature workers' "feature_wait" and "features" they add up to `latency_ms`.
-        `on_early_embedding(used)`: called for each embedding started during a hangover
+        `on_early_analysis(used)`: called for each analysis started during a hangover
         (`pipeline.encoder_tail_ms`), with whether its utterance used it."""
         self.config = config
         self.classifier = classifier
@@ -153,14 +161,14 @@ class Pipeline:
         self._own_inference = inference is None
         self.inference = inference if inference is not None else BatchedInference(classifier)
         self.observe = observe
-        self.on_early_embedding = on_early_embedding
+        self.on_early_analysis = on_early_analysis
         self._seq = 0
         self._short_in_finished_streams = 0
         self._pending: asyncio.Queue[asyncio.Task[_Featurized] | _Reset | None] | None = None
         self._resets_before_run = 0
         self._early: _EarlyPitch | None = None
-        self._early_embedding: _EarlyEmbedding | None = None
-        # VAD frames of an utterance's hangover its encoder reads (see `encoder_view`)
+        self._early_analysis: _EarlyAnalysis | None = None
+        # VAD frames of an utterance's hangover that are read (see `encoder_view`)
         self._tail_frames = tail_frames(config.pipeline.encoder_tail_ms, config.vad.frame_ms)
 
     async def reset_speaker(self) -> None:
@@ -206,7 +214,7 @@ class Pipeline:
                 if utterances:
                     await self._submit_all(utterances, pending, source.live)
                 self._advance_early_pitch(segmenter)
-                self._advance_early_embedding(segmenter)
+                self._advance_early_analysis(segmenter)
         except SourceError as exc:
             failure = exc
             if segmenter is not None:  # keep the utterance in progress
@@ -216,7 +224,7 @@ class Pipeline:
             if self._early is not None:
                 self._early.cancel()
                 self._early = None
-            self._drop_early_embedding()
+            self._drop_early_analysis()
             await pending.put(None)
             await emitter
             if self._own_inference:
@@ -247,12 +255,12 @@ class Pipeline:
     ) -> None:
         for utterance in utterances:
             replaced = self._replaced(utterance)
-            early = self._early_embedding
+            early = self._early_analysis
             if early is None or not early.is_for(utterance, replaced):
                 early = None
-                self._drop_early_embedding()
+                self._drop_early_analysis()
             if live and pending.full():
-                self._drop_early_embedding()
+                self._drop_early_analysis()
                 self.state.dropped_backlog += 1
                 logger.warning(
                     "dropping utterance at %.2f s: %d already in flight (pipeline.max_pending)",
@@ -262,16 +270,19 @@ class Pipeline:
                 continue
             prefix = None
             if self._early is not None:
-                prefix = self._early.prefix_for(utterance.samples)
+                prefix = self._early.prefix_for(
+                    utterance.samples[: utterance.samples.size - replaced]
+                )
                 self._early = None
                 self.state.early_pitch += prefix is not None
-            self._early_embedding = None
-            embedding = early.task if early is not None else None
-            if embedding is not None:
-                self.state.early_embeddings += 1
-                if self.on_early_embedding is not None:
-                    self.on_early_embedding(True)
-            task = asyncio.create_task(self._classify(utterance, prefix, replaced, embedding))
+            self._early_analysis = None
+            if early is not None:
+                self.state.early_analyses += 1
+                if self.on_early_analysis is not None:
+                    self.on_early_analysis(True)
+            task = asyncio.create_task(
+                self._classify(utterance, prefix, replaced, early.task if early else None)
+            )
             await pending.put(task)
 
     def _advance_early_pitch(self, segmenter: VadSegmenter) -> None:
@@ -307,9 +318,9 @@ class Pipeline:
         early.frames, early.samples = ready, so_far[:end]
 
     def _replaced(self, utterance: Utterance) -> int:
-        """Samples at the end of `utterance` its encoder does not read (`encoder_view`): the
-        part of the hangover that ended it after `pipeline.encoder_tail_ms`; 0 when it was not
-        ended by a hangover or the bundle has no encoder."""
+        """Samples at the end of `utterance` that are not read (`encoder_view`): the part of
+        the hangover that ended it after `pipeline.encoder_tail_ms`; 0 when it was not ended by
+        a hangover or the bundle has no encoder."""
         if not self.classifier.has_encoder:
             return 0
         return replaced_samples(
@@ -319,17 +330,17 @@ class Pipeline:
             self.config.pipeline.encoder_tail_ms,
         )
 
-    def _advance_early_embedding(self, segmenter: VadSegmenter) -> None:
-        """In a pause of `pipeline.encoder_tail_ms` or more: the encoder's embedding of the
-        utterance it ends if the voice does not come back within the hangover, computed now
-        (the same embedding as once it ends: `encoder_view`). The voice back: dropped."""
+    def _advance_early_analysis(self, segmenter: VadSegmenter) -> None:
+        """In a pause of `pipeline.encoder_tail_ms` or more: the analysis of the utterance it
+        ends if the voice does not come back within the hangover, computed now (the same
+        analysis as once it ends: `encoder_view`). The voice back: dropped."""
         tracker = segmenter.tracker
         if not self.classifier.has_encoder or self._tail_frames >= tracker.hangover_frames:
             return
         if not tracker.in_speech or tracker.silence_run < self._tail_frames:
-            self._drop_early_embedding()  # the voice is back, or the utterance was too short
+            self._drop_early_analysis()  # the voice is back, or the utterance was too short
             return
-        if self._early_embedding is not None:  # this pause's is under way
+        if self._early_analysis is not None:  # this pause's is under way
             return
         frame = tracker.frame_samples
         so_far = tracker.pending_audio()
@@ -340,26 +351,29 @@ class Pipeline:
             self.config.vad.frame_ms,
             self.config.pipeline.encoder_tail_ms,
         )
+        prefix = self._early.known_for(head) if self._early is not None else None
         task = asyncio.create_task(
-            self.workers.embed(head, segmenter.sample_rate, replaced, key=segmenter.source)
+            self.workers.analyse_early(
+                head, segmenter.sample_rate, replaced, key=segmenter.source, f0_prefix=prefix
+            )
         )
         task.add_done_callback(_retrieve)
-        self._early_embedding = _EarlyEmbedding(head, replaced, task)
+        self._early_analysis = _EarlyAnalysis(head, replaced, task)
 
-    def _drop_early_embedding(self) -> None:
-        if self._early_embedding is not None:
-            self._early_embedding.task.cancel()
-            self._early_embedding = None
-            self.state.dropped_embeddings += 1
-            if self.on_early_embedding is not None:
-                self.on_early_embedding(False)
+    def _drop_early_analysis(self) -> None:
+        if self._early_analysis is not None:
+            self._early_analysis.task.cancel()
+            self._early_analysis = None
+            self.state.dropped_early_analyses += 1
+            if self.on_early_analysis is not None:
+                self.on_early_analysis(False)
 
     async def _classify(
         self,
         utterance: Utterance,
         f0_prefix: npt.NDArray[np.float64] | None = None,
         replaced: int = 0,
-        embedding: asyncio.Task[npt.NDArray[np.float32]] | None = None,
+        early: asyncio.Task[Analysis] | None = None,
     ) -> _Featurized:
         # fair across the streams of a server (ser-serve): each stream its own turn
         analysis = await self.workers.analyse(
@@ -369,7 +383,7 @@ class Pipeline:
             f0_prefix=f0_prefix,
             since_s=utterance.cut_wall_s,
             replaced=replaced,
-            embedding=embedding,
+            early=early,
         )
         return utterance, analysis, time.monotonic()
 

@@ -541,7 +541,7 @@ class StreamServer:
             inference=shared.inference,
             meter_levels=False,
             observe=self.metrics.observe_stage,
-            on_early_embedding=self.metrics.early_embedding,
+            on_early_analysis=self.metrics.early_analysis,
         )
         self.totals["streams"] += 1
         self.metrics.streams.inc()

@@ -49,10 +49,10 @@ class LiveState:
     """Speaker resets asked for (`reset` message, dashboard key)."""
     early_pitch: int = 0
     """Utterances whose pitch was partly computed while they were spoken (pipeline.early_pitch)."""
-    early_embeddings: int = 0
-    """Utterances whose encoder ran during their hangover (pipeline.encoder_tail_ms)."""
-    dropped_embeddings: int = 0
-    """Encoder runs started in a pause that did not end the utterance (speech went on)."""
+    early_analyses: int = 0
+    """Utterances analysed during their hangover (pipeline.encoder_tail_ms)."""
+    dropped_early_analyses: int = 0
+    """Analyses started in a pause that did not end the utterance (speech went on)."""
     last: Result | None = None
     history: deque[Result] = field(init=False)
     timeline: deque[Result] = field(init=False)

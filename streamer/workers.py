@@ -23,7 +23,6 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -65,30 +64,34 @@ class _Worker:
 
 
 def _analyse(
-    samples: npt.NDArray[np.int16],
+    head: npt.NDArray[np.int16],
     sample_rate: int,
+    replaced: int = 0,
     f0_prefix: npt.NDArray[np.float64] | None = None,
-    replaced: int | None = 0,
     statistics: bool = True,
 ) -> features.Analysis:
-    """The utterance's features and (encoder bundles) the embedding of its `encoder_view`
-    with `replaced` samples replaced; `replaced` None: no embedding (computed apart).
-    `statistics` False: the embedding alone (`features.embedding_only`)."""
+    """An utterance's analysis as it is read, from `head` (n,), the utterance without its last
+    `replaced` samples (the part of its hangover not waited for, `pipeline.encoder_tail_ms`):
+    the feature vector and log-mel sequence of `head` (the silence the statistics would trim
+    left out) and (encoder bundles) the embedding of `encoder_view(head, replaced)`;
+    `statistics` False: the embedding alone (`features.embedding_only`). `f0_prefix`: the
+    pitch of its first frames, known already (only frames `head` determines:
+    `features.f0_frames_ready(head.size)`)."""
     if not statistics:
-        replaced = 0 if replaced is None else replaced
-        head = samples[: samples.size - replaced]
-        return features.embedding_only(_embed(head, sample_rate, replaced))
-    analysis = features.analyse(samples, sample_rate, f0_prefix=f0_prefix)
-    if _Worker.encoder is None or replaced is None:
-        return analysis
-    view = encoder_view(samples[: samples.size - replaced], replaced)
-    return with_embedding(analysis, view, sample_rate, _Worker.encoder)
-
-
-def _embed(head: npt.NDArray[np.int16], sample_rate: int, replaced: int) -> npt.NDArray[np.float32]:
+        if _Worker.encoder is None:
+            raise ValueError("these feature workers run no encoder")
+        return features.embedding_only(
+            _Worker.encoder.embed(encoder_view(head, replaced), sample_rate)
+        )
+    analysis = features.analyse(head, sample_rate, f0_prefix=f0_prefix)
     if _Worker.encoder is None:
-        raise ValueError("these feature workers run no encoder")
-    return _Worker.encoder.embed(encoder_view(head, replaced), sample_rate)
+        return analysis
+    return with_embedding(analysis, encoder_view(head, replaced), sample_rate, _Worker.encoder)
+
+
+def _analyse_early(*args: Any) -> features.Analysis:
+    """`_analyse(*args)` of an utterance whose hangover is not over yet (counted as "early")."""
+    return _analyse(*args)
 
 
 def _init_worker(encoder: EncoderSection | None, statistics: bool = True) -> None:
@@ -148,10 +151,9 @@ class WorkerLostError(Exception):
     replaced it): this utterance fails alone; the pool goes on."""
 
 
-# what a worker call is for (`FeatureWorkers.calls`): an utterance's statistics (with its
-# embedding unless that was computed early), an encoder run during a hangover or redone at the
-# end, pitch computed while the utterance is spoken
-CALL_KINDS = {"_analyse": "analyse", "_embed": "embed", "f0_frames": "pitch"}
+# what a worker call is for (`FeatureWorkers.calls`): an utterance's analysis once it ended, its
+# analysis during its hangover (`analyse_early`), pitch computed while it is spoken
+CALL_KINDS = {"_analyse": "analyse", "_analyse_early": "early", "f0_frames": "pitch"}
 # how a call ended: its result returned; its function raised; its pool broke or was given up
 # under it; its caller gave up before a worker took it (no work done), or after (done for
 # nothing: the caller had moved on)
@@ -192,7 +194,7 @@ class FeatureWorkers:
         # calls handed to the pool, by (kind, outcome): `CALL_KINDS`' values, `CALL_OUTCOMES`
         self.calls: Counter[tuple[str, str]] = Counter()
         self._waiting: dict[Hashable, deque[asyncio.Future[None]]] = {}  # per key, in order
-        # encoder runs for utterances whose hangover is not over yet (`embed`): after every
+        # analyses of utterances whose hangover is not over yet (`analyse_early`): after every
         # waiting utterance, until their utterance ends (`analyse` moves them up)
         self._early: dict[Hashable, deque[asyncio.Future[None]]] = {}
         self._running = 0  # handed to the pool
@@ -261,46 +263,38 @@ class FeatureWorkers:
         f0_prefix: npt.NDArray[np.float64] | None = None,
         since_s: float | None = None,
         replaced: int = 0,
-        embedding: asyncio.Future[npt.NDArray[np.float32]] | None = None,
+        early: asyncio.Future[features.Analysis] | None = None,
     ) -> features.Analysis:
-        """(n,) int16 -> the utterance's feature vector, log-mel sequence and (encoder bundles)
-        embedding, computed in a worker process. A worker lost under it: retried once on the
+        """(n,) int16 -> the utterance's analysis (`_analyse` of `samples[:n - replaced]`: its
+        feature vector and log-mel sequence and, encoder bundles, the embedding of its
+        `encoder_view`), computed in a worker process. A worker lost under it: retried once on the
         replacement pool; lost again: `WorkerLostError`.
 
         Fair: utterances wait per `key` (ser-serve: the stream) and are handed to the workers
         round-robin over the keys, at most 2 per worker at a time, so one stream's backlog
         cannot hold the workers ahead of every other stream's next utterance. `f0_prefix`: the
         pitch of its first frames, computed while it was spoken (`f0_frames`). `since_s`:
-        `time.monotonic()` the utterance's wait counts from (default: now). `replaced`: the
-        encoder reads `encoder_view(samples[:n - replaced], replaced)`. `embedding`: that
-        embedding, already being computed (`embed`, during the utterance's hangover): awaited
-        instead; computed here after all if it failed or was cancelled (in the line of ended
-        utterances, not behind early runs). Workers without `statistics`: the embedding alone
-        (with `embedding` given, no call of its own)."""
+        `time.monotonic()` the utterance's wait counts from (default: now). `early`: the same
+        analysis, already being computed (`analyse_early`, during the utterance's hangover):
+        awaited instead, no call of its own; computed here after all if it failed or was
+        cancelled (in the line of ended utterances, not behind early runs)."""
         queued_s = time.monotonic() if since_s is None else since_s
         self.in_flight += 1
-        if embedding is not None:
-            self._move_up(key)
+        head = samples[: samples.size - replaced]
         try:
-            if embedding is not None and not self.statistics:  # nothing else to compute
-                started_s = time.monotonic()
-                analysis = features.embedding_only(np.zeros(0, dtype=np.float32))
-            else:
+            started_s = time.monotonic()
+            analysis = None
+            if early is not None:
+                self._move_up(key)
+                await asyncio.wait([early])
+                if not early.cancelled() and early.exception() is None:
+                    analysis = early.result()
+            if analysis is None:
                 async with self._turn(key):
                     started_s = time.monotonic()
-                    here = None if embedding is not None else replaced  # None: computed apart
                     analysis = await self._retrying(
-                        _analyse, samples, sample_rate, f0_prefix, here, self.statistics
+                        _analyse, head, sample_rate, replaced, f0_prefix, self.statistics
                     )
-            if embedding is not None:
-                await asyncio.wait([embedding])
-                if embedding.cancelled() or embedding.exception() is not None:
-                    head = samples[: samples.size - replaced]
-                    async with self._turn(key):  # ended: in the line of ended utterances
-                        vector = await self._retrying(_embed, head, sample_rate, replaced)
-                else:
-                    vector = embedding.result()
-                analysis = replace(analysis, embedding=vector)
             if self.observe is not None:
                 self.observe("feature_wait", started_s - queued_s)
                 self.observe("features", time.monotonic() - started_s)
@@ -308,26 +302,29 @@ class FeatureWorkers:
         finally:
             self.in_flight -= 1
 
-    async def embed(
+    async def analyse_early(
         self,
         head: npt.NDArray[np.int16],
         sample_rate: int,
         replaced: int,
         *,
         key: Hashable = "",
-    ) -> npt.NDArray[np.float32]:
-        """The encoder's (dim,) embedding of `encoder_view(head, replaced)` in a worker, in
-        `key`'s turn as an utterance (`analyse`): for an utterance whose hangover is still
-        being waited for. A worker lost under it: retried once; lost again:
-        `WorkerLostError`. Waits behind every utterance that has ended (in `analyse`'s line),
-        until its own utterance ends."""
+        f0_prefix: npt.NDArray[np.float64] | None = None,
+    ) -> features.Analysis:
+        """`analyse`'s analysis of the utterance `head` will be if the voice does not come back
+        (`head`: it without its last `replaced` samples), computed while its hangover is still
+        being waited for, in a worker, in `key`'s turn. A worker lost under it: retried once;
+        lost again: `WorkerLostError`. Waits behind every utterance that has ended (in
+        `analyse`'s line), until its own utterance ends (`analyse` with it as `early`)."""
         async with self._turn(key, early=True):
-            return await self._retrying(_embed, head, sample_rate, replaced)
+            return await self._retrying(
+                _analyse_early, head, sample_rate, replaced, f0_prefix, self.statistics
+            )
 
     @contextlib.asynccontextmanager
     async def _turn(self, key: Hashable, early: bool = False) -> AsyncIterator[None]:
         """Wait for `key`'s turn at the workers (`_dispatch`); hold its place until the end.
-        `early`: in the line of work that may turn out not to be needed (`embed`)."""
+        `early`: in the line of work that may turn out not to be needed (`analyse_early`)."""
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         (self._early if early else self._waiting).setdefault(key, deque()).append(ready)
@@ -348,8 +345,8 @@ class FeatureWorkers:
             self._dispatch()
 
     def _move_up(self, key: Hashable) -> None:
-        """`key`'s early encoder runs not started yet: needed now (their utterance ended),
-        ahead of its other waiting work."""
+        """`key`'s early analyses not started yet: needed now (their utterance ended), ahead of
+        its other waiting work."""
         early = self._early.pop(key, None)
         if early:
             self._waiting.setdefault(key, deque()).extendleft(reversed(early))
@@ -385,7 +382,7 @@ class FeatureWorkers:
 
     def _dispatch(self) -> None:
         """Start waiting utterances, one key at a time in turn, while workers have room; then
-        early encoder runs (`embed`), the same way; then background work, while neither
+        early analyses (`analyse_early`), the same way; then background work, while neither
         waits."""
         self._dispatch_line(self._waiting)
         self._dispatch_line(self._early)

@@ -55,9 +55,11 @@ def test_serve_benchmark_reports_a_level_and_idle_streams(ravdess: Path) -> None
     assert 300 < p50 <= p95 < 5000  # the 300 ms hangover is in every latency
     hangover, wait, features, classify = _numbers(level[8])
     assert hangover >= 300 and min(wait, features, classify) >= 0
-    analyse, embed, pitch, dropped = _numbers(level[10])
-    assert analyse == 1.0  # one statistics call per utterance, read from /metrics
-    assert embed >= 1.0 and pitch >= 0 and dropped >= 0
+    analyse, early, pitch, dropped = _numbers(level[10])
+    # read from /metrics: one analysis per utterance, during its hangover or once it ended
+    # (early ones the voice came back from count too)
+    assert 0 <= analyse <= 1.0 and analyse + early >= 0.99
+    assert pitch >= 0 and dropped >= 0
     assert _numbers(level[11])[0] > 0  # the machine's speed was probed
     assert level[12] in ("yes", "no")
     (idle,) = _rows(out, "3")

@@ -62,15 +62,18 @@ def test_parts_of_another_utterance_are_not_used():
         pending: asyncio.Future[np.ndarray] = loop.create_future()
         part = asyncio.ensure_future(done)
         waiting = asyncio.ensure_future(pending)
-        spoken = np.arange(600, dtype=np.int16)
-        early = _EarlyPitch(spoken[:500], frames=3, parts=[part, waiting])  # type: ignore[list-item]
+        spoken = np.arange(2_000, dtype=np.int16)
+        # 3 frames, read from the first 832 samples (frame 2 ends there)
+        early = _EarlyPitch(spoken[:900], frames=3, parts=[part, waiting])  # type: ignore[list-item]
         # the utterance it becomes: the parts done, in order; a part not done is left out
         assert np.array_equal(early.prefix_for(spoken), np.ones(3))
         assert waiting.cancelled() or waiting.cancelling()
         # another utterance (e.g. a new piece after vad.max_utterance_ms): none of them
-        again = _EarlyPitch(spoken[:500], frames=3, parts=[asyncio.ensure_future(done)])  # type: ignore[list-item]
+        again = _EarlyPitch(spoken[:900], frames=3, parts=[asyncio.ensure_future(done)])  # type: ignore[list-item]
         assert again.prefix_for(spoken[1:]) is None
-        assert again.prefix_for(spoken[:400]) is None  # shorter than what the parts read
+        # a shorter one (the view of an utterance its pause ended): the frames it determines
+        assert np.array_equal(again.known_for(spoken[:700]), np.ones(2))
+        assert again.prefix_for(spoken[:400]) is None  # not even frame 0
 
     asyncio.run(run())
 

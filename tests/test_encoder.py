@@ -459,8 +459,8 @@ def test_encoder_only_bundle_computes_no_statistics(small_encoder, ravdess, tmp_
         try:
             computed = await workers.analyse(audio, rate)
             ready = asyncio.get_running_loop().create_future()
-            ready.set_result(computed.embedding)  # an early embedding: no call of its own
-            taken = await workers.analyse(audio, rate, embedding=ready)
+            ready.set_result(computed)  # an early analysis: no call of its own
+            taken = await workers.analyse(audio, rate, early=ready)
             return computed, taken, dict(workers.calls)
         finally:
             workers.close()

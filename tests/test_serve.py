@@ -612,23 +612,23 @@ def test_metrics_count_what_the_clients_did(stream_audio, expected):
     assert after[("ser_stage_seconds_sum", (("stage", "features"),))] > 0
     staged = sum(after[("ser_stage_seconds_sum", (("stage", s),))] for s in stages)
     assert abs(staged - after[("ser_latency_seconds_sum", ())]) < 0.002 * n
-    # encoders run during hangovers: at most one used per utterance; both series from the start
-    assert before[("ser_early_embeddings_total", (("outcome", "used"),))] == 0
-    assert 0 < after[("ser_early_embeddings_total", (("outcome", "used"),))] <= n
-    assert ("ser_early_embeddings_total", (("outcome", "dropped"),)) in after
-    # the calls behind them: one statistics call per utterance, one encoder call per early
-    # embedding used (one that ended before its drop counts done too); nothing failed or lost
+    # analyses during hangovers: at most one used per utterance; both series from the start
+    assert before[("ser_early_analyses_total", (("outcome", "used"),))] == 0
+    assert 0 < after[("ser_early_analyses_total", (("outcome", "used"),))] <= n
+    assert ("ser_early_analyses_total", (("outcome", "dropped"),)) in after
+    # the calls behind them: one analysis per utterance, early (one that ended before its
+    # drop counts done too) or once it ended; nothing failed or lost
     calls = {
         (dict(labels)["kind"], dict(labels)["outcome"]): value
         for (name, labels), value in after.items()
         if name == "ser_feature_worker_calls_total"
     }
     assert before[("ser_feature_worker_calls_total", (("kind", "pitch"), ("outcome", "done")))] == 0
-    assert calls[("analyse", "done")] == n
-    used = after[("ser_early_embeddings_total", (("outcome", "used"),))]
-    dropped = after[("ser_early_embeddings_total", (("outcome", "dropped"),))]
-    assert used <= calls[("embed", "done")] <= used + dropped
-    assert all(calls[kind, outcome] == 0 for kind in ("analyse", "embed", "pitch")
+    used = after[("ser_early_analyses_total", (("outcome", "used"),))]
+    dropped = after[("ser_early_analyses_total", (("outcome", "dropped"),))]
+    assert calls[("analyse", "done")] == n - used
+    assert used <= calls[("early", "done")] <= used + dropped
+    assert all(calls[kind, outcome] == 0 for kind in ("analyse", "early", "pitch")
                for outcome in ("failed", "lost"))  # fmt: skip
     assert after[("ser_streams_total", ())] == 2
     assert after[("ser_refusals_total", (("reason", "token"),))] == 1

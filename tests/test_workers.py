@@ -151,7 +151,7 @@ def test_every_call_is_counted_by_kind_and_outcome():
     long = np.tile(audio, 200)  # 240 s: keeps a worker busy over half a second (killed first)
 
     async def run() -> tuple[dict[tuple[str, str], int], features.Analysis]:
-        workers = FeatureWorkers(1)  # no encoder: `embed` raises in the worker
+        workers = FeatureWorkers(1)
         await workers.start()
         try:
             await workers.analyse(audio, 16_000)
@@ -159,8 +159,8 @@ def test_every_call_is_counted_by_kind_and_outcome():
             await workers.f0_frames(audio, 0, ready, 0)
             with pytest.raises(ValueError, match="do not reach frame"):
                 await workers.f0_frames(audio[:1600], 0, ready, 0)
-            with pytest.raises(ValueError, match="no encoder"):
-                await workers.embed(audio, 16_000, 0)
+            with pytest.raises(ValueError, match="audio must be mono"):
+                await workers.analyse_early(np.zeros((2, 800), dtype=np.int16), 16_000, 0)
             # dropped: the caller gives up while a worker computes it
             gives_up = asyncio.create_task(workers.analyse(long, 16_000, key="a"))
             await until_running(workers, 1)
@@ -183,6 +183,6 @@ def test_every_call_is_counted_by_kind_and_outcome():
         ("analyse", "lost"): 1,
         ("pitch", "done"): 1,
         ("pitch", "failed"): 1,
-        ("embed", "failed"): 1,
+        ("early", "failed"): 1,
     }
     assert np.allclose(analysis.vector, features.analyse(audio, 16_000).vector)

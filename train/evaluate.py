@@ -413,6 +413,8 @@ def fold_key(data: Dataset, protocol: Protocol, fold: Fold, setup: Setup) -> str
     } | ({"embeddings": sorted(data.embeddings)} if data.embeddings is not None else {})
     if setup.cnn is not None:  # a CNN's folds cached before its sessions were simulated lack them
         material["cnn_sessions"] = True
+    if "vadview" in data.features:  # its statistics once read the whole cut; now the head
+        material["vadview_statistics"] = "head"
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 

@@ -78,7 +78,7 @@ def featurize_file(
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     vec_path = mel_path = None
-    if cache_dir is not None:  # keyed by the audio the statistics read ("vadview": "vad"'s)
+    if cache_dir is not None:  # keyed by the audio the statistics read ("vadview": "vadhead")
         source = statistics_variant(variant)
         vec_path = _cache_path(cache_dir, digest, source)
         mel_path = _cache_path(cache_dir, digest, source, ".logmel")

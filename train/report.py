@@ -62,7 +62,7 @@ def variant_table(evaluation: dict[str, Any]) -> Table:
     table.add_row("clean clips", f"{clean:.1%}", "")
     names = {
         "vad": "cut by the live VAD segmenter",
-        "vadview": "the same, encoder read during the hangover",
+        "vadview": "the same, read as live reads it during the hangover",
         "snr20": "white noise, 20 dB SNR",
         "snr10": "white noise, 10 dB SNR",
         "reverb500": "simulated room, RT60 500 ms",

@@ -2,9 +2,9 @@
 
 - "vad": the clip cut by the live segmenter exactly as `ser-live` would (default `[vad]`
   config; the longest utterance when it finds several, the whole clip when it finds none);
-- "vadview": that cut as an encoder bundle's encoder reads it live (`encoder_view`: the hangover
-  after `pipeline.encoder_tail_ms` replaced with the cut's first samples); its statistics read
-  the whole cut (`statistics_variant`);
+- "vadview": that cut as an encoder bundle reads it live: its encoder the `encoder_view` (the
+  hangover after `pipeline.encoder_tail_ms` replaced with the cut's first samples), its
+  statistics the cut without that part of the hangover (`statistics_variant`: "vadhead");
 - "snr20" / "snr10": white noise added at 20 / 10 dB below the clip's speech power (frames within
   30 dB of the loudest), seeded by the clip's content hash so runs repeat;
 - "reverbNNN": the clip in a simulated room with a reverberation time (RT60) of NNN ms: a
@@ -108,13 +108,13 @@ def vad_cut(audio: npt.NDArray[np.float32], sample_rate: int = 16_000) -> npt.ND
     return longest.samples.astype(np.float32) / 32768.0
 
 
-def vad_view(audio: npt.NDArray[np.float32], sample_rate: int = 16_000) -> npt.NDArray[np.float32]:
-    """`vad_cut`'s utterance as a live encoder bundle's encoder reads it (`encoder_view` at the
-    default `pipeline.encoder_tail_ms`): the hangover after its first 150 ms replaced with the
-    utterance's first samples; read whole when the clip ended before a hangover did."""
+def _vad_head(audio: npt.NDArray[np.float32], sample_rate: int) -> tuple[np.ndarray, int] | None:
+    """`vad_cut`'s utterance (int16) without the part of its hangover a live encoder bundle
+    does not wait for (default `pipeline.encoder_tail_ms`), and how many samples that is (0
+    when the clip ended before a hangover did); None when the segmenter finds nothing."""
     longest = _longest_utterance(audio, sample_rate)
     if longest is None:
-        return audio
+        return None
     samples = longest.samples
     replaced = replaced_samples(
         longest.hangover_samples,
@@ -122,14 +122,32 @@ def vad_view(audio: npt.NDArray[np.float32], sample_rate: int = 16_000) -> npt.N
         VadConfig().frame_ms,
         PipelineConfig().encoder_tail_ms,
     )
-    view = encoder_view(samples[: samples.size - replaced], replaced)
-    return view.astype(np.float32) / 32768.0
+    return samples[: samples.size - replaced], replaced
+
+
+def vad_view(audio: npt.NDArray[np.float32], sample_rate: int = 16_000) -> npt.NDArray[np.float32]:
+    """`vad_cut`'s utterance as a live encoder bundle's encoder reads it (`encoder_view` at the
+    default `pipeline.encoder_tail_ms`): the hangover after its first 150 ms replaced with the
+    utterance's first samples; read whole when the clip ended before a hangover did."""
+    found = _vad_head(audio, sample_rate)
+    if found is None:
+        return audio
+    return encoder_view(*found).astype(np.float32) / 32768.0
+
+
+def vad_head(audio: npt.NDArray[np.float32], sample_rate: int = 16_000) -> npt.NDArray[np.float32]:
+    """`vad_cut`'s utterance as a live encoder bundle's statistics read it: without the part of
+    its hangover after the first 150 ms (the view's replaced part)."""
+    found = _vad_head(audio, sample_rate)
+    if found is None:
+        return audio
+    return found[0].astype(np.float32) / 32768.0
 
 
 def statistics_variant(name: str) -> str:
-    """The variant whose audio the statistics (and log-mel) of variant `name` are computed
-    from: "vadview"'s statistics read the whole cut, as live ("vad")."""
-    return "vad" if name == "vadview" else name
+    """The audio the statistics (and log-mel) of variant `name` are computed from, as
+    `make_variant` names it: "vadview"'s are "vadhead" (`vad_head`), as live."""
+    return "vadhead" if name == "vadview" else name
 
 
 def add_noise(audio: npt.NDArray[np.float32], snr_db: float, seed: int) -> npt.NDArray[np.float32]:
@@ -183,11 +201,13 @@ def make_variant(
     audio: npt.NDArray[np.float32], variant: str, seed: int
 ) -> npt.NDArray[np.float32]:
     """`audio` (float32 mono, 16 kHz) as the named variant (see the module docstring)."""
+    # "vadhead": what "vadview"'s statistics read (`statistics_variant`)
+    cuts = {"vad": vad_cut, "vadview": vad_view, "vadhead": vad_head}
+    if variant in cuts:
+        return cuts[variant](audio)
     name = check_variant(variant)
     if name == "clean":
         return audio
-    if name in ("vad", "vadview"):
-        return vad_cut(audio) if name == "vad" else vad_view(audio)
     if name.startswith("snr"):
         return add_noise(audio, float(name[3:]), seed)
     if name.startswith("reverb"):
