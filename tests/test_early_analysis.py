@@ -1,7 +1,8 @@
-"""An utterance analysed during its hangover (`pipeline.encoder_tail_ms`): its statistics and
-its encoder read the same view of the utterance whether they run early or once it ends, a pause
-the voice comes back from drops the early analysis, and `ser-live` in real time gives exactly
-the results of that view, computed here in-process."""
+"""An utterance analysed during its hangover (`pipeline.encoder_tail_ms`): its statistics (the
+utterance without the part of its hangover the encoder's view replaces) and its encoder (the
+view) read the same whether they run early or once it ends, a pause the voice comes back from
+drops the early analysis, and `ser-live` in real time gives exactly the results of that
+reading, computed here in-process."""
 
 from __future__ import annotations
 
@@ -82,14 +83,14 @@ def test_early_and_at_the_end_the_same_view_is_read(ravdess):
         np.testing.assert_array_equal(got.log_mel, want.log_mel)
         np.testing.assert_array_equal(got.embedding, early.embedding)
     view = encoder_view(head, replaced)
-    np.testing.assert_array_equal(early.embedding, classifier_embedding(bundle, view))
+    np.testing.assert_array_equal(early.embedding, _embedding(bundle, view))
     assert not np.array_equal(whole.embedding, early.embedding)  # the view is not the whole
     # the statistics trim the silence at both ends: the head's are the whole's here
     np.testing.assert_array_equal(whole.vector, analyse(samples).vector)
     np.testing.assert_array_equal(whole.vector, early.vector)
 
 
-def classifier_embedding(bundle, audio: np.ndarray) -> np.ndarray:
+def _embedding(bundle, audio: np.ndarray) -> np.ndarray:
     """The bundle's encoder embedding of `audio`, in this process."""
     return Classifier(bundle).embed(audio, 16_000)
 
