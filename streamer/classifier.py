@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -294,14 +294,14 @@ class Classifier:
     def analyse(self, audio: npt.ArrayLike, sample_rate: int) -> Analysis:
         """One utterance (mono, shape (n,)) -> every feature view this bundle reads, computed
         in this process, as the feature workers compute them."""
-        from ser.features import analyse, embedding_only
+        from ser.encoder import read_utterance
 
-        if not self.needs_statistics:
-            return embedding_only(self.embed(audio, sample_rate))
-        analysis = analyse(audio, sample_rate)
-        if self.bundle.encoder is None:
-            return analysis
-        return replace(analysis, embedding=self.embed(audio, sample_rate))
+        return read_utterance(
+            np.asarray(audio),
+            sample_rate,
+            embed=self.embed if self.bundle.encoder is not None else None,
+            statistics=self.needs_statistics,
+        )
 
     def embed(self, audio: npt.ArrayLike, sample_rate: int) -> npt.NDArray[np.float32]:
         """One utterance (mono, shape (n,)) -> the encoder's (dim,) unadapted embedding, in this

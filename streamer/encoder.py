@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ser.audio_io import resample
-from ser.features import Analysis, mel_filterbank
+from ser.features import Analysis, analyse, embedding_only, mel_filterbank
 from ser.native_log import NativeStderrFilter
 
 logger = logging.getLogger(__name__)
@@ -277,8 +277,28 @@ def encoder_view(head: npt.NDArray[ScalarT], replaced: int) -> npt.NDArray[Scala
     return np.concatenate([head, head[:replaced]])
 
 
-def with_embedding(
-    analysis: Analysis, audio: npt.ArrayLike, sample_rate: int, encoder: UtteranceEncoder
+def read_utterance(
+    head: npt.NDArray[Any],
+    sample_rate: int,
+    *,
+    replaced: int = 0,
+    embed: Callable[[npt.NDArray[Any], int], npt.NDArray[np.float32]] | None = None,
+    statistics: bool = True,
+    f0_prefix: npt.NDArray[np.float64] | None = None,
 ) -> Analysis:
-    """`analysis` of `audio` with its `embedding` filled in (for encoder bundles)."""
-    return replace(analysis, embedding=encoder.embed(audio, sample_rate))
+    """An utterance as a bundle reads it, from `head` (n,), the utterance without its last
+    `replaced` samples (the part of its hangover not waited for, `pipeline.encoder_tail_ms`):
+    the feature vector and log-mel sequence of `head` (the silence the statistics would trim
+    left out; `statistics` False: none, `embedding_only`) and, with `embed` (the bundle's
+    encoder: `UtteranceEncoder.embed`), the embedding of `encoder_view(head, replaced)`.
+    `f0_prefix`: the pitch of its first frames, known already (only frames `head` determines:
+    `features.f0_frames_ready(head.size)`). What the feature workers and
+    `Classifier.analyse` both compute."""
+    if not statistics:
+        if embed is None:
+            raise ValueError("an utterance read without statistics needs an encoder")
+        return embedding_only(embed(encoder_view(head, replaced), sample_rate))
+    analysis = analyse(head, sample_rate, f0_prefix=f0_prefix)
+    if embed is None:
+        return analysis
+    return replace(analysis, embedding=embed(encoder_view(head, replaced), sample_rate))

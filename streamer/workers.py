@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from ser import features
 from ser.bundle import EncoderSection
-from ser.encoder import UtteranceEncoder, encoder_view, with_embedding
+from ser.encoder import UtteranceEncoder, read_utterance
 
 logger = logging.getLogger(__name__)
 
@@ -70,23 +70,16 @@ def _analyse(
     f0_prefix: npt.NDArray[np.float64] | None = None,
     statistics: bool = True,
 ) -> features.Analysis:
-    """An utterance's analysis as it is read, from `head` (n,), the utterance without its last
-    `replaced` samples (the part of its hangover not waited for, `pipeline.encoder_tail_ms`):
-    the feature vector and log-mel sequence of `head` (the silence the statistics would trim
-    left out) and (encoder bundles) the embedding of `encoder_view(head, replaced)`;
-    `statistics` False: the embedding alone (`features.embedding_only`). `f0_prefix`: the
-    pitch of its first frames, known already (only frames `head` determines:
-    `features.f0_frames_ready(head.size)`)."""
-    if not statistics:
-        if _Worker.encoder is None:
-            raise ValueError("these feature workers run no encoder")
-        return features.embedding_only(
-            _Worker.encoder.embed(encoder_view(head, replaced), sample_rate)
-        )
-    analysis = features.analyse(head, sample_rate, f0_prefix=f0_prefix)
-    if _Worker.encoder is None:
-        return analysis
-    return with_embedding(analysis, encoder_view(head, replaced), sample_rate, _Worker.encoder)
+    """`read_utterance` with this worker's encoder (if any)."""
+    encoder = _Worker.encoder
+    return read_utterance(
+        head,
+        sample_rate,
+        replaced=replaced,
+        embed=encoder.embed if encoder is not None else None,
+        statistics=statistics,
+        f0_prefix=f0_prefix,
+    )
 
 
 def _analyse_early(*args: Any) -> features.Analysis:
