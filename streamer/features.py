@@ -181,13 +181,19 @@ def _delta(x: npt.NDArray[np.float64], width: int = 9) -> npt.NDArray[np.float64
     return np.asarray(windows @ weights, dtype=np.float64)
 
 
-def _zero_crossing_rate(y: npt.NDArray[np.float64], spec: FeatureSpec) -> npt.NDArray[np.float64]:
-    """Share of sign changes per frame (frames of `win_length`, centred, edges repeated)."""
-    half = spec.win_length // 2
-    frames = _frames(np.pad(y, half, mode="edge"), spec.win_length, spec.hop_length)
-    negative = np.signbit(np.where(np.abs(frames) <= 1e-10, 0.0, frames))
-    crossings = np.count_nonzero(negative[:, 1:] != negative[:, :-1], axis=1)
-    return np.asarray(crossings / spec.win_length, dtype=np.float64)
+def _zero_crossing_rate(
+    y: npt.NDArray[np.float64], spec: FeatureSpec, first: int = 0, last: int | None = None
+) -> npt.NDArray[np.float64]:
+    """Share of sign changes per frame (frames of `win_length`, centred, edges repeated), of
+    frames first..last-1. Counted once per pair of neighbouring samples and summed per frame
+    (a prefix sum: frames overlap 2.5 times); the same counts as frame by frame."""
+    half, length, hop = spec.win_length // 2, spec.win_length, spec.hop_length
+    padded = np.pad(y, half, mode="edge")
+    negative = np.signbit(np.where(np.abs(padded) <= 1e-10, 0.0, padded))
+    changes = np.concatenate([[0], np.cumsum(negative[1:] != negative[:-1])])
+    starts = np.arange(1 + (padded.size - length) // hop)[first:last] * hop
+    crossings = changes[starts + length - 1] - changes[starts]
+    return np.asarray(crossings / length, dtype=np.float64)
 
 
 def _yin(
@@ -210,29 +216,33 @@ def _yin_of_frames(frames: npt.NDArray[np.float64], spec: FeatureSpec) -> npt.ND
     # used; 3 * 2**k sizes are fast.
     n_fft = 3 * 2 ** int(np.ceil(np.log2((length + max_period + 1) / 3)))
     spectrum = np.fft.rfft(frames, n_fft, axis=1)
-    acf = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, n_fft, axis=1)[:, : max_period + 1]
-    energy = np.cumsum(frames**2, axis=1)
+    power = spectrum.real**2
+    power += spectrum.imag**2
+    acf = np.fft.irfft(power, n_fft, axis=1)[:, : max_period + 1]
+    energy = np.cumsum(frames[:, :max_period] ** 2, axis=1)  # only the lags' part is read
     diff = np.zeros_like(acf)
-    diff[:, 1:] = 2.0 * (acf[:, :1] - acf[:, 1:]) - energy[:, :max_period]
+    diff[:, 1:] = 2.0 * (acf[:, :1] - acf[:, 1:]) - energy
     lags = np.arange(1, max_period + 1)
     cumulative_mean = np.cumsum(diff[:, 1:], axis=1) / lags
     cmnd = diff[:, min_period:] / (cumulative_mean[:, min_period - 1 :] + 1e-300)
-    # Parabolic refinement of each lag; 0 where the vertex lies beyond a neighbour.
-    shifts = np.zeros_like(cmnd)
-    left, mid, right = cmnd[:, :-2], cmnd[:, 1:-1], cmnd[:, 2:]
-    a = right + left - 2.0 * mid
-    b = (right - left) / 2.0
-    ok = np.abs(b) < np.abs(a)
-    shifts[:, 1:-1] = np.where(ok, -b / np.where(ok, a, 1.0), 0.0)
     # First trough under the threshold, else the global minimum.
+    left, mid, right = cmnd[:, :-2], cmnd[:, 1:-1], cmnd[:, 2:]
     trough = np.zeros(cmnd.shape, dtype=bool)
     trough[:, 1:-1] = (mid < left) & (mid <= right)
     trough[:, -1] = cmnd[:, -1] < cmnd[:, -2]
     trough[:, 0] = cmnd[:, 0] < cmnd[:, 1]
     candidates = trough & (cmnd < 0.1)
     period = np.where(candidates.any(axis=1), candidates.argmax(axis=1), cmnd.argmin(axis=1))
+    # Parabolic refinement of the chosen lag; 0 at either end, or where the vertex lies beyond a
+    # neighbour.
     rows = np.arange(cmnd.shape[0])
-    return np.asarray(sr / (min_period + period + shifts[rows, period]), dtype=np.float64)
+    inner = np.clip(period, 1, cmnd.shape[1] - 2)
+    left, mid, right = cmnd[rows, inner - 1], cmnd[rows, inner], cmnd[rows, inner + 1]
+    a = right + left - 2.0 * mid
+    b = (right - left) / 2.0
+    ok = (np.abs(b) < np.abs(a)) & (period == inner)
+    shift = np.where(ok, -b / np.where(ok, a, 1.0), 0.0)
+    return np.asarray(sr / (min_period + period + shift), dtype=np.float64)
 
 
 def _prepare(audio: npt.ArrayLike, sample_rate: int, spec: FeatureSpec) -> npt.NDArray[np.float64]:
@@ -397,7 +407,7 @@ def analyse(
     flatness_db = (
         10.0 * (log_power.mean(0) - np.log(np.maximum(power.mean(0), _POWER_FLOOR))) / np.log(10.0)
     )
-    zcr = _zero_crossing_rate(x, spec)[first:last]
+    zcr = _zero_crossing_rate(x, spec, first, last)
     if f0_prefix is None or len(f0_prefix) == 0:
         f0 = _yin(x, spec, first, last)
     else:

@@ -91,3 +91,26 @@ def test_segmenter_benchmark_finds_speech_and_not_room_noise(ravdess: Path) -> N
     assert int(speech[3]) >= 4  # every stream's first sentence at least
     assert int(noise[3]) == 0  # -60 dBFS white noise: no utterance
     assert _numbers(speech[1])[0] > 0 and _numbers(noise[1])[0] > 0
+
+
+def test_features_same_finds_this_checkout_alike_to_its_own_revision(ravdess: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "features_same.py", "HEAD", "--data", str(ravdess), "--every", "120"],
+        cwd=REPO / "benchmarks",
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    out = done.stdout
+    (row,) = _rows(out, "HEAD")
+    analyses, differ = int(row[1]), int(row[2])
+    assert analyses >= 12 + 3  # 12 clips (alone, some also with a pitch prefix) + 3 synthetic
+    assert min(_numbers(row[3])) > 0
+    assert (done.returncode == 1) == (differ > 0)
+    unchanged = subprocess.run(
+        ["git", "diff", "--quiet", "HEAD", "--", "streamer/features.py"], cwd=REPO, check=False
+    )
+    if unchanged.returncode == 0:  # (a change being made may mean to change the features)
+        assert differ == 0

@@ -139,10 +139,28 @@ def test_dsp_steps_match_librosa(clip):
     )
     ref_zcr = librosa.feature.zero_crossing_rate(clip, frame_length=410, hop_length=160)[0]
     np.testing.assert_array_equal(f._zero_crossing_rate(x, spec), ref_zcr)
+    np.testing.assert_array_equal(f._zero_crossing_rate(x, spec, 7, 40), ref_zcr[7:40])
 
     ref_f0 = librosa.yin(clip, fmin=60, fmax=500, sr=16_000, frame_length=1024, hop_length=160)
     cents = 1200 * np.abs(np.log2(f._yin(x, spec) / ref_f0))
     assert np.percentile(cents, 99) < 1.0
+
+
+def test_yin_matches_librosa_where_the_lag_is_at_either_end_of_its_range():
+    """Tones at f0_max_hz and f0_min_hz, and noise: the chosen lag at the first or the last
+    place of its range (no parabolic refinement there) or anywhere."""
+    librosa = pytest.importorskip("librosa")
+    from ser import features as f
+
+    rng = np.random.default_rng(3)
+    for y in (
+        harmonic(0.5, f0_hz=500.0),
+        harmonic(0.5, f0_hz=60.0),
+        (0.1 * rng.standard_normal(8000)).astype(np.float32),
+    ):
+        ref = librosa.yin(y, fmin=60, fmax=500, sr=16_000, frame_length=1024, hop_length=160)
+        cents = 1200 * np.abs(np.log2(f._yin(y.astype(np.float64), FEATURE_SPEC) / ref))
+        assert np.percentile(cents, 99) < 1.0
 
 
 def test_yin_finds_the_pitch_of_a_harmonic_tone():
