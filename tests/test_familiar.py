@@ -94,3 +94,42 @@ def test_alone_readings_mix_by_weight_per_clip():
     # no weights: the alone network's reading alone (the option's first design)
     plain = with_alone_readings(predictions, {"clean": network}, test)
     np.testing.assert_array_equal(plain["variant:first_utterance"], network)
+
+
+def test_readings_calibrated_before_the_mix_as_live_mixes_them():
+    """`calibrated_readings` (ser-train --calibrated-as): each reading calibrated with its
+    network's temperature before the alone mix, as `Classifier._predict_alone` mixes the alone
+    network's calibrated reading with the adapted networks' calibrated one; row indices and
+    each network's own readings untouched (but the alone network's, whose encoder head is the
+    alone reading). The order matters: mixing first can pick another label."""
+    from ser.adaptation import mix_geometric
+    from ser.scoring import apply_temperature
+    from ser_train.evaluate import calibrated_readings
+
+    adapted = np.array([[0.80, 0.15, 0.05]], np.float32)  # label 0
+    network = np.array([[0.04, 0.80, 0.16]], np.float32)  # label 1, over-confident
+    predictions = {"clean": adapted, "variant:first_utterance": adapted}
+    predictions["component:statistics"] = adapted
+    alone = {"clean": network, "component:encoder": network}
+    test = np.array([False, True])
+    t_main, t_alone = 1.1, 2.1
+
+    main = calibrated_readings(predictions, t_main)
+    np.testing.assert_array_equal(main["clean"], apply_temperature(adapted, t_main))
+    assert main["component:statistics"] is adapted
+    rows = np.array([7])
+    assert calibrated_readings({"rows:first": rows}, t_main)["rows:first"] is rows
+    alone_live = calibrated_readings(alone, t_alone, components=True)
+    np.testing.assert_array_equal(
+        alone_live["component:encoder"], apply_temperature(network, t_alone)
+    )
+    assert calibrated_readings(predictions, 1.0) is predictions
+
+    weight = np.array([0.5])
+    live = with_alone_readings(main, alone_live, test, weight)["variant:first_utterance"]
+    expected = mix_geometric(
+        apply_temperature(network[0], t_alone), apply_temperature(adapted[0], t_main), 0.5
+    )
+    np.testing.assert_allclose(live[0], expected, atol=1e-6)
+    mixed_first = with_alone_readings(predictions, alone, test, weight)["variant:first_utterance"]
+    assert mixed_first[0].argmax() == 1 and live[0].argmax() == 0

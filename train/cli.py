@@ -250,6 +250,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "another; the shipped default bundle)",
     )
     p.add_argument(
+        "--calibrated-as",
+        type=Path,
+        metavar="BUNDLE",
+        help="with --eval-only: apply BUNDLE's calibration temperatures (its own and its alone "
+        "network's) to each reading before the alone mix and the history gate, as live does, "
+        "and score the sessions so (for study: those temperatures were fitted on these folds)",
+    )
+    p.add_argument(
         "--combine-report",
         action="store_true",
         help="also print how each network alone, the mean, weighted means and the geometric "
@@ -530,6 +538,22 @@ def _speech_encoder(args: argparse.Namespace, bundle_encoder: EncoderChoice | No
     return bundle_encoder is not None and args.speech_input != "statistics"
 
 
+def _temperatures_of(path: Path, console: Console) -> tuple[float, float]:
+    """(the bundle's, its alone network's) calibration temperatures (`--calibrated-as`)."""
+    from ser.bundle import BundleError, load_bundle
+
+    try:
+        bundle = load_bundle(path)
+    except BundleError as exc:
+        raise DataError(str(exc)) from exc
+    alone = bundle.alone.temperature if bundle.alone is not None else 1.0
+    console.print(
+        f"readings calibrated as {path} calibrates them live (temperature {bundle.temperature:.3f}"
+        f", alone network {alone:.3f}) before the alone mix and the history gate"
+    )
+    return bundle.temperature, alone
+
+
 def _bundle_encoder(out: Path) -> EncoderChoice | None:
     """The encoder of the bundle at `out` and the layers its head reads (None: none)."""
     from ser.bundle import BundleError, load_bundle
@@ -649,6 +673,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     setup = _configs(args)
     gate = _history_gate(args.history_gate) if setup.adapt else None
     alone_mix = _alone_mix(args, setup)
+    temperatures = _temperatures_of(args.calibrated_as, console) if args.calibrated_as else None
     if args.alone_only:
         if not (args.out / "manifest.json").is_file():
             raise DataError(f"--alone-only: no bundle at {args.out}; pass --out BUNDLE_FOLDER")
@@ -695,6 +720,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 on_fold=fold_done,
                 gate=gate,
                 alone_mix=alone_mix,
+                temperatures=temperatures,
             )
         print_evaluation(console, evaluation)
         if args.combine_report and (rows := compare_combinations(evaluation)):
@@ -871,6 +897,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.eval_only and args.skip_eval:
         print("ser-train: error: --eval-only and --skip-eval exclude each other", file=sys.stderr)
+        return 2
+    if args.calibrated_as is not None and not args.eval_only:
+        print(
+            "ser-train: error: --calibrated-as scores for study only: add --eval-only (a bundle "
+            "records its scores as trained)",
+            file=sys.stderr,
+        )
         return 2
     if args.encoder is not None and not args.encoder.is_file():
         print(

@@ -534,6 +534,24 @@ def mix_rows(alone: np.ndarray, adapted: np.ndarray, weights: np.ndarray) -> np.
     return np.asarray(e / e.sum(axis=1, keepdims=True), dtype=np.float32)
 
 
+def calibrated_readings(
+    predictions: dict[str, np.ndarray], temperature: float, *, components: bool = False
+) -> dict[str, np.ndarray]:
+    """A fold's predictions as live reads them: every reading calibrated with `temperature`
+    (`apply_temperature`); the row indices ("rows:") as they are, and each network's own
+    reading ("component:") too unless `components` (an alone network's predictions: its
+    encoder head's component is the alone reading, `with_alone_readings`). Live calibrates
+    each reading before it mixes an alone reading or gates the history
+    (streamer/classifier.py); argmax of a reading alone does not change, of a mix it may."""
+    if temperature == 1.0:
+        return predictions
+    kept = ("rows:",) if components else ("rows:", "component:")
+    return {
+        key: value if key.startswith(kept) else apply_temperature(value, temperature)
+        for key, value in predictions.items()
+    }
+
+
 def with_alone_readings(
     predictions: dict[str, np.ndarray],
     alone: dict[str, np.ndarray],
@@ -626,9 +644,13 @@ def evaluate_protocol(
     on_fold: Callable[[Fold, bool], None] | None = None,
     gate: HistoryGate | None = None,
     alone_mix: AloneMix | None = None,
+    temperatures: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Train and test once per fold of `protocol`; `on_fold(fold, cached)` after each.
     `alone_mix`: how an alone network's reading is mixed (None: it stands alone).
+    `temperatures`: (the bundle's, its alone network's) calibration temperatures, applied to
+    each reading before the alone mix and the history gate, as live applies them
+    (`calibrated_readings`); None: the networks' own readings are mixed and gated.
     Returns the evaluation (JSON-able) with its out-of-fold 8-label probabilities under
     "_oof" (rows where "_fold" >= 0), which the caller pools for calibration."""
     started = time.perf_counter()
@@ -646,10 +668,14 @@ def evaluate_protocol(
             data, protocol, fold, setup, cache_dir=cache_dir, on_epoch=on_epoch
         )
         weights = None
+        if temperatures is not None:
+            predictions = calibrated_readings(predictions, temperatures[0])
         if setup.has_alone:
             alone, _ = _fold_predictions(
                 data, protocol, fold, setup.alone_setup(), cache_dir=cache_dir, on_epoch=on_epoch
             )
+            if temperatures is not None:
+                alone = calibrated_readings(alone, temperatures[1], components=True)
             weights = alone_mix.weights(data, fold) if alone_mix is not None else None
             predictions = with_alone_readings(predictions, alone, fold.test, weights)
         n_cached += cached
