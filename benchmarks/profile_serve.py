@@ -1,14 +1,16 @@
 """Profile `ser-serve` under load: where each thread of the server's main process spends its time.
 
 Usage: .venv/bin/python benchmarks/profile_serve.py [--streams 150] [--seconds 30]
-       [--model default] [--py-spy PATH]
+       [--model default] [--py-spy PATH] [--gil]
 
 Needs py-spy (`pip install py-spy`, not a dependency of ser). Starts `ser-serve --no-mqtt` as in
 benchmarks/serve.py, drives N real-time RAVDESS streams at it, and samples the server's main
 process with `py-spy record --threads --idle --format raw` (200 Hz) meanwhile. Prints Markdown:
 the load level's latency, then per thread the share of samples busy (not waiting in a selector,
 a condition or an idle executor), and the main thread's and the inference thread's largest
-inclusive functions as shares of all their samples. BENCHMARKS.md quotes its output.
+inclusive functions as shares of all their samples. `--gil`: only samples of the thread that
+holds the GIL (`py-spy --gil`): each thread's samples are then its Python work, out of
+200 x (seconds - 6) possible. BENCHMARKS.md quotes its output.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--model", default=None)
     p.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
+    p.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
     args = p.parse_args()
     if shutil.which(args.py_spy) is None:
         sys.exit("profile_serve: py-spy not found: pip install py-spy, or pass --py-spy PATH")
@@ -76,7 +79,8 @@ def main() -> None:
     raw = Path(tempfile.mkdtemp()) / "profile.txt"
     spy = subprocess.Popen(
         [
-            *(args.py_spy, "record", "--pid", str(server.pid), "--threads", "--idle"),
+            *(args.py_spy, "record", "--pid", str(server.pid), "--threads"),
+            "--gil" if args.gil else "--idle",
             *("--rate", "200", "--duration", str(max(1, int(args.seconds - 6)))),
             *("--format", "raw", "-o", str(raw)),
         ],
