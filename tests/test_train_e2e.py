@@ -93,6 +93,24 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
     assert ev["protocols"]["ravdess"]["title"].endswith(": 2 of 6 folds, 2 test speakers")
     assert "2 of its 6 folds can run" in proc.stderr and "do not trust them" in proc.stderr
     assert [f["n_train"] for f in evaluation["folds"]] == [60, 60]
+    # the sessions are scored as live reads them: each reading calibrated with the bundle's
+    # temperatures before the alone mix and the history gate; a re-scoring of the same folds
+    # with this bundle's temperatures (--calibrated-as) finds the same
+    calibrated = evaluation["readings_calibrated"]
+    assert calibrated["temperature"] == manifest["calibration"]["temperature"]
+    assert calibrated["alone_temperature"] == manifest["alone"]["temperature"]
+    rescored = ser_train(
+        *("--data", str(ravdess), "--out", str(tmp_path / "rescored")),
+        *("--cache-dir", str(tmp_path / "cache"), "--actors", "1,4", "--epochs", "3"),
+        *("--no-speech-detector", "--augment", "snr15", "--alone-network", "--alone-everywhere"),
+        *("--eval-only", "--calibrated-as", str(out)),
+    )
+    assert rescored.returncode == 0, rescored.stderr[-2000:]
+    again = json.loads((tmp_path / "rescored" / "evaluation.json").read_text())
+    assert again["protocols"]["ravdess"]["folds_from_cache"] == 2  # nothing trained again
+    assert [f["sessions"] for f in again["protocols"]["ravdess"]["folds"]] == [
+        f["sessions"] for f in evaluation["folds"]
+    ]
     confusion = np.array(evaluation["pooled"]["confusion"])
     assert confusion.shape == (8, 8) and confusion.sum() == 120
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -32,6 +32,7 @@ from ser_train.dataset import Dataset, EncoderChoice, load_dataset, parse_speake
 from ser_train.evaluate import (
     AloneMix,
     Setup,
+    as_live_reads,
     calibrate_protocols,
     compare_combinations,
     default_fold_cache_dir,
@@ -253,9 +254,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--calibrated-as",
         type=Path,
         metavar="BUNDLE",
-        help="with --eval-only: apply BUNDLE's calibration temperatures (its own and its alone "
-        "network's) to each reading before the alone mix and the history gate, as live does, "
-        "and score the sessions so (for study: those temperatures were fitted on these folds)",
+        help="with --eval-only: calibrate each reading with BUNDLE's temperatures (its own and "
+        "its alone network's) before the alone mix and the history gate, instead of the ones "
+        "this run fits (for study: how a bundle's recorded sessions read with its temperatures)",
     )
     p.add_argument(
         "--combine-report",
@@ -700,6 +701,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     t1 = time.perf_counter()
     evaluations: list[dict[str, Any]] = []
+    memo: dict[str, dict[str, Any]] = {}  # every fold's predictions, for the second pass
     for protocol in protocols:
         with _progress(console) as progress:
             n_folds = len(protocol.folds(data.corpus, data.speakers, data.y))
@@ -720,16 +722,48 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 on_fold=fold_done,
                 gate=gate,
                 alone_mix=alone_mix,
-                temperatures=temperatures,
+                memo=memo,
             )
+        evaluations.append(evaluation)
+    # calibration is fitted on the networks' own readings (pass 1); live applies it to each
+    # reading before it mixes an alone reading and gates the history, so the sessions are
+    # then scored that way (pass 2: the same folds, from `memo`)
+    calibration = calibrate_protocols(evaluations)
+    alone_calibration = calibrate_protocols(evaluations, "_oof_alone")
+    if temperatures is None:
+        temperatures = (
+            float(calibration["temperature"]) if calibration is not None else 1.0,
+            float(alone_calibration["temperature"]) if alone_calibration is not None else 1.0,
+        )
+    if gate is not None or setup.has_alone:
+        evaluations = [
+            as_live_reads(
+                first,
+                evaluate_protocol(
+                    data,
+                    protocol,
+                    setup,
+                    cache_dir=fold_cache,
+                    gate=gate,
+                    alone_mix=alone_mix,
+                    temperatures=temperatures,
+                    memo=memo,
+                ),
+                temperatures,
+            )
+            for protocol, first in zip(protocols, evaluations, strict=True)
+        ]
+        console.print(
+            f"sessions scored as live reads them: each reading calibrated (temperature "
+            f"{temperatures[0]:.2f}, the alone network's {temperatures[1]:.2f}) before the "
+            "alone mix and the history gate"
+        )
+    for evaluation in evaluations:
         print_evaluation(console, evaluation)
         if args.combine_report and (rows := compare_combinations(evaluation)):
             console.print(combination_table(evaluation["protocol"], rows))
-        evaluations.append(evaluation)
-    calibration = calibrate_protocols(evaluations)
     if calibration is not None:
         print_calibration(console, calibration)
-    alone_calibration = calibrate_protocols(evaluations, "_oof_alone")
     if alone_calibration is not None:
         console.print("the network for an utterance alone:")
         print_calibration(console, alone_calibration)

@@ -617,21 +617,26 @@ def _fold_predictions(
     *,
     cache_dir: Path | None,
     on_epoch: Callable[[int], None] | None,
+    memo: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> tuple[dict[str, np.ndarray], bool]:
-    """`setup`'s predictions of `fold` (`predict_fold`) from the cache, or trained and cached;
-    and whether they came from the cache."""
+    """`setup`'s predictions of `fold` (`predict_fold`) from `memo` or the cache, or trained
+    and cached; and whether they came from the cache (or `memo`)."""
     key = fold_key(data, protocol, fold, setup)
+    if memo is not None and key in memo:
+        return memo[key], True
     path = cache_dir / key[:2] / f"{key}.npz" if cache_dir is not None else None
     predictions = _load_cached(path, int(fold.test.sum())) if path is not None else None
-    if predictions is not None:
-        return predictions, True
-    models = train_fold(data, fold, setup, on_epoch)
-    # fold i (0-based) tests in the utterance order seed + 1000 + i, as before corpora
-    order_seed = setup.config.seed + 1000 + fold.number - 1
-    predictions = predict_fold(data, fold, models, order_seed)
-    if path is not None:
-        _save_cached(path, predictions)
-    return predictions, False
+    cached = predictions is not None
+    if predictions is None:
+        models = train_fold(data, fold, setup, on_epoch)
+        # fold i (0-based) tests in the utterance order seed + 1000 + i, as before corpora
+        order_seed = setup.config.seed + 1000 + fold.number - 1
+        predictions = predict_fold(data, fold, models, order_seed)
+        if path is not None:
+            _save_cached(path, predictions)
+    if memo is not None:
+        memo[key] = predictions
+    return predictions, cached
 
 
 def evaluate_protocol(
@@ -645,12 +650,15 @@ def evaluate_protocol(
     gate: HistoryGate | None = None,
     alone_mix: AloneMix | None = None,
     temperatures: tuple[float, float] | None = None,
+    memo: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """Train and test once per fold of `protocol`; `on_fold(fold, cached)` after each.
     `alone_mix`: how an alone network's reading is mixed (None: it stands alone).
     `temperatures`: (the bundle's, its alone network's) calibration temperatures, applied to
     each reading before the alone mix and the history gate, as live applies them
-    (`calibrated_readings`); None: the networks' own readings are mixed and gated.
+    (`calibrated_readings`); None: the networks' own readings are mixed and gated. `memo`:
+    fold predictions by fold key, kept across calls (a second pass over the same folds trains
+    and loads nothing).
     Returns the evaluation (JSON-able) with its out-of-fold 8-label probabilities under
     "_oof" (rows where "_fold" >= 0), which the caller pools for calibration."""
     started = time.perf_counter()
@@ -665,14 +673,20 @@ def evaluate_protocol(
     n_cached = 0
     for fold in folds:
         predictions, cached = _fold_predictions(
-            data, protocol, fold, setup, cache_dir=cache_dir, on_epoch=on_epoch
+            data, protocol, fold, setup, cache_dir=cache_dir, on_epoch=on_epoch, memo=memo
         )
         weights = None
         if temperatures is not None:
             predictions = calibrated_readings(predictions, temperatures[0])
         if setup.has_alone:
             alone, _ = _fold_predictions(
-                data, protocol, fold, setup.alone_setup(), cache_dir=cache_dir, on_epoch=on_epoch
+                data,
+                protocol,
+                fold,
+                setup.alone_setup(),
+                cache_dir=cache_dir,
+                on_epoch=on_epoch,
+                memo=memo,
             )
             if temperatures is not None:
                 alone = calibrated_readings(alone, temperatures[1], components=True)
@@ -848,6 +862,25 @@ def calibrate(probs: np.ndarray, y: np.ndarray, fold_of: np.ndarray) -> dict[str
         # `ser-live`'s default pipeline.min_confidence, from the held-out calibrated predictions
         "uncertainty": uncertainty_threshold(calibrated, y),
     }
+
+
+def as_live_reads(
+    first: dict[str, Any], second: dict[str, Any], temperatures: tuple[float, float]
+) -> dict[str, Any]:
+    """A protocol's evaluation scored as live reads it (`second`: `evaluate_protocol` with
+    `temperatures`), with what the first pass measured and the second cannot: its out-of-fold
+    readings before calibration (what calibration and `compare_combinations` are fitted on),
+    the folds taken from the cache and the time taken."""
+    out = dict(second)
+    for key in ("_oof", "_oof_alone", "_components", "folds_from_cache", "seconds"):
+        if key in first:
+            out[key] = first[key]
+    out["readings_calibrated"] = {
+        "temperature": temperatures[0],
+        "alone_temperature": temperatures[1],
+        "applied": "to each reading before the alone mix and the history gate, as live does",
+    }
+    return out
 
 
 def calibrate_protocols(
