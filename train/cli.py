@@ -735,7 +735,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             float(calibration["temperature"]) if calibration is not None else 1.0,
             float(alone_calibration["temperature"]) if alone_calibration is not None else 1.0,
         )
-    if gate is not None or setup.has_alone:
+    if evaluations and (gate is not None or setup.has_alone):
         evaluations = [
             as_live_reads(
                 first,
