@@ -6,8 +6,9 @@ Usage: .venv/bin/python benchmarks/features_same.py REV [--data ../shared/data/r
         --data ../shared/data/nemo] [--every 4]
 
 Loads `streamer/features.py` as it was at git revision REV (`git show`) beside the current
-`ser.features`, and runs both on every `--every`-th clip of each corpus (nEMO: every
-3 x `--every`-th), each clip as int16 (as the live pipeline has it), alone and with a pitch
+`ser.features`, and runs both on every `--every`-th clip of the first `--data` folder and
+every (1 + 2k) x `--every`-th of the k-th after it (by default RAVDESS, then nEMO's every
+12th), each clip as int16 (as the live pipeline has it), alone and with a pitch
 prefix computed as the live pipeline does (`f0_frames` of its first frames), and on three
 synthetic inputs (a short silence, noise, a long silence). Prints how many analyses differ
 (vector or log-mel, any bit) and the mean time per clip of each, on one core. Exit status 1
@@ -41,13 +42,14 @@ def load_revision(rev: str) -> ModuleType:
         text=True,
         check=True,
     ).stdout
-    path = Path(tempfile.mkdtemp()) / "features_at_rev.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("ser.features_at_rev", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "features_at_rev.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location("ser.features_at_rev", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
     return module
 
 
