@@ -133,3 +133,31 @@ def test_readings_calibrated_before_the_mix_as_live_mixes_them():
     np.testing.assert_allclose(live[0], expected, atol=1e-6)
     mixed_first = with_alone_readings(predictions, alone, test, weight)["variant:first_utterance"]
     assert mixed_first[0].argmax() == 1 and live[0].argmax() == 0
+
+
+def test_alone_weights_kept_per_fold_scale_with_the_weight_alone():
+    """`AloneMix.weights` with a fold's memo: the familiar clips are judged once (the gate
+    sweep mixes each fold at several weights), and a weight only scales them."""
+    from types import SimpleNamespace
+
+    from ser_train.evaluate import AloneMix
+
+    rng = np.random.default_rng(3)
+    train, who = _corpus(rng, 8, 0.0)
+    new, _ = _corpus(rng, 2, 0.0, first=100)
+    other, _ = _corpus(rng, 2, 3.0)
+    x = np.vstack([train, new, other])
+    test = np.arange(len(x)) >= len(train)
+    data = SimpleNamespace(
+        embeddings={"clean": x}, speakers=np.concatenate([who, ["n"] * (len(x) - len(who))])
+    )
+    fold = SimpleNamespace(train=~test, test=test, number=1)
+    fresh = {w: AloneMix(weight=w).weights(data, fold) for w in (0.5, 0.3)}
+    assert set(np.unique(fresh[0.5])) == {0.0, 0.5}  # new speakers familiar, the other corpus not
+    memo: dict[str, np.ndarray] = {}
+    np.testing.assert_array_equal(AloneMix(weight=0.5).weights(data, fold, memo), fresh[0.5])
+    data.embeddings = {"clean": rng.normal(0, 9, x.shape)}  # judged again, it would differ
+    np.testing.assert_array_equal(AloneMix(weight=0.3).weights(data, fold, memo), fresh[0.3])
+    assert len(memo) == 1
+    everywhere = AloneMix(weight=0.4, familiar=False).weights(data, fold, memo)
+    np.testing.assert_array_equal(everywhere, np.full(test.sum(), 0.4))

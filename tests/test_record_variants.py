@@ -21,6 +21,7 @@ def _run_of(manifest: dict) -> dict:
         folds = [
             {
                 "fold": f["fold"],
+                "test_speakers": f["test_speakers"],
                 "scores": {k: f[k] for k in HEADLINE},
                 "variant_accuracy": {"snr10": 0.5, "telephone": 0.4},
             }
@@ -79,6 +80,24 @@ def test_a_gate_is_adopted_only_from_a_run_of_the_same_networks(bundle, tmp_path
     path.write_text(json.dumps(run))
     assert main([str(path), str(bundle), "--adopt-gate"]) == 2
     assert "gate" not in json.loads((bundle / "manifest.json").read_text())["adaptation"]
+    # unless the run says it trained those folds again: its folds take their place, the
+    # bundle's earlier scores kept beside them
+    assert main([str(path), str(bundle), "--folds-retrained", "machine X"]) == 2  # needs adopt
+    note = ("--adopt-gate", "--folds-retrained", "machine X, 2026-12-07")
+    assert main([str(path), str(bundle), *note]) == 0
+    got = json.loads((bundle / "manifest.json").read_text())
+    assert got["adaptation"]["gate"] == gated["adaptation"]["gate"]
+    ravdess = got["evaluation"]["protocols"]["ravdess"]
+    before = gated["evaluation"]["protocols"]["ravdess"]["per_fold"]
+    assert ravdess["folds_retrained"] == {
+        "note": "machine X, 2026-12-07",
+        "per_fold_before": [{"fold": f["fold"], **f["ungated"]} for f in before],
+    }
+    assert ravdess["per_fold"][0]["ungated"]["accuracy"] == before[0]["ungated"]["accuracy"] + 0.01
+    assert [f["test_speakers"] for f in ravdess["per_fold"]] == [f["test_speakers"] for f in before]
+    assert [f["accuracy"] for f in ravdess["per_fold"]] == [f["accuracy"] for f in before]
+    others = [p for n, p in got["evaluation"]["protocols"].items() if n != "ravdess"]
+    assert others and not any("folds_retrained" in p for p in others)  # the same folds there
 
 
 @pytest.fixture

@@ -111,6 +111,38 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
     assert [f["sessions"] for f in again["protocols"]["ravdess"]["folds"]] == [
         f["sessions"] for f in evaluation["folds"]
     ]
+    # the gate sweep scores settings on the same folds as live reads them: the bundle's own
+    # setting (4,8,2, weight 0.5) first, scoring the sessions the bundle recorded
+    sweep = ser_train(
+        *("--data", str(ravdess), "--out", str(tmp_path / "sweep")),
+        *("--cache-dir", str(tmp_path / "cache"), "--actors", "1,4", "--epochs", "3"),
+        *("--no-speech-detector", "--augment", "snr15", "--alone-network", "--alone-everywhere"),
+        *("--eval-only", "--calibrated-as", str(out)),
+        *("--sweep-gate", "4,9/8/2", "--sweep-alone-weights", "0.5,1"),
+    )
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    record = json.loads((tmp_path / "sweep" / "gate_sweep.json").read_text())
+    settings = record["settings"]
+    assert [(s["gate"]["low"], s["gate"]["high"], s["alone_weight"]) for s in settings] == [
+        (4.0, 8.0, 0.5),
+        (4.0, 8.0, 1.0),  # low 9 is not below high 8: skipped
+    ]
+    assert record["current"] == settings[0]
+    assert "current 4,8,2 w0.5: mean" in sweep.stdout and "History gate settings" in sweep.stdout
+    assert record["current"]["sessions"]["ravdess"] == {
+        kind: {"accuracy": s["accuracy"]["mean"], "change": s["change"]["mean"]}
+        for kind, s in ev["protocols"]["ravdess"]["summary"]["sessions"].items()
+    }
+    # weight 1: an utterance alone is the alone network's own reading
+    first = settings[1]["sessions"]["ravdess"]["first"]["accuracy"]
+    assert first == pytest.approx(
+        ev["protocols"]["ravdess"]["summary"]["variant_accuracy"]["alone_network"]["mean"]
+    )
+    within = [s for s in settings if s["worst_change"] >= -0.01]
+    if within:  # the rule: within the 1-point bound, the highest mean
+        assert record["chosen"]["mean_accuracy"] == max(s["mean_accuracy"] for s in within)
+    else:
+        assert record["chosen"] is None and "no setting keeps every session" in sweep.stdout
     confusion = np.array(evaluation["pooled"]["confusion"])
     assert confusion.shape == (8, 8) and confusion.sum() == 120
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -331,6 +363,22 @@ def test_protocol_the_corpora_cannot_run_fails_before_any_features(ravdess, tmp_
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "--protocol ravdess-to-nemo needs the corpora nemo, ravdess" in lines[0]
     assert not list(tmp_path.rglob("*.npy"))  # failed before extracting anything
+
+
+def test_gate_sweep_options_refused_in_one_line_saying_what_to_add(tmp_path):
+    proc = ser_train("--data", str(tmp_path), "--sweep-gate")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "--sweep-gate" in lines[0] and "add --eval-only" in lines[0]
+    proc = ser_train("--data", str(tmp_path), "--eval-only", "--sweep-alone-weights", "0.5")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and lines == [
+        "ser-train: error: --sweep-alone-weights goes with --sweep-gate"
+    ]
+    proc = ser_train("--data", str(tmp_path), "--eval-only", "--sweep-gate", "8/4/2")
+    assert proc.returncode == 2 and "some HIGH above the lowest LOW" in proc.stderr
+    proc = ser_train("--data", str(tmp_path), "--eval-only", "--sweep-gate", "4/8")
+    assert proc.returncode == 2 and "expected LOWS/HIGHS/WARMUPS" in proc.stderr
 
 
 def test_train_reports_bad_data_folder(tmp_path):

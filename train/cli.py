@@ -41,7 +41,13 @@ from ser_train.evaluate import (
 )
 from ser_train.featurize import Extracted, default_cache_dir
 from ser_train.protocols import PROTOCOLS, Protocol, select
-from ser_train.report import combination_table, plot_confusion, print_calibration, print_evaluation
+from ser_train.report import (
+    combination_table,
+    gate_sweep_table,
+    plot_confusion,
+    print_calibration,
+    print_evaluation,
+)
 from ser_train.robustness import NATURAL_VARIANTS, TEST_VARIANTS, check_variant
 
 logger = logging.getLogger("ser.train")
@@ -259,6 +265,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "this run fits (for study: how a bundle's recorded sessions read with its temperatures)",
     )
     p.add_argument(
+        "--sweep-gate",
+        nargs="?",
+        const="default",
+        default=None,
+        type=_gate_grid,
+        metavar="LOWS/HIGHS/WARMUPS",
+        help="with --eval-only: score every history gate of a grid (default: "
+        "train/gate_sweep.py's; or e.g. 3.5,4/8,9/2) on the same folds as live reads them, "
+        "write gate_sweep.json and name the setting its rule chooses (the fold cache makes it "
+        "minutes; for choosing a bundle's gate)",
+    )
+    p.add_argument(
+        "--sweep-alone-weights",
+        type=_weights,
+        default=None,
+        metavar="W,W,...",
+        help="with --sweep-gate: the alone network's shares to try beside each gate (default: "
+        "--alone-weight's)",
+    )
+    p.add_argument(
         "--combine-report",
         action="store_true",
         help="also print how each network alone, the mean, weighted means and the geometric "
@@ -367,6 +393,37 @@ def _history_gate(text: str) -> HistoryGate | None:
             f"--history-gate {text!r}: expected LOW,HIGH,WARMUP with 1 <= LOW < HIGH, e.g. "
             "4,8,2, or 'off'"
         ) from None
+
+
+def _gate_grid(text: str) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """--sweep-gate [LOWS/HIGHS/WARMUPS] -> (lows, highs, warmups)."""
+    from ser_train import gate_sweep
+
+    if text == "default":
+        return gate_sweep.LOWS, gate_sweep.HIGHS, gate_sweep.WARMUPS
+    parts = text.split("/")
+    try:
+        lows, highs, warmups = (tuple(float(v) for v in part.split(",")) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected LOWS/HIGHS/WARMUPS, comma-separated numbers, e.g. 3.5,4/8,9/2"
+        ) from None
+    if min(lows) < 1 or min(lows) >= max(highs) or min(warmups) < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: need every LOW >= 1, some HIGH above the lowest LOW, WARMUP >= 0"
+        )
+    return lows, highs, warmups
+
+
+def _weights(text: str) -> tuple[float, ...]:
+    """--sweep-alone-weights W,W,... -> shares in (0, 1]."""
+    try:
+        weights = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        weights = ()
+    if not weights or not all(0.0 < w <= 1.0 for w in weights):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected shares in (0, 1], e.g. 0.4,0.5,0.6")
+    return weights
 
 
 def _alone_mix(args: argparse.Namespace, setup: Setup) -> AloneMix | None:
@@ -675,6 +732,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     gate = _history_gate(args.history_gate) if setup.adapt else None
     alone_mix = _alone_mix(args, setup)
     temperatures = _temperatures_of(args.calibrated_as, console) if args.calibrated_as else None
+    if args.sweep_gate and not setup.adapt:
+        raise DataError("--sweep-gate gates speaker adaptation: drop --no-adaptation")
     if args.alone_only:
         if not (args.out / "manifest.json").is_file():
             raise DataError(f"--alone-only: no bundle at {args.out}; pass --out BUNDLE_FOLDER")
@@ -735,23 +794,32 @@ def run(args: argparse.Namespace, console: Console) -> int:
             float(calibration["temperature"]) if calibration is not None else 1.0,
             float(alone_calibration["temperature"]) if alone_calibration is not None else 1.0,
         )
+    applied: tuple[float, float] = temperatures
+
+    def as_live(gate: HistoryGate | None, mix: AloneMix | None) -> list[dict[str, Any]]:
+        """Every protocol's folds (from `memo`) scored as live reads them."""
+        return [
+            evaluate_protocol(
+                data,
+                protocol,
+                setup,
+                cache_dir=fold_cache,
+                gate=gate,
+                alone_mix=mix,
+                temperatures=applied,
+                memo=memo,
+            )
+            for protocol in protocols
+        ]
+
+    if args.sweep_gate:
+        return _sweep_gates(
+            args, console, as_live, current=(gate, alone_mix), temperatures=temperatures
+        )
     if evaluations and (gate is not None or setup.has_alone):
         evaluations = [
-            as_live_reads(
-                first,
-                evaluate_protocol(
-                    data,
-                    protocol,
-                    setup,
-                    cache_dir=fold_cache,
-                    gate=gate,
-                    alone_mix=alone_mix,
-                    temperatures=temperatures,
-                    memo=memo,
-                ),
-                temperatures,
-            )
-            for protocol, first in zip(protocols, evaluations, strict=True)
+            as_live_reads(first, second, temperatures)
+            for first, second in zip(evaluations, as_live(gate, alone_mix), strict=True)
         ]
         console.print(
             f"sessions scored as live reads them: each reading calibrated (temperature "
@@ -858,6 +926,67 @@ def run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _sweep_gates(
+    args: argparse.Namespace,
+    console: Console,
+    evaluate: Callable[[HistoryGate, AloneMix | None], list[dict[str, Any]]],
+    *,
+    current: tuple[HistoryGate | None, AloneMix | None],
+    temperatures: tuple[float, float],
+) -> int:
+    """--sweep-gate: every setting of the grid scored on the same folds (`evaluate`), written
+    to gate_sweep.json with the one train/gate_sweep.py's rule chooses; exit 0."""
+    from ser_train import gate_sweep
+    from ser_train.export import json_default
+
+    gate, mix = current
+    weights = args.sweep_alone_weights or ((mix.weight,) if mix is not None else (1.0,))
+    lows, highs, warmups = args.sweep_gate
+    settings = gate_sweep.grid(lows, highs, warmups, weights)
+    if gate is not None:
+        shipped = gate_sweep.Setting(gate, mix.weight if mix is not None else 1.0)
+        settings = [shipped, *(s for s in settings if s != shipped)]
+    started = time.perf_counter()
+    scored = []
+    with _progress(console) as progress:
+        task = progress.add_task("history gates scored", total=len(settings))
+        for setting in settings:
+            setting_mix = replace(mix, weight=setting.alone_weight) if mix is not None else None
+            scored.append(
+                gate_sweep.Scored(setting, gate_sweep.cells(evaluate(setting.gate, setting_mix)))
+            )
+            progress.advance(task)
+    chosen = gate_sweep.choose(scored)
+    record = {
+        "rule": gate_sweep.__doc__,
+        "bound": gate_sweep.BOUND,
+        "temperatures": {"temperature": temperatures[0], "alone_temperature": temperatures[1]},
+        "current": scored[0].to_dict() if gate is not None else None,
+        "chosen": chosen.to_dict() if chosen is not None else None,
+        "settings": [s.to_dict() for s in scored],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gate_sweep.json").write_text(
+        json.dumps(record, indent=2, default=json_default) + "\n"
+    )
+    shown = [scored[0]] if gate is not None else []
+    if chosen is not None and chosen is not scored[0]:
+        shown.append(chosen)
+    for row in shown:
+        console.print(
+            f"{'chosen' if row is chosen else 'current'} {row.setting.label()}: mean "
+            f"{row.mean_accuracy():.1%} over protocols and session kinds, worst change "
+            f"{row.worst_change():+.2%}"
+        )
+    if shown:
+        console.print(gate_sweep_table(shown, chosen))
+    if chosen is None:
+        console.print(f"no setting keeps every session within {gate_sweep.BOUND:+.0%} of alone")
+    console.print(f"{len(scored)} settings written to {args.out / 'gate_sweep.json'}")
+    return 0
+
+
 def _summary(
     evaluations: list[dict[str, Any]],
     *,
@@ -927,24 +1056,31 @@ def _add_alone_network(
     return 0
 
 
+def _refused(args: argparse.Namespace) -> str | None:
+    """The one-line error for options that do not go together, or None."""
+    if args.eval_only and args.skip_eval:
+        return "--eval-only and --skip-eval exclude each other"
+    if (args.sweep_gate or args.sweep_alone_weights) and not args.eval_only:
+        return "--sweep-gate chooses a gate from the folds' readings: add --eval-only"
+    if args.sweep_alone_weights and not args.sweep_gate:
+        return "--sweep-alone-weights goes with --sweep-gate"
+    if args.calibrated_as is not None and not args.eval_only:
+        return (
+            "--calibrated-as scores for study only: add --eval-only (a bundle records its "
+            "scores as trained)"
+        )
+    if args.encoder is not None and not args.encoder.is_file():
+        return (
+            f"--encoder {args.encoder}: no such file; make one with "
+            "`python -m ser_train.encoder.convert --out FILE`"
+        )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.eval_only and args.skip_eval:
-        print("ser-train: error: --eval-only and --skip-eval exclude each other", file=sys.stderr)
-        return 2
-    if args.calibrated_as is not None and not args.eval_only:
-        print(
-            "ser-train: error: --calibrated-as scores for study only: add --eval-only (a bundle "
-            "records its scores as trained)",
-            file=sys.stderr,
-        )
-        return 2
-    if args.encoder is not None and not args.encoder.is_file():
-        print(
-            f"ser-train: error: --encoder {args.encoder}: no such file; make one with "
-            "`python -m ser_train.encoder.convert --out FILE`",
-            file=sys.stderr,
-        )
+    if (refusal := _refused(args)) is not None:
+        print(f"ser-train: error: {refusal}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

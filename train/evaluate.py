@@ -503,11 +503,26 @@ class AloneMix:
     familiar: bool = True
     quantile: float = 0.95
 
-    def weights(self, data: Dataset, fold: Fold) -> np.ndarray:
-        """(n_test,) the alone network's weight per test clip of `fold`."""
+    def weights(
+        self, data: Dataset, fold: Fold, memo: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """(n_test,) the alone network's weight per test clip of `fold`. `memo`: the fold's
+        familiar clips kept under this mix's judgement (the weight only scales them), so a
+        second mix of the same fold fits nothing again."""
         n = int(fold.test.sum())
         if not self.familiar:
             return np.full(n, self.weight)
+        key = f"familiar:{self.quantile!r}"
+        familiar = memo.get(key) if memo is not None else None
+        if familiar is None:
+            familiar = self._familiar(data, fold)
+            if memo is not None:
+                memo[key] = familiar
+        return np.where(familiar, self.weight, 0.0)
+
+    def _familiar(self, data: Dataset, fold: Fold) -> np.ndarray:
+        """(n_test,) bool: the test clips of `fold` within what its training speakers' held-out
+        clips look like (ser.familiar)."""
         if data.embeddings is None:
             raise ValueError("familiar recordings are judged on the encoder's embedding")
         from ser_train.familiar import fit_familiarity
@@ -516,11 +531,11 @@ class AloneMix:
         familiarity = fit_familiarity(
             embeddings[fold.train],
             data.speakers[fold.train],
-            self.weight,
+            1.0,
             self.quantile,
             seed=fold.number,
         )
-        return np.asarray(familiarity.alone_weight(embeddings[fold.test]), dtype=np.float64)
+        return np.asarray(familiarity.alone_weight(embeddings[fold.test]) > 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {"weight": self.weight, "familiar": self.familiar, "quantile": self.quantile}
@@ -690,7 +705,10 @@ def evaluate_protocol(
             )
             if temperatures is not None:
                 alone = calibrated_readings(alone, temperatures[1], components=True)
-            weights = alone_mix.weights(data, fold) if alone_mix is not None else None
+            kept = None  # the fold's familiar clips, beside its predictions in `memo`
+            if memo is not None:
+                kept = memo.setdefault(f"mix:{fold_key(data, protocol, fold, setup)}", {})
+            weights = alone_mix.weights(data, fold, kept) if alone_mix is not None else None
             predictions = with_alone_readings(predictions, alone, fold.test, weights)
         n_cached += cached
         if gate is not None and setup.adapt:  # after the cache: the gate is post-processing

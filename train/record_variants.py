@@ -96,12 +96,16 @@ def _ungated_of_run(run: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def adopt_gate(manifest: dict[str, Any], evaluation: dict[str, Any]) -> list[str]:
+def adopt_gate(
+    manifest: dict[str, Any], evaluation: dict[str, Any], retrained: str | None = None
+) -> list[str]:
     """Give the bundle the history gate of `evaluation` (an --eval-only run of the same folds
     with --history-gate): its networks' per-fold scores before the gate must equal the
     bundle's; then every protocol's headline, per-fold scores and session kinds become the
-    gated ones (the networks' own kept under "ungated"), and adaptation.gate is set. Returns
-    the protocols updated."""
+    gated ones (the networks' own kept under "ungated"), and adaptation.gate is set. With
+    `retrained` (a note: where and when), a protocol whose folds were trained again and scored
+    differently takes the run's folds in place of its own, its earlier per-fold scores kept
+    under "folds_retrained". Returns the protocols updated."""
     gate = evaluation.get("history_gate")
     if not gate:
         raise RecordError("the evaluation ran without --history-gate: nothing to adopt")
@@ -112,10 +116,22 @@ def adopt_gate(manifest: dict[str, Any], evaluation: dict[str, Any]) -> list[str
         theirs = _ungated_of_run(run)
         mine = protocols[name]["per_fold"]
         if [_headline(f) for f in mine] != theirs:
-            raise RecordError(
-                f"protocol {name}: the evaluation's networks scored differently per fold, so "
-                "its folds are not the bundle's: nothing recorded"
-            )
+            if retrained is None:
+                raise RecordError(
+                    f"protocol {name}: the evaluation's networks scored differently per fold, "
+                    "so its folds are not the bundle's: nothing recorded (--folds-retrained "
+                    "NOTE records the run's folds in their place)"
+                )
+            protocols[name]["folds_retrained"] = {
+                "note": retrained,
+                "per_fold_before": [_headline(f) for f in mine],
+            }
+            mine = protocols[name]["per_fold"] = [
+                {"fold": f["fold"], "test_speakers": f["test_speakers"], **t}
+                for f, t in zip(run["folds"], theirs, strict=True)
+            ]
+        if "readings_calibrated" in run:  # the sessions scored as live reads them
+            protocols[name]["readings_calibrated"] = run["readings_calibrated"]
         for fold, run_fold in zip(mine, run["folds"], strict=True):
             fold["ungated"] = {k: v for k, v in _headline(fold).items() if k != "fold"}
             fold.update({k: run_fold["scores"][k] for k in HEADLINE})
@@ -222,6 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bundle's, with the gated scores as its headline (the networks' own kept beside)",
     )
     p.add_argument(
+        "--folds-retrained",
+        metavar="NOTE",
+        help="with --adopt-gate: a protocol whose folds the run trained again (another machine) "
+        "takes the run's folds and scores in place of its own, the earlier ones kept beside, "
+        "with NOTE (e.g. the machine and date)",
+    )
+    p.add_argument(
         "--rerun",
         metavar="NOTE",
         help="the run retrained the folds elsewhere: record it beside the bundle's scores, "
@@ -232,8 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         manifest = json.loads(manifest_path.read_text())
         evaluation = json.loads(args.evaluation.read_text())
+        if args.folds_retrained is not None and not args.adopt_gate:
+            raise RecordError("--folds-retrained goes with --adopt-gate")
         if args.adopt_gate:
-            updated = adopt_gate(manifest, evaluation)
+            updated = adopt_gate(manifest, evaluation, args.folds_retrained)
             merge(manifest, evaluation, None)  # then its variants and sessions, as usual
         else:
             updated = merge(manifest, evaluation, args.rerun)

@@ -155,6 +155,26 @@ def combination_table(protocol: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def gate_sweep_table(rows: list[Any], chosen: Any) -> Table:
+    """Session accuracy (and the change against the same utterances alone) per protocol and
+    kind, one column per `train.gate_sweep.Scored` in `rows`."""
+    table = Table(title="History gate settings: session accuracy (history - alone), as live")
+    table.add_column("protocol / session kind")
+    for row in rows:
+        kind = "chosen" if row is chosen else "current"
+        table.add_column(f"{kind} {row.setting.label()}", justify="right")
+    for protocol, kinds in rows[0].cells.items():
+        for kind in kinds:
+            table.add_row(
+                f"{protocol} / {kind}",
+                *(
+                    f"{row.cells[protocol][kind][0]:.1%} ({row.cells[protocol][kind][1]:+.1%})"
+                    for row in rows
+                ),
+            )
+    return table
+
+
 def print_calibration(console: Console, cal: dict[str, Any]) -> None:
     # "after" only where the temperature was applied (else T = 1: the same numbers)
     after = (
