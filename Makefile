@@ -22,7 +22,8 @@ train: setup
 	.venv/bin/python -m ser_train.encoder.convert --out $(ENCODER) --quantize int8 --blocks 3 \
 		--check $(RAVDESS)/Actor_01/03-01-05-01-01-01-01.flac
 	.venv/bin/ser-train --data $(RAVDESS) --data $(NEMO) --encoder $(ENCODER) --encoder-layers 2,3 \
-		--combine geometric --no-robustness --no-speech-detector --alone-network --out models/default
+		--combine geometric --no-robustness --no-speech-detector --alone-network \
+		--history-gate 4.5,7,5 --alone-weight 0.9 --out models/default
 	.venv/bin/ser-train --data $(RAVDESS) --data $(NEMO) --speech-only --speech-input statistics \
 		--out models/default
 # small (Pi-class devices): statistics network + log-mel CNN on RAVDESS (--cnn), then the speech

@@ -96,8 +96,11 @@ def test_a_gate_is_adopted_only_from_a_run_of_the_same_networks(bundle, tmp_path
     assert ravdess["per_fold"][0]["ungated"]["accuracy"] == before[0]["ungated"]["accuracy"] + 0.01
     assert [f["test_speakers"] for f in ravdess["per_fold"]] == [f["test_speakers"] for f in before]
     assert [f["accuracy"] for f in ravdess["per_fold"]] == [f["accuracy"] for f in before]
-    others = [p for n, p in got["evaluation"]["protocols"].items() if n != "ravdess"]
-    assert others and not any("folds_retrained" in p for p in others)  # the same folds there
+    others = [n for n in got["evaluation"]["protocols"] if n != "ravdess"]
+    assert others
+    for name in others:  # the same folds there: what the bundle recorded of them stays
+        want = gated["evaluation"]["protocols"][name].get("folds_retrained")
+        assert got["evaluation"]["protocols"][name].get("folds_retrained") == want, name
 
 
 @pytest.fixture
@@ -181,3 +184,26 @@ def test_a_run_with_the_whole_encoder_counts_for_its_trimmed_copy(bundle, tmp_pa
     path = tmp_path / "evaluation.json"
     path.write_text(json.dumps(run))
     assert main([str(path), str(bundle)]) == 0
+
+
+def test_an_adopted_gate_brings_its_alone_share_when_familiar_is_judged_alike(bundle, tmp_path):
+    from ser.bundle import load_bundle
+
+    gated = json.loads((bundle / "manifest.json").read_text())
+    assert gated["alone"]["weight"] != 0.7 and gated["alone"]["familiar"]["quantile"] == 0.95
+    for source in DEFAULT_MODEL.iterdir():  # the networks too: the bundle loads as live loads it
+        if source.is_file() and source.name != "manifest.json":
+            shutil.copy(source, bundle / source.name)
+    run = _run_of(gated)
+    path = tmp_path / "evaluation.json"
+    run["alone_mix"] = {"weight": 0.7, "familiar": True, "quantile": 0.9}
+    path.write_text(json.dumps(run))
+    assert main([str(path), str(bundle), "--adopt-gate"]) == 2  # another familiar threshold
+    assert json.loads((bundle / "manifest.json").read_text())["alone"] == gated["alone"]
+    run["alone_mix"]["quantile"] = 0.95
+    path.write_text(json.dumps(run))
+    assert main([str(path), str(bundle), "--adopt-gate"]) == 0
+    alone = json.loads((bundle / "manifest.json").read_text())["alone"]
+    assert alone["weight"] == 0.7
+    assert "the alone network's weight 0.7 where familiar" in alone["familiar"]["method"]
+    assert load_bundle(bundle).alone.weight == 0.7  # what live mixes with

@@ -870,6 +870,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             speech=speech_record,
             setup=setup,
             gate=gate,
+            alone_mix=alone_mix,
         )
         (args.out / "evaluation.json").write_text(
             json.dumps(summary, indent=2, default=json_default) + "\n"
@@ -995,6 +996,7 @@ def _summary(
     speech: dict[str, Any] | None,
     setup: Setup,
     gate: HistoryGate | None,
+    alone_mix: AloneMix | None = None,
 ) -> dict[str, Any]:
     """evaluation.json's content."""
     return {
@@ -1004,6 +1006,7 @@ def _summary(
         "speech": speech,
         "training": setup.to_dict(),
         "history_gate": gate.to_dict() if gate is not None else None,
+        "alone_mix": alone_mix.to_dict() if alone_mix is not None else None,
     }
 
 

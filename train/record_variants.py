@@ -159,7 +159,30 @@ def adopt_gate(
     if recorded.get("protocol") in protocols:
         recorded["summary"] = protocols[recorded["protocol"]]["summary"]
     manifest["adaptation"] = (manifest.get("adaptation") or {}) | {"gate": gate}
+    _adopt_alone_weight(manifest, evaluation.get("alone_mix"))
     return updated
+
+
+def _adopt_alone_weight(manifest: dict[str, Any], mix: dict[str, Any] | None) -> None:
+    """The bundle's alone network gets the evaluation's share of an alone reading (its
+    familiar judgement must be the bundle's: the weight only scales it)."""
+    alone = manifest.get("alone")
+    if not alone or not mix:
+        return
+    familiar = alone.get("familiar")
+    if bool(familiar) != bool(mix.get("familiar")) or (
+        familiar and familiar.get("quantile") != mix.get("quantile")
+    ):
+        raise RecordError(
+            "the evaluation judged familiar recordings otherwise than the bundle (--alone-"
+            "everywhere or the quantile): rerun with the bundle's settings"
+        )
+    old, new = float(alone.get("weight", 1.0)), float(mix["weight"])
+    alone["weight"] = new
+    if familiar:
+        familiar["method"] = familiar["method"].replace(
+            f"weight {old:g} where familiar", f"weight {new:g} where familiar"
+        )
 
 
 def merge(
