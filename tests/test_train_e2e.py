@@ -375,6 +375,13 @@ def test_gate_sweep_options_refused_in_one_line_saying_what_to_add(tmp_path):
     assert proc.returncode == 2 and lines == [
         "ser-train: error: --sweep-alone-weights goes with --sweep-gate"
     ]
+    proc = ser_train(
+        "--data", str(tmp_path), "--eval-only", "--sweep-gate", "--sweep-alone-weights", "0.5"
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and lines == [
+        "ser-train: error: --sweep-alone-weights weighs an alone network: add --alone-network"
+    ]
     proc = ser_train("--data", str(tmp_path), "--eval-only", "--sweep-gate", "8/4/2")
     assert proc.returncode == 2 and "some HIGH above the lowest LOW" in proc.stderr
     proc = ser_train("--data", str(tmp_path), "--eval-only", "--sweep-gate", "4/8")

@@ -734,6 +734,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     temperatures = _temperatures_of(args.calibrated_as, console) if args.calibrated_as else None
     if args.sweep_gate and not setup.adapt:
         raise DataError("--sweep-gate gates speaker adaptation: drop --no-adaptation")
+    if args.sweep_alone_weights and not setup.has_alone:
+        raise DataError("--sweep-alone-weights weighs an alone network: add --alone-network")
     if args.alone_only:
         if not (args.out / "manifest.json").is_file():
             raise DataError(f"--alone-only: no bundle at {args.out}; pass --out BUNDLE_FOLDER")
