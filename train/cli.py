@@ -273,8 +273,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="LOWS/HIGHS/WARMUPS",
         help="with --eval-only: score every history gate of a grid (default: "
         "train/gate_sweep.py's; or e.g. 3.5,4/8,9/2) on the same folds as live reads them, "
-        "write gate_sweep.json and name the setting its rule chooses (the fold cache makes it "
-        "minutes; for choosing a bundle's gate)",
+        "write gate_sweep.json and name the setting its rule chooses (about 2 s a setting "
+        "once the folds are cached; for choosing a bundle's gate)",
     )
     p.add_argument(
         "--sweep-alone-weights",
