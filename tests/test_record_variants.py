@@ -96,6 +96,8 @@ def test_a_gate_is_adopted_only_from_a_run_of_the_same_networks(bundle, tmp_path
     assert ravdess["per_fold"][0]["ungated"]["accuracy"] == before[0]["ungated"]["accuracy"] + 0.01
     assert [f["test_speakers"] for f in ravdess["per_fold"]] == [f["test_speakers"] for f in before]
     assert [f["accuracy"] for f in ravdess["per_fold"]] == [f["accuracy"] for f in before]
+    card = (bundle / "README.md").read_text()  # the model card says so too
+    assert "Folds trained again since the bundle was made (machine X, 2026-12-07): RAVDESS" in card
     others = [n for n in got["evaluation"]["protocols"] if n != "ravdess"]
     assert others
     for name in others:  # the same folds there: what the bundle recorded of them stays

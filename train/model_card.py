@@ -162,6 +162,30 @@ def render(bundle: Path) -> str:
             f"{_pct(_mean(summary, 'unweighted_accuracy'))} | {_pct(_mean(summary, 'macro_f1'))} "
             f"| {_pct(first['mean'] if isinstance(first, dict) else first)} |"
         )
+    calibrated = [
+        p["readings_calibrated"] for p in protocols.values() if "readings_calibrated" in p
+    ]
+    if calibrated:
+        lines += [
+            "",
+            f"Scored as `ser-live` reads it: each reading calibrated (temperature "
+            f"{float(calibrated[0]['temperature']):.2f}, the alone network's "
+            f"{float(calibrated[0]['alone_temperature']):.2f}) before the alone mix and the "
+            "history gate.",
+        ]
+    retrained: dict[str, list[str]] = {}  # note -> "protocol (its earlier per-fold scores)"
+    for key, protocol in protocols.items():
+        if record := protocol.get("folds_retrained"):
+            before = ", ".join(_pct(f["accuracy"]) for f in record.get("per_fold_before", []))
+            retrained.setdefault(str(record.get("note", "")), []).append(
+                f"{protocol.get('title', key)} (the networks' own accuracy per fold before: "
+                f"{before})"
+            )
+    for note, names in retrained.items():
+        lines += [
+            "",
+            f"Folds trained again since the bundle was made ({note}): {'; '.join(names)}.",
+        ]
     sessions = {
         k: p["summary"]["sessions"]
         for k, p in protocols.items()
