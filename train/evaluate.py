@@ -705,9 +705,9 @@ def evaluate_protocol(
             )
             if temperatures is not None:
                 alone = calibrated_readings(alone, temperatures[1], components=True)
-            kept = None  # the fold's familiar clips, beside its predictions in `memo`
-            if memo is not None:
-                kept = memo.setdefault(f"mix:{fold_key(data, protocol, fold, setup)}", {})
+            kept = None  # the fold's familiar clips, beside its predictions in `memo` (one
+            if memo is not None:  # run's memo: one data set, so protocol and fold name it)
+                kept = memo.setdefault(f"mix:{protocol.name}:{fold.number}", {})
             weights = alone_mix.weights(data, fold, kept) if alone_mix is not None else None
             predictions = with_alone_readings(predictions, alone, fold.test, weights)
         n_cached += cached
