@@ -20,6 +20,9 @@ import numpy as np
 import numpy.typing as npt
 
 FAMILIAR_FILE = "familiar.npz"
+# how a manifest's familiar method names the alone network's share: by its key, beside it in the
+# manifest (the number may be chosen again: ser_train.record_variants --adopt-gate)
+WEIGHT_IN_METHOD = "weight (alone.weight)"
 
 
 @dataclass(frozen=True, eq=False)

@@ -403,7 +403,7 @@ class StreamServer:
         self.metrics.refused(reason)
         with contextlib.suppress(ConnectionClosed):
             await ws.send(protocol.error_message(message))
-            await ws.close(code, message[:120])
+            await _close(ws, code, message[:120])
 
     async def _handle(self, ws: Any) -> None:
         """One connection, whatever it sends: a stream, or an error message and a close code.
@@ -417,7 +417,7 @@ class StreamServer:
         except Exception:
             logger.exception("stream from %s failed", _peer(ws))
             with contextlib.suppress(ConnectionClosed):
-                await ws.close(1011, "internal error (logged)")
+                await _close(ws, 1011, "internal error (logged)")
 
     async def _handle_connection(self, ws: Any) -> None:
         task = asyncio.current_task()
@@ -574,12 +574,12 @@ class StreamServer:
                 await asyncio.wait_for(outbox.queue.join(), serve.drain_timeout_s)
                 await ws.send(protocol.end_message(state.utterances, reason))
                 code = protocol.CLOSE_GOING_AWAY if reason == "drain" else protocol.CLOSE_NORMAL
-                await ws.close(code, reason)
+                await _close(ws, code, reason)
             elif reason == "unread":
-                await ws.close(protocol.CLOSE_POLICY, "results not read")
+                await _close(ws, protocol.CLOSE_POLICY, "results not read")
             elif source.error is not None:
                 await ws.send(protocol.error_message(str(source.error)))
-                await ws.close(source.error.code, str(source.error)[:120])
+                await _close(ws, source.error.code, str(source.error)[:120])
         except (ConnectionClosed, TimeoutError):
             pass
         finally:
@@ -697,6 +697,27 @@ class StreamServer:
 
 SEND_BUFFER_BYTES = 65536
 MAX_QUEUE_FRAMES = 4
+
+
+async def _close(ws: Any, code: int, reason: str) -> None:
+    """Close with `code`, discarding whatever the client still sends meanwhile. A client
+    that sent more than `MAX_QUEUE_FRAMES` frames nobody read has paused the socket's reading:
+    its closing frame would then never be read, and the connection would hold its place for
+    websockets' close timeout (10 s) before being dropped."""
+    from websockets.exceptions import ConnectionClosed
+
+    async def discard() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await ws.recv()
+
+    reader = asyncio.create_task(discard())
+    try:
+        await ws.close(code, reason)
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
 
 
 def _select_subprotocol(_connection: Any, offered: Sequence[Subprotocol]) -> Subprotocol | None:

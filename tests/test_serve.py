@@ -311,7 +311,11 @@ def test_a_client_that_never_reads_is_closed_and_stalls_nobody(stream_audio, exp
     bursts = np.concatenate([np.concatenate([harmonic(0.5), silence(0.6)])] * 400)
     pcm = encode(bursts, "s16le")
     with ServeProcess(
-        "--no-mqtt", "--workers", "1", "--config", _serve_config("outbox_results = 2\n")
+        "--no-mqtt",
+        "--workers",
+        "1",
+        "--config",
+        _serve_config("outbox_results = 2\nmax_speed = 0\n"),
     ) as server:
         silent = SilentClient(server.port)
         try:

@@ -159,6 +159,25 @@ def test_fuzzed_clients_beside_a_good_stream(stream_audio, expected):  # noqa: F
     ]
 
 
+def test_a_refused_client_that_sent_ahead_is_let_go_at_once():
+    """A client refused after sending more frames than the server queues unread (its reading
+    paused): the server still reads the client's closing frame and ends the connection, rather
+    than holding it for websockets' 10 s close timeout."""
+    config = _serve_config("max_frame_bytes = 4096\n")
+    ahead: list[str | bytes] = [b"\x01\x02", *[protocol.RESET_MESSAGE] * 8, protocol.STOP_MESSAGE]
+    with ServeProcess("--no-mqtt", "--workers", "1", "--config", config) as server:
+        for refused_first in (b"\x01\x02", '{"type": "start", "format": []}'):
+            with connect(server.url, open_timeout=10, close_timeout=5) as ws:
+                for message in [refused_first, *ahead]:
+                    ws.send(message)
+                assert json.loads(ws.recv(timeout=5))["type"] == "error"
+                with pytest.raises(ConnectionClosed):
+                    ws.recv(timeout=5)  # the close completes well within the 10 s timeout
+                assert ws.close_code == protocol.CLOSE_POLICY
+    log = "\n".join(server.stderr)
+    assert "Traceback" not in log, log[-3000:]
+
+
 def test_duplicate_names_empty_frames_and_unstarted_limits():
     config = _serve_config(
         "idle_timeout_s = 1.5\nmax_unstarted = 4\nmax_unstarted_per_address = 2\n"

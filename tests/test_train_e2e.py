@@ -35,7 +35,7 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
     proc = ser_train(
         *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(tmp_path / "cache")),
         *("--actors", "1,4", "--epochs", "3", "--no-speech-detector", "--augment", "snr15"),
-        *("--alone-network", "--alone-everywhere"),  # no encoder: no familiarity to judge
+        *("--ensemble", "1", "--alone-network", "--alone-everywhere"),  # no encoder: no familiarity
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "found 120 RAVDESS speech (English, 24 actors) clips" in proc.stdout
@@ -103,7 +103,7 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
         *("--data", str(ravdess), "--out", str(tmp_path / "rescored")),
         *("--cache-dir", str(tmp_path / "cache"), "--actors", "1,4", "--epochs", "3"),
         *("--no-speech-detector", "--augment", "snr15", "--alone-network", "--alone-everywhere"),
-        *("--eval-only", "--calibrated-as", str(out)),
+        *("--ensemble", "1", "--eval-only", "--calibrated-as", str(out)),
     )
     assert rescored.returncode == 0, rescored.stderr[-2000:]
     again = json.loads((tmp_path / "rescored" / "evaluation.json").read_text())
@@ -117,7 +117,7 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
         *("--data", str(ravdess), "--out", str(tmp_path / "sweep")),
         *("--cache-dir", str(tmp_path / "cache"), "--actors", "1,4", "--epochs", "3"),
         *("--no-speech-detector", "--augment", "snr15", "--alone-network", "--alone-everywhere"),
-        *("--eval-only", "--calibrated-as", str(out)),
+        *("--ensemble", "1", "--eval-only", "--calibrated-as", str(out)),
         *("--sweep-gate", "4,9/8/2", "--sweep-alone-weights", "0.5,1"),
     )
     assert sweep.returncode == 0, sweep.stderr[-2000:]
@@ -215,6 +215,7 @@ def test_cnn_run_writes_a_two_network_bundle_that_classifies(ravdess, tmp_path):
     proc = ser_train(
         *("--data", str(ravdess), "--out", str(out), "--cache-dir", str(tmp_path / "cache")),
         *("--actors", "1,11,4,10", "--epochs", "1", "--ensemble", "1", "--skip-eval"),
+        "--no-speech-detector",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((out / "manifest.json").read_text())["cnn"] is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from ser.labels import LABELS
 from ser_train.corpora import CORPORA, Clip, DataError, Scan, scan
 from ser_train.corpora.base import fingerprint
 from ser_train.embed import embed_all
-from ser_train.featurize import Extracted, featurize_all
+from ser_train.featurize import Extracted, featurize_all, process_pool
 
 logger = logging.getLogger(__name__)
 
@@ -135,10 +136,45 @@ def load_dataset(
     if check is not None:
         check(clips)
 
+    # one pool of worker processes for every variant (and the encoder), started once
+    with process_pool(max(1, workers)) as pool:
+        return _featurize(
+            tuple(scans),
+            clips,
+            cache_dir=cache_dir,
+            workers=workers,
+            variants=variants,
+            log_mel=log_mel,
+            progress=progress,
+            encoder=encoder,
+            pool=pool,
+        )
+
+
+def _featurize(
+    scans: tuple[Scan, ...],
+    clips: list[Clip],
+    *,
+    cache_dir: Path | None,
+    workers: int,
+    variants: Sequence[str],
+    log_mel: bool,
+    progress: ProgressFactory | None,
+    encoder: EncoderChoice | None,
+    pool: Executor | None,
+) -> Dataset:
+    """`load_dataset`'s features of the scanned `clips`, in `pool` (None: in this process)."""
+
     def run(variant: str, paths: list[Path]) -> list[Extracted]:
         callback = progress(f"features of {variant} audio", len(paths)) if progress else None
         return featurize_all(
-            paths, cache_dir, max(1, workers), on_done=callback, variant=variant, log_mel=log_mel
+            paths,
+            cache_dir,
+            max(1, workers),
+            on_done=callback,
+            variant=variant,
+            log_mel=log_mel,
+            pool=pool,
         )
 
     extracted = run("clean", [c.path for c in clips])
@@ -166,11 +202,17 @@ def load_dataset(
         None
         if encoder is None
         else _embed(
-            clips, variants, encoder, cache_dir=cache_dir, workers=workers, progress=progress
+            clips,
+            variants,
+            encoder,
+            cache_dir=cache_dir,
+            workers=workers,
+            progress=progress,
+            pool=pool,
         )
     )
     return Dataset(
-        scans=tuple(scans),
+        scans=scans,
         clips=tuple(clips),
         digests=tuple(e.content_sha256 for _, e in keep),
         y=np.array([LABELS.index(c.label) for c in clips], dtype=np.int64),
@@ -191,6 +233,7 @@ def _embed(
     cache_dir: Path | None,
     workers: int,
     progress: ProgressFactory | None,
+    pool: Executor | None = None,
 ) -> dict[str, npt.NDArray[np.float32]]:
     """Each variant's (n, len(layers) * 2 * width) encoder statistics, rows aligned to clips."""
     out = {}
@@ -203,6 +246,7 @@ def _embed(
             max(1, workers),
             variant=variant,
             on_done=callback,
+            pool=pool,
         )
         failed = [e for e in done if e.embedding is None]
         if failed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -87,10 +88,15 @@ def embed_all(
     *,
     variant: str = "clean",
     on_done: Callable[[Embedded], None] | None = None,
+    pool: Executor | None = None,
 ) -> list[Embedded]:
-    """Embed `paths` in `workers` processes (one single-threaded encoder each); results in the
-    order of `paths`."""
+    """Embed `paths` in `workers` processes (those of `pool` when given; one single-threaded
+    encoder each); results in the order of `paths`."""
     n = len(paths)
     return map_in_processes(
-        embed_file, (paths, [encoder_path] * n, [cache_dir] * n, [variant] * n), workers, on_done
+        embed_file,
+        (paths, [encoder_path] * n, [cache_dir] * n, [variant] * n),
+        workers,
+        on_done,
+        pool=pool,
     )

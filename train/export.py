@@ -32,6 +32,7 @@ from ser.bundle import (
     SPEECH_TFLITE_FILE,
     TFLITE_FILE,
 )
+from ser.familiar import WEIGHT_IN_METHOD
 from ser.features import FEATURE_SPEC
 from ser.labels import LABELS
 from ser_train.dataset import Dataset
@@ -212,7 +213,7 @@ def write_alone(
             f"dimensions (Ledoit-Wolf covariance) of the {len(data.y)} training clips; "
             f"familiar up to the {mix.quantile:.0%} quantile of the distances of training "
             f"speakers held out of the fit ({GROUPS} groups in turn); the alone network's "
-            f"weight {mix.weight:g} where familiar, 0 elsewhere (ser/familiar.py)",
+            f"{WEIGHT_IN_METHOD} where familiar, 0 elsewhere (ser/familiar.py)",
             "quantile": mix.quantile,
             "dimensions": int(familiarity.components.shape[0]),
         }

@@ -7,11 +7,12 @@ for, the log-mel sequences the CNN reads) are stored as `.npy` (loaded with allo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -114,36 +115,31 @@ def featurize_all(
     on_done: Callable[[Extracted], None] | None = None,
     variant: str = "clean",
     log_mel: bool = False,
+    pool: Executor | None = None,
 ) -> list[Extracted]:
-    """Featurize `paths` in `workers` processes; results in the order of `paths`."""
+    """Featurize `paths` in `workers` processes (those of `pool` when given); results in the
+    order of `paths`."""
     n = len(paths)
     return map_in_processes(
         featurize_file,
         (paths, [cache_dir] * n, [variant] * n, [log_mel] * n),
         workers,
         on_done,
+        pool=pool,
     )
 
 
 T = TypeVar("T")
 
 
-def map_in_processes(
-    fn: Callable[..., T],
-    columns: tuple[Sequence[Any], ...],
-    workers: int,
-    on_done: Callable[[T], None] | None,
-) -> list[T]:
-    """`fn(*row)` for each row of the argument `columns`, in `workers` spawned processes (each
-    exits with its parent; one BLAS thread each), results in order, `on_done` after each."""
-    results: list[T] = []
+@contextlib.contextmanager
+def process_pool(workers: int) -> Iterator[Executor | None]:
+    """`workers` spawned processes for `map_in_processes` calls to share (each exits with its
+    parent; one BLAS thread each); None for one worker or fewer (work in this process). One pool
+    for many calls spares each call the workers' start (about a second: imports)."""
     if workers <= 1:
-        for args in zip(*columns, strict=True):
-            item = fn(*args)
-            results.append(item)
-            if on_done:
-                on_done(item)
-        return results
+        yield None
+        return
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
@@ -153,13 +149,32 @@ def map_in_processes(
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
     try:
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent) as pool:
-            for item in pool.map(fn, *columns, chunksize=8):
-                results.append(item)
-                if on_done:
-                    on_done(item)
+            yield pool
     finally:
         if saved is None:
             del os.environ["OPENBLAS_NUM_THREADS"]
         else:
             os.environ["OPENBLAS_NUM_THREADS"] = saved
+
+
+def map_in_processes(
+    fn: Callable[..., T],
+    columns: tuple[Sequence[Any], ...],
+    workers: int,
+    on_done: Callable[[T], None] | None,
+    *,
+    pool: Executor | None = None,
+) -> list[T]:
+    """`fn(*row)` for each row of the argument `columns`, in `pool` or else in `workers`
+    processes of their own (`process_pool`), results in order, `on_done` after each."""
+    if pool is None and workers > 1:
+        with process_pool(workers) as own:
+            return map_in_processes(fn, columns, workers, on_done, pool=own)
+    results: list[T] = []
+    rows = zip(*columns, strict=True)
+    items = (fn(*args) for args in rows) if pool is None else pool.map(fn, *columns, chunksize=8)
+    for item in items:
+        results.append(item)
+        if on_done:
+            on_done(item)
     return results

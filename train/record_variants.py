@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from ser.familiar import WEIGHT_IN_METHOD
 
 HEADLINE = ("accuracy", "unweighted_accuracy", "macro_f1")
 
@@ -177,11 +180,12 @@ def _adopt_alone_weight(manifest: dict[str, Any], mix: dict[str, Any] | None) ->
             "the evaluation judged familiar recordings otherwise than the bundle (--alone-"
             "everywhere or the quantile): rerun with the bundle's settings"
         )
-    old, new = float(alone.get("weight", 1.0)), float(mix["weight"])
-    alone["weight"] = new
-    if familiar:
-        familiar["method"] = familiar["method"].replace(
-            f"weight {old:g} where familiar", f"weight {new:g} where familiar"
+    alone["weight"] = float(mix["weight"])
+    if familiar:  # bundles whose method text held the number itself
+        familiar["method"] = re.sub(
+            r"weight [0-9.]+ where familiar",
+            f"{WEIGHT_IN_METHOD} where familiar",
+            familiar["method"],
         )
 
 
