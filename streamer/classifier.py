@@ -161,11 +161,27 @@ class _Model:
                 f"{n_labels} labels; retrain the bundle"
             )
 
+        self._batch = 1
+
     def run(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """One example of `input_shape` -> (n_labels,) probabilities."""
-        self._interpreter.set_tensor(self._input_index, x.reshape(1, *self.input_shape))
+        row: npt.NDArray[np.float32] = self.run_many(x.reshape(1, *self.input_shape))[0]
+        return row
+
+    def run_many(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """(n, *input_shape) float32 -> (n, n_labels) probabilities, in one call. Each row's
+        result is the same, bit for bit, as alone (the networks are float32 dense layers, run
+        row by row by XNNPACK; tests/test_classifier_batch.py checks it)."""
+        n = int(x.shape[0])
+        if n != self._batch:
+            self._interpreter.resize_tensor_input(
+                self._input_index, [n, *self.input_shape], strict=False
+            )
+            self._interpreter.allocate_tensors()
+            self._batch = n
+        self._interpreter.set_tensor(self._input_index, x.reshape(n, *self.input_shape))
         self._interpreter.invoke()
-        return np.array(self._interpreter.get_tensor(self._output_index)[0], dtype=np.float32)
+        return np.array(self._interpreter.get_tensor(self._output_index), dtype=np.float32)
 
 
 class Classifier:
@@ -326,13 +342,19 @@ class Classifier:
     def predict_many(
         self, batch: Sequence[ModelInput]
     ) -> list[npt.NDArray[np.float32] | Exception]:
-        """`predict` for several utterances, in order (per stream: utterance order). A failing
+        """`predict` for several utterances, in order (per stream: utterance order), each
+        network run once for all of them (the same probabilities as one by one). A failing
         utterance yields its exception."""
+        try:
+            return list(self._read(batch))
+        except Exception:  # one bad utterance must not fail the others: each alone
+            if len(batch) == 1:
+                raise
         out: list[npt.NDArray[np.float32] | Exception] = []
         for inputs in batch:
             try:
-                out.append(self._predict_one(inputs))
-            except Exception as exc:  # one bad utterance must not fail the others
+                out.append(self._read([inputs])[0])
+            except Exception as exc:
                 out.append(exc)
         return out
 
@@ -341,48 +363,70 @@ class Classifier:
         """Whether utterances alone are read by a network of their own (`ModelInput.alone`)."""
         return self._alone is not None
 
-    def _predict_one(self, inputs: ModelInput) -> npt.NDArray[np.float32]:
-        x = np.asarray(inputs.features, dtype=np.float32)
-        if inputs.alone:
-            return self._predict_alone(inputs, x)
-        parts = [self._stats.run(x)] if self._stats is not None else []
+    def _read(self, batch: Sequence[ModelInput]) -> npt.NDArray[np.float32]:
+        """(n, n_labels) calibrated probabilities of `batch`: adapted inputs by the
+        speaker-adapted networks, alone ones by the alone network (`_read_alone`)."""
+        out = np.empty((len(batch), len(self.bundle.labels)), np.float32)
+        adapted = [i for i, inputs in enumerate(batch) if not inputs.alone]
+        alone = [i for i, inputs in enumerate(batch) if inputs.alone]
+        if adapted:
+            out[adapted] = self._read_adapted([batch[i] for i in adapted])
+        if alone:
+            out[alone] = self._read_alone([batch[i] for i in alone])
+        return out
+
+    def _read_adapted(self, batch: Sequence[ModelInput]) -> npt.NDArray[np.float32]:
+        """(n, n_labels): the speaker-adapted networks' combined, calibrated reading."""
+        parts = []
+        if self._stats is not None:
+            parts.append(self._stats.run_many(_rows([i.features for i in batch])))
         if self._cnn is not None:
-            if inputs.log_mel is None:
-                raise ValueError("this bundle has a CNN: its input needs the log-mel sequence")
-            windows = log_mel_windows(inputs.log_mel, self._frames)
-            parts.append(np.mean([self._cnn.run(w) for w in windows], axis=0))
+            rows = []
+            for inputs in batch:
+                if inputs.log_mel is None:
+                    raise ValueError("this bundle has a CNN: its input needs the log-mel sequence")
+                windows = log_mel_windows(inputs.log_mel, self._frames)
+                rows.append(np.mean([self._cnn.run(w) for w in windows], axis=0))
+            parts.append(np.stack(rows))
         if self._head is not None:
-            if inputs.embedding is None or inputs.embedding.shape != (self._embedding_dim,):
+            if any(
+                i.embedding is None or i.embedding.shape != (self._embedding_dim,) for i in batch
+            ):
                 raise ValueError(
                     f"this bundle has an encoder: its input needs a ({self._embedding_dim},) "
                     "embedding"
                 )
-            parts.append(self._head.run(np.asarray(inputs.embedding, dtype=np.float32)))
+            parts.append(self._head.run_many(_rows([i.embedding for i in batch])))
         probs = combine(parts, self._combine)
         return apply_temperature(probs, self._temperature) if self._temperature != 1.0 else probs
 
-    def _predict_alone(
-        self, inputs: ModelInput, x: npt.NDArray[np.float32]
-    ) -> npt.NDArray[np.float32]:
-        """The alone network's reading of an unadapted input, calibrated with its temperature."""
+    def _read_alone(self, batch: Sequence[ModelInput]) -> npt.NDArray[np.float32]:
+        """(n, n_labels): the alone network's reading of unadapted inputs, calibrated with its
+        temperature, mixed with their `first` (adapted) reading by `alone_weight`."""
         if self._alone is None:
             raise ValueError(f"{self.bundle.path}: this bundle has no alone network")
         if self._alone_reads_embedding:
-            if inputs.embedding is None or inputs.embedding.shape != self._alone.input_shape:
+            if any(
+                i.embedding is None or i.embedding.shape != self._alone.input_shape for i in batch
+            ):
                 raise ValueError(
                     f"this bundle's alone network needs a {self._alone.input_shape} embedding"
                 )
-            x = np.asarray(inputs.embedding, dtype=np.float32)
-        probs = self._alone.run(x)
+            probs = self._alone.run_many(_rows([i.embedding for i in batch]))
+        else:
+            probs = self._alone.run_many(_rows([i.features for i in batch]))
         t = self._alone_temperature
         probs = apply_temperature(probs, t) if t != 1.0 else probs
-        weight = self.alone_weight(inputs.embedding)
-        if weight >= 1.0:
-            return probs
-        if inputs.first is None:
+        weights = [self.alone_weight(inputs.embedding) for inputs in batch]
+        mixed = [i for i, w in enumerate(weights) if w < 1.0]
+        firsts = [batch[i].first for i in mixed]
+        if any(first is None for first in firsts):
             raise ValueError("this bundle's alone reading needs the utterance adapted as a first")
-        adapted = self._predict_one(inputs.first)
-        return adapted if weight <= 0.0 else mix_geometric(probs, adapted, weight)
+        adapted = self._read([f for f in firsts if f is not None]) if firsts else probs[:0]
+        for i, row in zip(mixed, adapted, strict=True):
+            w = weights[i]
+            probs[i] = row if w <= 0.0 else mix_geometric(probs[i], row, w)
+        return probs
 
     def alone_weight(self, embedding: npt.ArrayLike | None) -> float:
         """The alone network's share of an utterance's alone reading: the bundle's weight,
@@ -398,6 +442,11 @@ class Classifier:
         # a single utterance: no speaker history
         probs = self.predict(self.adapter().alone(self.analyse(audio, sample_rate)))
         return dict(zip(self.bundle.labels, (float(p) for p in probs), strict=True))
+
+
+def _rows(vectors: Sequence[npt.ArrayLike | None]) -> npt.NDArray[np.float32]:
+    """Equal-length vectors -> one (n, dim) float32 batch."""
+    return np.stack([np.asarray(v, dtype=np.float32) for v in vectors])
 
 
 def _open_encoder(

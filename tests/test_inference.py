@@ -65,3 +65,45 @@ def test_a_failing_input_fails_alone(ravdess):
     ok, failed = asyncio.run(run())
     assert isinstance(ok, np.ndarray) and ok.shape == (8,)
     assert isinstance(failed, ValueError) and "embedding" in str(failed)
+
+
+def test_a_batch_runs_each_network_once_and_equals_one_by_one(ravdess, nemo):
+    """`predict_many` stacks a batch for each network (the utterances with history, the alone
+    ones, and the alone ones' adapted first readings): the same probabilities, bit for bit, as
+    each utterance alone, in any split of the batch; one network call per batch, not per
+    utterance."""
+    classifier = Classifier.from_dir(DEFAULT_MODEL)
+    paths = (
+        sorted((ravdess / "Actor_07").glob("*.flac"))[::6]
+        + sorted((nemo / "samples").glob("*"), key=lambda p: p.name)[::400]
+    )
+    from .synth import harmonic
+
+    adapter = classifier.adapter()
+    inputs = []
+    clips = [sf.read(path, dtype="float32") for path in paths]
+    clips[3::9] = [(harmonic(1.5, f0_hz=f0), 16000) for f0 in (110.0, 220.0)]  # unfamiliar
+    for k, (audio, rate) in enumerate(clips):
+        analysis = _analysis(classifier, audio, rate)
+        # as the pipeline asks for each utterance: with its speaker's history, and alone
+        inputs += [adapter.push(f"s{k % 3}", analysis), adapter.alone(analysis)]
+    assert len(inputs) >= 40
+    weights = {classifier.alone_weight(x.embedding) for x in inputs if x.alone}
+    assert weights == {0.0, classifier.bundle.alone.weight}  # familiar and unfamiliar: both mixes
+    one_by_one = np.stack([classifier.predict(x) for x in inputs])
+    for n in (2, 3, 7, len(inputs)):
+        split = [classifier.predict_many(inputs[i : i + n]) for i in range(0, len(inputs), n)]
+        np.testing.assert_array_equal(np.stack([r for rows in split for r in rows]), one_by_one)
+    calls = {name: 0 for name in ("_stats", "_head", "_alone")}
+    for name in calls:
+        model = getattr(classifier, name)
+        run_many = model.run_many
+
+        def counted(x, run_many=run_many, name=name):
+            calls[name] += 1
+            return run_many(x)
+
+        model.run_many = counted
+    classifier.predict_many(inputs)
+    # adapted inputs once, alone ones once, their adapted firsts once
+    assert calls == {"_stats": 2, "_head": 2, "_alone": 1}
