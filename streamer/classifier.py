@@ -171,7 +171,7 @@ class _Model:
     def run_many(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """(n, *input_shape) float32 -> (n, n_labels) probabilities, in one call. Each row's
         result is the same, bit for bit, as alone (the networks are float32 dense layers, run
-        row by row by XNNPACK; tests/test_classifier_batch.py checks it)."""
+        row by row by XNNPACK; tests/test_inference.py checks it)."""
         n = int(x.shape[0])
         if n != self._batch:
             self._interpreter.resize_tensor_input(
@@ -347,9 +347,9 @@ class Classifier:
         utterance yields its exception."""
         try:
             return list(self._read(batch))
-        except Exception:  # one bad utterance must not fail the others: each alone
+        except Exception as exc:  # one bad utterance must not fail the others: each alone
             if len(batch) == 1:
-                raise
+                return [exc]
         out: list[npt.NDArray[np.float32] | Exception] = []
         for inputs in batch:
             try:

@@ -107,3 +107,12 @@ def test_a_batch_runs_each_network_once_and_equals_one_by_one(ravdess, nemo):
     classifier.predict_many(inputs)
     # adapted inputs once, alone ones once, their adapted firsts once
     assert calls == {"_stats": 2, "_head": 2, "_alone": 1}
+    # a bad input is given back as its exception, alone or beside good ones
+    from ser.classifier import ModelInput
+
+    bad = ModelInput(inputs[0].features, None)  # no embedding: the encoder head needs one
+    (alone_failed,) = classifier.predict_many([bad])
+    assert isinstance(alone_failed, ValueError) and "embedding" in str(alone_failed)
+    beside = classifier.predict_many([inputs[0], bad, inputs[1]])
+    assert isinstance(beside[1], ValueError)
+    np.testing.assert_array_equal(np.stack([beside[0], beside[2]]), one_by_one[:2])

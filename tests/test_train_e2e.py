@@ -387,6 +387,13 @@ def test_gate_sweep_options_refused_in_one_line_saying_what_to_add(tmp_path):
     assert proc.returncode == 2 and "some HIGH above the lowest LOW" in proc.stderr
     proc = ser_train("--data", str(tmp_path), "--eval-only", "--sweep-gate", "4/8")
     assert proc.returncode == 2 and "expected LOWS/HIGHS/WARMUPS" in proc.stderr
+    # a share is in (0, 1], checked as the options are read, alone or in a sweep
+    for option, value, said in (
+        ("--alone-weight", "1.5", "argument --alone-weight: '1.5': expected a share in (0, 1]"),
+        ("--sweep-alone-weights", "0.5,0", "'0.5,0': expected shares in (0, 1]"),
+    ):
+        proc = ser_train("--data", str(tmp_path), "--eval-only", option, value)
+        assert proc.returncode == 2 and said in proc.stderr.splitlines()[-1], proc.stderr
 
 
 def test_train_reports_bad_data_folder(tmp_path):

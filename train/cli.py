@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -133,7 +134,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--alone-weight",
-        type=float,
+        type=_share,
         default=0.5,
         metavar="W",
         help="the alone network's share of an utterance's alone reading where it counts "
@@ -415,23 +416,31 @@ def _gate_grid(text: str) -> tuple[tuple[float, ...], tuple[float, ...], tuple[f
     return lows, highs, warmups
 
 
+def _share(text: str) -> float:
+    """--alone-weight W: the alone network's share, in (0, 1]."""
+    try:
+        share = float(text)
+    except ValueError:
+        share = math.nan
+    if not 0.0 < share <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a share in (0, 1], e.g. 0.5")
+    return share
+
+
 def _weights(text: str) -> tuple[float, ...]:
     """--sweep-alone-weights W,W,... -> shares in (0, 1]."""
     try:
-        weights = tuple(float(w) for w in text.split(","))
-    except ValueError:
-        weights = ()
-    if not weights or not all(0.0 < w <= 1.0 for w in weights):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected shares in (0, 1], e.g. 0.4,0.5,0.6")
-    return weights
+        return tuple(_share(w) for w in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected shares in (0, 1], e.g. 0.4,0.5,0.6"
+        ) from None
 
 
 def _alone_mix(args: argparse.Namespace, setup: Setup) -> AloneMix | None:
     """How the alone network's reading is mixed in (None: no alone network)."""
     if not setup.has_alone:
         return None
-    if not 0.0 < args.alone_weight <= 1.0:
-        raise DataError(f"--alone-weight {args.alone_weight}: expected a share in (0, 1]")
     if not args.alone_everywhere and setup.encoder is None:
         raise DataError(
             "--alone-network judges familiar recordings on the encoder's embedding: pass "
