@@ -69,7 +69,7 @@ def test_serve_benchmark_reports_a_level_and_idle_streams(ravdess: Path) -> None
 
 def test_quiet_streams_benchmark_measures_both_servers() -> None:
     out = _run(
-        *("quiet_streams.py", "--streams", "30", "--seconds", "12", "--repeat", "1"),
+        *("quiet_streams.py", "--streams", "20", "--seconds", "10", "--repeat", "1"),
         cwd=REPO / "benchmarks",
     )
     (ser,) = _rows(out, "`ser-serve` (default bundle)")
