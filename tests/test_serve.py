@@ -442,7 +442,7 @@ def test_a_second_sigterm_stops_at_once_and_keeps_unsent_results(stream_audio, t
 def test_thin_client_survives_a_server_restart(ravdess, tmp_path):
     import soundfile as sf
 
-    clips = ["03-01-01-01-01-01-07"] + [f"03-01-0{e}-02-01-01-07" for e in (3, 4, 5, 6, 8)]
+    clips = ["03-01-01-01-01-01-07"] + [f"03-01-0{e}-02-01-01-07" for e in (3, 4, 5, 8)]
     audio = tmp_path / "talk.flac"
     sf.write(audio, speech(ravdess, clips, gap_s=1.5), 16000)
     local = parse_results(run_live("--input", str(audio), "--json").stdout)

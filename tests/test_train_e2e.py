@@ -108,6 +108,7 @@ def test_train_small_run_writes_a_working_bundle(ravdess, tmp_path):
     assert rescored.returncode == 0, rescored.stderr[-2000:]
     again = json.loads((tmp_path / "rescored" / "evaluation.json").read_text())
     assert again["protocols"]["ravdess"]["folds_from_cache"] == 2  # nothing trained again
+    assert "training on" not in rescored.stdout  # nor TensorFlow imported to say where
     assert [f["sessions"] for f in again["protocols"]["ravdess"]["folds"]] == [
         f["sessions"] for f in evaluation["folds"]
     ]
@@ -447,7 +448,7 @@ def test_alone_only_gives_a_bundle_alone_networks_when_its_folds_are_the_same(ra
     assert ser_train(*common).returncode == 0  # no alone network unless asked
     before = json.loads((out / "manifest.json").read_text())
     assert before["alone"] is None and not (out / "alone.tflite").exists()
-    # another seed trains other networks: refused, nothing written
+    # another seed trains other networks: refused before any work, nothing written
     # (no encoder here: the alone network's share cannot be judged by familiarity, so it is
     # mixed in everywhere; the familiar case: tests/test_encoder.py)
     alone_only = ("--alone-only", "--alone-everywhere")
@@ -455,6 +456,10 @@ def test_alone_only_gives_a_bundle_alone_networks_when_its_folds_are_the_same(ra
     assert other.returncode == 2
     (line,) = other.stderr.strip().splitlines()[-1:]
     assert line.startswith("ser-train: error: --alone-only: the evaluation's training config")
+    assert line.endswith(
+        "config (seed 1) is not the bundle's (seed 0): rerun ser-train with the bundle's settings"
+    )
+    assert "features:" not in other.stdout and "training on" not in other.stdout
     assert json.loads((out / "manifest.json").read_text()) == before
     proc = ser_train(*common, *alone_only)
     assert proc.returncode == 0, proc.stderr[-2000:]

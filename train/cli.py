@@ -38,6 +38,7 @@ from ser_train.evaluate import (
     compare_combinations,
     default_fold_cache_dir,
     evaluate_protocol,
+    folds_to_train,
     public,
 )
 from ser_train.featurize import Extracted, default_cache_dir
@@ -753,6 +754,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 "--alone-only needs speaker adaptation, a history gate, the evaluation and no "
                 "--cnn: drop --no-adaptation, --history-gate off, --skip-eval, --cnn"
             )
+        _check_alone_only_setup(args.out / "manifest.json", setup)
     data = _load(
         args,
         console,
@@ -760,14 +762,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
         check=lambda clips: _check_before_featurizing(clips, setup, args.protocol, evaluate),
     )
     protocols = select(args.protocol, data.corpora) if evaluate else []
-    from ser_train.model import training_device
-
-    device = training_device()
-    console.print(f"training on {device}")
     args.out.mkdir(parents=True, exist_ok=True)
     fold_cache = None
     if not args.no_cache:
         fold_cache = (args.cache_dir / "folds") if args.cache_dir else default_fold_cache_dir()
+    # an evaluation whose folds are all cached trains nothing: no TensorFlow to import (~4 s)
+    device = None
+    if not args.eval_only or folds_to_train(data, protocols, setup, fold_cache):
+        from ser_train.model import training_device
+
+        device = training_device()
+        console.print(f"training on {device}")
 
     t1 = time.perf_counter()
     evaluations: list[dict[str, Any]] = []
@@ -914,7 +919,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         data,
         setup,
         final,
-        device=device,
+        device=device or "CPU",  # set: this run trains
         evaluations=evaluations,
         calibration=calibration,
         speech=speech_section,
@@ -1019,6 +1024,17 @@ def _summary(
         "history_gate": gate.to_dict() if gate is not None else None,
         "alone_mix": alone_mix.to_dict() if alone_mix is not None else None,
     }
+
+
+def _check_alone_only_setup(manifest_path: Path, setup: Setup) -> None:
+    """--alone-only, before any work: the bundle's networks must come from this run's setup
+    (the per-fold scores are compared again once the folds are scored)."""
+    from ser_train.record_variants import RecordError, check_same_setup
+
+    try:
+        check_same_setup(json.loads(manifest_path.read_text()), setup.to_dict())
+    except RecordError as exc:
+        raise DataError(f"--alone-only: {exc}") from exc
 
 
 def _add_alone_network(

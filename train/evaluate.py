@@ -639,7 +639,7 @@ def _fold_predictions(
     key = fold_key(data, protocol, fold, setup)
     if memo is not None and key in memo:
         return memo[key], True
-    path = cache_dir / key[:2] / f"{key}.npz" if cache_dir is not None else None
+    path = _fold_path(cache_dir, key)
     predictions = _load_cached(path, int(fold.test.sum())) if path is not None else None
     cached = predictions is not None
     if predictions is None:
@@ -652,6 +652,25 @@ def _fold_predictions(
     if memo is not None:
         memo[key] = predictions
     return predictions, cached
+
+
+def _fold_path(cache_dir: Path | None, key: str) -> Path | None:
+    return cache_dir / key[:2] / f"{key}.npz" if cache_dir is not None else None
+
+
+def folds_to_train(
+    data: Dataset, protocols: Sequence[Protocol], setup: Setup, cache_dir: Path | None
+) -> int:
+    """How many fold trainings `evaluate_protocol` will run for `protocols`: those of `setup`
+    (and of its alone network) not in the fold cache."""
+    setups = [setup, setup.alone_setup()] if setup.has_alone else [setup]
+    paths = (
+        _fold_path(cache_dir, fold_key(data, protocol, fold, one))
+        for protocol in protocols
+        for fold in protocol.folds(data.corpus, data.speakers, data.y)
+        for one in setups
+    )
+    return sum(path is None or not path.is_file() for path in paths)
 
 
 def evaluate_protocol(

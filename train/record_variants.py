@@ -35,7 +35,7 @@ class RecordError(Exception):
     """The evaluation cannot be recorded in the bundle; the message says why."""
 
 
-def _same_setup(manifest: dict[str, Any], training: dict[str, Any]) -> None:
+def check_same_setup(manifest: dict[str, Any], training: dict[str, Any]) -> None:
     """Raise unless the evaluation's setup is the one the bundle was trained with."""
     checks = {
         "training config": (manifest["training"].get("config"), training.get("config")),
@@ -70,10 +70,20 @@ def _same_setup(manifest: dict[str, Any], training: dict[str, Any]) -> None:
         checks["encoder layers"] = ((encoder or {}).get("layers"), got.get("layers"))
     for name, (want, got) in checks.items():
         if want != got:
+            theirs, ours = _differences(got, want)
             raise RecordError(
-                f"the evaluation's {name} ({got!r}) is not the bundle's ({want!r}): rerun "
-                "ser-train --eval-only with the bundle's settings"
+                f"the evaluation's {name} ({theirs}) is not the bundle's ({ours}): rerun "
+                "ser-train with the bundle's settings"
             )
+
+
+def _differences(a: Any, b: Any) -> tuple[str, str]:
+    """Two settings as text; of two dicts, only the keys whose values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(k for k in {*a, *b} if a.get(k) != b.get(k))
+        first, second = (", ".join(f"{k} {d.get(k)!r}" for k in keys) for d in (a, b))
+        return first, second
+    return repr(a), repr(b)
 
 
 def _headline(fold: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +122,7 @@ def adopt_gate(
     gate = evaluation.get("history_gate")
     if not gate:
         raise RecordError("the evaluation ran without --history-gate: nothing to adopt")
-    _same_setup(manifest, evaluation.get("training", {}))
+    check_same_setup(manifest, evaluation.get("training", {}))
     recorded, protocols, shared = _shared(manifest, evaluation)
     updated = []
     for name, run in shared:
@@ -195,7 +205,7 @@ def merge(
     """Copy `evaluation`'s (evaluation.json) variant scores into `manifest` in place; returns
     the protocols updated. Raises RecordError when the runs differ (with `rerun`: only when
     their setups differ; the run is then recorded as a rerun, see the module docstring)."""
-    _same_setup(manifest, evaluation.get("training", {}))
+    check_same_setup(manifest, evaluation.get("training", {}))
     bundle_gate = (manifest.get("adaptation") or {}).get("gate")
     if bundle_gate != evaluation.get("history_gate"):
         raise RecordError(

@@ -38,13 +38,15 @@ from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
-from scipy.signal import butter, fftconvolve, sosfiltfilt
 
 from ser.audio_io import resample
 from ser.config import PipelineConfig, VadConfig
 from ser.encoder import encoder_view, replaced_samples
 from ser.messages import AudioBlock, Utterance
 from ser.segmenter import VadSegmenter
+
+# scipy.signal is imported where it is used: it takes 0.7 s, and `ser-train`'s option checks
+# and `--help` need none of it
 
 CHANNELS = ("telephone", "cheapmic", "clipped", "quiet")
 
@@ -183,6 +185,8 @@ def add_reverb(
 ) -> npt.NDArray[np.float32]:
     """`audio` convolved with `room_impulse_response`; same length as `audio`, peak kept."""
     rir = room_impulse_response(rt60_ms, seed, sample_rate)
+    from scipy.signal import fftconvolve
+
     wet = np.asarray(fftconvolve(audio.astype(np.float64), rir), dtype=np.float64)[: audio.size]
     peak_in, peak_out = float(np.abs(audio).max()), float(np.abs(wet).max())
     if peak_out > 0.0:
@@ -220,6 +224,8 @@ def make_variant(
 def telephone(audio: npt.NDArray[np.float32], sample_rate: int = 16_000) -> npt.NDArray[np.float32]:
     """A narrow-band phone call: 300-3400 Hz (4th-order Butterworth, zero phase), 8 kHz,
     G.711 mu-law (mu 255, 8 bits), resampled back to `sample_rate`. Same length."""
+    from scipy.signal import butter, sosfiltfilt
+
     sos = butter(4, (300.0, 3400.0), btype="bandpass", fs=sample_rate, output="sos")
     band = np.asarray(sosfiltfilt(sos, audio.astype(np.float64)), dtype=np.float32)
     narrow = resample(band, 8_000, sample_rate)
@@ -368,6 +374,8 @@ def _applause(
     clap = rng.normal(size=80) * np.exp(-np.arange(80) / 15.0)
     for at in rng.integers(0, max(1, n - 80), size=int(n / sample_rate * rng.uniform(40, 120))):
         out[at : at + 80] += rng.uniform(0.3, 1.0) * clap[: n - at]
+    from scipy.signal import butter, sosfiltfilt
+
     sos = butter(2, 500.0, btype="highpass", fs=sample_rate, output="sos")
     return np.asarray(sosfiltfilt(sos, out), dtype=np.float64)
 
@@ -460,6 +468,8 @@ def far_field(audio: npt.NDArray[np.float32], seed: int) -> npt.NDArray[np.float
 
     rir = room_impulse_response(900.0, seed)
     rir[1:] *= 10 ** (6.0 / 20.0)
+    from scipy.signal import fftconvolve
+
     wet = np.asarray(fftconvolve(audio.astype(np.float64), rir), dtype=np.float64)[: audio.size]
     peak_in, peak_out = float(np.abs(audio).max()), float(np.abs(wet).max())
     room = np.asarray(wet * (peak_in / peak_out if peak_out > 0 else 1.0), dtype=np.float32)
