@@ -368,6 +368,20 @@ def test_protocol_the_corpora_cannot_run_fails_before_any_features(ravdess, tmp_
     assert not list(tmp_path.rglob("*.npy"))  # failed before extracting anything
 
 
+def test_alone_only_with_a_broken_manifest_is_one_line_before_any_work(ravdess, tmp_path):
+    for text, reason in (('{"training": ', "Expecting value"), ('{"x": 1}', "no 'training' key")):
+        (tmp_path / "manifest.json").write_text(text)
+        proc = ser_train(
+            *("--data", str(ravdess), "--out", str(tmp_path), "--alone-only", "--alone-everywhere")
+        )
+        assert proc.returncode == 2 and not proc.stdout
+        (line,) = proc.stderr.strip().splitlines()
+        assert line.startswith(f"ser-train: error: --alone-only: {tmp_path / 'manifest.json'}")
+        assert reason in line and line.endswith(
+            "pass --out BUNDLE_FOLDER of a bundle ser-train wrote"
+        )
+
+
 def test_gate_sweep_options_refused_in_one_line_saying_what_to_add(tmp_path):
     proc = ser_train("--data", str(tmp_path), "--sweep-gate")
     lines = proc.stderr.strip().splitlines()

@@ -1032,7 +1032,14 @@ def _check_alone_only_setup(manifest_path: Path, setup: Setup) -> None:
     from ser_train.record_variants import RecordError, check_same_setup
 
     try:
-        check_same_setup(json.loads(manifest_path.read_text()), setup.to_dict())
+        manifest = json.loads(manifest_path.read_text())
+        check_same_setup(manifest, setup.to_dict())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = f"no {exc} key" if isinstance(exc, KeyError) else str(exc)
+        raise DataError(
+            f"--alone-only: {manifest_path} is not a readable bundle manifest ({reason}); "
+            "pass --out BUNDLE_FOLDER of a bundle ser-train wrote"
+        ) from exc
     except RecordError as exc:
         raise DataError(f"--alone-only: {exc}") from exc
 
