@@ -149,6 +149,7 @@ class StreamSource:
         self._idle_timer: asyncio.TimerHandle | None = None
         self._receiving: asyncio.Task[Any] | None = None  # the task waiting in `recv`
         self._interrupted = False  # it was cancelled here, not from outside
+        self._idle_expired = False  # the timer ran out while the stream was not receiving
 
     def stop(self, reason: str = "drain") -> None:
         """End the stream now (after the audio already taken)."""
@@ -160,13 +161,19 @@ class StreamSource:
         assert self._idle_timeout_s is not None
         return self._last_audio_s + self._idle_timeout_s
 
-    def _on_idle_timer(self) -> None:
+    def _arm_idle_timer(self) -> None:
         loop = asyncio.get_running_loop()
-        if loop.time() < self._idle_deadline_s():  # audio came since it was set: move it on
-            self._idle_timer = loop.call_at(self._idle_deadline_s(), self._on_idle_timer)
+        self._idle_timer = loop.call_at(self._idle_deadline_s(), self._on_idle_timer)
+
+    def _on_idle_timer(self) -> None:
+        if asyncio.get_running_loop().time() < self._idle_deadline_s():
+            self._arm_idle_timer()  # audio came since it was set: move it on
             return
         self._idle_timer = None
-        if self._stop_reason is None:
+        if self._receiving is None:  # busy with audio taken earlier: what came meanwhile
+            self._idle_expired = True  # decides (`_next_message`)
+            return
+        if self._stop_reason is None:  # waiting for the client, and nothing came
             self._stop_reason = "idle"
         self._interrupt()
 
@@ -188,6 +195,12 @@ class StreamSource:
         if self._stop_reason is not None:
             self.end_reason = self._stop_reason
             return None
+        if self._idle_expired:
+            self._idle_expired = False
+            waiting = await self._message_waiting()
+            if waiting is not None:
+                self._arm_idle_timer()  # fires at once unless the message is audio
+            return waiting
         task = self._receiving = asyncio.current_task()
         try:
             message: str | bytes = await self.ws.recv()
@@ -204,10 +217,26 @@ class StreamSource:
             self._interrupted = False
         return message
 
+    async def _message_waiting(self) -> str | bytes | None:
+        """A message the client sent while the stream was busy, if one is there; else None,
+        the idle end (rare: the idle timeout ran out while the stream was not receiving)."""
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async with asyncio.timeout(0):
+                message: str | bytes = await self.ws.recv()
+        except TimeoutError:
+            self.end_reason = self._stop_reason or "idle"
+            return None
+        except ConnectionClosed:
+            self.end_reason = "disconnect"
+            return None
+        return message
+
     async def blocks(self) -> AsyncIterator[SourceItem]:
         loop = asyncio.get_running_loop()
         if self._idle_timeout_s is not None:
-            self._idle_timer = loop.call_at(self._idle_deadline_s(), self._on_idle_timer)
+            self._arm_idle_timer()
         try:
             while (message := await self._next_message()) is not None:
                 if isinstance(message, str):

@@ -5,6 +5,7 @@ receive, and a cancellation from outside is never taken for either."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -18,9 +19,12 @@ FRAME = b"\x01\x00" * 1600  # 100 ms of 16 kHz s16le
 ended_at: list[float] = []  # when the last `_with_source` stream ended (time.monotonic)
 
 
-async def _with_source(idle_timeout_s: float, client, on_source=None) -> tuple[Any, list[Any]]:
+async def _with_source(
+    idle_timeout_s: float, client, on_source=None, busy_after_first_s: float = 0.0
+) -> tuple[Any, list[Any]]:
     """Run `client(ws)` against a server whose one stream is read by a StreamSource; returns
-    (the source, the items its `blocks()` gave)."""
+    (the source, the items its `blocks()` gave). `busy_after_first_s`: the consumer takes
+    this long over the first item (the pipeline behind, say)."""
     from websockets.asyncio.client import connect
     from websockets.asyncio.server import serve
 
@@ -39,6 +43,8 @@ async def _with_source(idle_timeout_s: float, client, on_source=None) -> tuple[A
         try:
             async for item in source.blocks():
                 items.append(item)
+                if len(items) == 1:
+                    await asyncio.sleep(busy_after_first_s)
         except asyncio.CancelledError:
             done.set_result((source, [*items, "cancelled"]))
             raise
@@ -69,6 +75,25 @@ def test_audio_keeps_a_stream_past_its_idle_timeout_and_quiet_ends_it():
     assert source.end_reason == "idle"
     # it ended 0.5 s after the last audio arrived, not at the client's close 2 s later
     assert 0.49 < ended_at[0] - quiet_from[0] < 1.5
+
+
+def test_audio_that_came_while_the_stream_was_busy_past_its_idle_timeout_is_taken():
+    """The idle timeout runs out while the stream is not receiving (its consumer busy for 0.8
+    s after the first frame, the timeout 0.5 s): the frames the client sent meanwhile are
+    taken, and only then does quiet end the stream."""
+
+    async def client(ws: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        with contextlib.suppress(ConnectionClosed):  # a stream ended too soon: counted below
+            for _ in range(10):
+                await asyncio.sleep(0.1)
+                await ws.send(FRAME)
+            await asyncio.sleep(2.0)
+
+    source, items = asyncio.run(_with_source(0.5, client, busy_after_first_s=0.8))
+    assert len([i for i in items if not isinstance(i, EndOfStream)]) == 10
+    assert source.end_reason == "idle" and isinstance(items[-1], EndOfStream)
 
 
 def test_stop_interrupts_a_receive_and_a_cancel_from_outside_is_not_taken_for_it():
