@@ -189,21 +189,26 @@ class StreamSource:
             self._idle_timer = None
 
     async def _next_message(self) -> str | bytes | None:
-        """The next message, or None when the stream ends (reason in `end_reason`)."""
+        """The next message, or None when the stream ends (reason in `end_reason`). After the
+        idle timeout ran out while the stream was busy (its pipeline behind, or pacing), only a
+        message already waiting is taken: none there, the stream ends as idle."""
         from websockets.exceptions import ConnectionClosed
 
         if self._stop_reason is not None:
             self.end_reason = self._stop_reason
             return None
-        if self._idle_expired:
-            self._idle_expired = False
-            waiting = await self._message_waiting()
-            if waiting is not None:
-                self._arm_idle_timer()  # fires at once unless the message is audio
-            return waiting
-        task = self._receiving = asyncio.current_task()
+        expired, self._idle_expired = self._idle_expired, False
+        task = self._receiving = None if expired else asyncio.current_task()
         try:
-            message: str | bytes = await self.ws.recv()
+            if expired:
+                async with asyncio.timeout(0):
+                    message: str | bytes = await self.ws.recv()
+                self._arm_idle_timer()  # fires at once unless the message is audio
+            else:
+                message = await self.ws.recv()
+        except TimeoutError:  # expired, and nothing was waiting
+            self.end_reason = self._stop_reason or "idle"
+            return None
         except asyncio.CancelledError:
             if not self._interrupted or task is None or task.uncancel() > 0:
                 raise  # cancelled from outside (too)
@@ -215,22 +220,6 @@ class StreamSource:
         finally:
             self._receiving = None
             self._interrupted = False
-        return message
-
-    async def _message_waiting(self) -> str | bytes | None:
-        """A message the client sent while the stream was busy, if one is there; else None,
-        the idle end (rare: the idle timeout ran out while the stream was not receiving)."""
-        from websockets.exceptions import ConnectionClosed
-
-        try:
-            async with asyncio.timeout(0):
-                message: str | bytes = await self.ws.recv()
-        except TimeoutError:
-            self.end_reason = self._stop_reason or "idle"
-            return None
-        except ConnectionClosed:
-            self.end_reason = "disconnect"
-            return None
         return message
 
     async def blocks(self) -> AsyncIterator[SourceItem]:
