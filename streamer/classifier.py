@@ -164,24 +164,35 @@ class _Model:
         self._batch = 1
 
     def run(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """One example of `input_shape` -> (n_labels,) probabilities."""
-        row: npt.NDArray[np.float32] = self.run_many(x.reshape(1, *self.input_shape))[0]
+        """One example of `input_shape` -> (n_labels,) probabilities, in a batch of one (the
+        CNN's windows and the speech detector: no padded rows to compute)."""
+        row: npt.NDArray[np.float32] = self.run_many(x.reshape(1, *self.input_shape), pad=False)[0]
         return row
 
-    def run_many(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def run_many(self, x: npt.NDArray[np.float32], pad: bool = True) -> npt.NDArray[np.float32]:
         """(n, *input_shape) float32 -> (n, n_labels) probabilities, in one call. Each row's
         result is the same, bit for bit, as alone (the networks are float32 dense layers, run
-        row by row by XNNPACK; tests/test_inference.py checks it)."""
+        row by row by XNNPACK; tests/test_inference.py checks it). The rows are zero-padded to
+        `_padded_rows(n)` (`pad`): a few batch shapes, so the interpreter is rarely resized (a
+        resize costs about half a run), and 4 rows cost what 1 does (the weights are read once)."""
         n = int(x.shape[0])
-        if n != self._batch:
+        rows = _padded_rows(n) if pad else n
+        if rows != self._batch:
             self._interpreter.resize_tensor_input(
-                self._input_index, [n, *self.input_shape], strict=False
+                self._input_index, [rows, *self.input_shape], strict=False
             )
             self._interpreter.allocate_tensors()
-            self._batch = n
-        self._interpreter.set_tensor(self._input_index, x.reshape(n, *self.input_shape))
+            self._batch = rows
+        batch = np.zeros((rows, *self.input_shape), np.float32)
+        batch[:n] = x.reshape(n, *self.input_shape)
+        self._interpreter.set_tensor(self._input_index, batch)
         self._interpreter.invoke()
-        return np.array(self._interpreter.get_tensor(self._output_index), dtype=np.float32)
+        return np.array(self._interpreter.get_tensor(self._output_index)[:n], dtype=np.float32)
+
+
+def _padded_rows(n: int) -> int:
+    """The batch shape `n` rows run in: at least 4, else the next power of 2."""
+    return max(4, 1 << (n - 1).bit_length())
 
 
 class Classifier:
@@ -365,15 +376,43 @@ class Classifier:
 
     def _read(self, batch: Sequence[ModelInput]) -> npt.NDArray[np.float32]:
         """(n, n_labels) calibrated probabilities of `batch`: adapted inputs by the
-        speaker-adapted networks, alone ones by the alone network (`_read_alone`)."""
+        speaker-adapted networks, alone ones by the alone network mixed with their `first`
+        (adapted) reading by `alone_weight`. Each network runs once for the whole batch: the
+        adapted inputs and the alone ones' firsts together, the alone network only on the
+        rows that take a share of it (a weight above 0; an unfamiliar voice's is 0)."""
         out = np.empty((len(batch), len(self.bundle.labels)), np.float32)
         adapted = [i for i, inputs in enumerate(batch) if not inputs.alone]
         alone = [i for i, inputs in enumerate(batch) if inputs.alone]
-        if adapted:
-            out[adapted] = self._read_adapted([batch[i] for i in adapted])
-        if alone:
-            out[alone] = self._read_alone([batch[i] for i in alone])
+        weights = [self._alone_share(batch[i]) for i in alone]
+        mixed = [i for i, w in zip(alone, weights, strict=True) if w < 1.0]
+        firsts = [batch[i].first for i in mixed]
+        if any(first is None or first.alone for first in firsts):
+            raise ValueError("this bundle's alone reading needs the utterance adapted as a first")
+        rows = [batch[i] for i in adapted] + [f for f in firsts if f is not None]
+        readings = self._read_adapted(rows) if rows else out[:0]
+        out[adapted] = readings[: len(adapted)]
+        out[mixed] = readings[len(adapted) :]
+        shared = [i for i, w in zip(alone, weights, strict=True) if w > 0.0]
+        if shared:
+            probs = self._read_alone([batch[i] for i in shared])
+            share = dict(zip(alone, weights, strict=True))
+            for i, row in zip(shared, probs, strict=True):
+                w = share[i]
+                out[i] = row if w >= 1.0 else mix_geometric(row, out[i], w)
         return out
+
+    def _alone_share(self, inputs: ModelInput) -> float:
+        """The alone network's share of an alone input's reading (`alone_weight`), after
+        checking that this bundle has one and that it can read `inputs`."""
+        if self._alone is None:
+            raise ValueError(f"{self.bundle.path}: this bundle has no alone network")
+        view = inputs.embedding if self._alone_reads_embedding else inputs.features
+        if view is None or view.shape != self._alone.input_shape:
+            what = "embedding" if self._alone_reads_embedding else "statistics"
+            raise ValueError(
+                f"this bundle's alone network needs a {self._alone.input_shape} {what}"
+            )
+        return self.alone_weight(inputs.embedding)
 
     def _read_adapted(self, batch: Sequence[ModelInput]) -> npt.NDArray[np.float32]:
         """(n, n_labels): the speaker-adapted networks' combined, calibrated reading."""
@@ -401,32 +440,13 @@ class Classifier:
         return apply_temperature(probs, self._temperature) if self._temperature != 1.0 else probs
 
     def _read_alone(self, batch: Sequence[ModelInput]) -> npt.NDArray[np.float32]:
-        """(n, n_labels): the alone network's reading of unadapted inputs, calibrated with its
-        temperature, mixed with their `first` (adapted) reading by `alone_weight`."""
-        if self._alone is None:
-            raise ValueError(f"{self.bundle.path}: this bundle has no alone network")
-        if self._alone_reads_embedding:
-            if any(
-                i.embedding is None or i.embedding.shape != self._alone.input_shape for i in batch
-            ):
-                raise ValueError(
-                    f"this bundle's alone network needs a {self._alone.input_shape} embedding"
-                )
-            probs = self._alone.run_many(_rows([i.embedding for i in batch]))
-        else:
-            probs = self._alone.run_many(_rows([i.features for i in batch]))
+        """(n, n_labels): the alone network's reading of unadapted inputs (checked by
+        `_alone_share`), calibrated with its temperature."""
+        assert self._alone is not None
+        views = [i.embedding if self._alone_reads_embedding else i.features for i in batch]
+        probs = self._alone.run_many(_rows(views))
         t = self._alone_temperature
-        probs = apply_temperature(probs, t) if t != 1.0 else probs
-        weights = [self.alone_weight(inputs.embedding) for inputs in batch]
-        mixed = [i for i, w in enumerate(weights) if w < 1.0]
-        firsts = [batch[i].first for i in mixed]
-        if any(first is None for first in firsts):
-            raise ValueError("this bundle's alone reading needs the utterance adapted as a first")
-        adapted = self._read([f for f in firsts if f is not None]) if firsts else probs[:0]
-        for i, row in zip(mixed, adapted, strict=True):
-            w = weights[i]
-            probs[i] = row if w <= 0.0 else mix_geometric(probs[i], row, w)
-        return probs
+        return apply_temperature(probs, t) if t != 1.0 else probs
 
     def alone_weight(self, embedding: npt.ArrayLike | None) -> float:
         """The alone network's share of an utterance's alone reading: the bundle's weight,

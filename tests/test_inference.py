@@ -105,8 +105,17 @@ def test_a_batch_runs_each_network_once_and_equals_one_by_one(ravdess, nemo):
 
         model.run_many = counted
     classifier.predict_many(inputs)
-    # adapted inputs once, alone ones once, their adapted firsts once
-    assert calls == {"_stats": 2, "_head": 2, "_alone": 1}
+    # once each: the adapted inputs and the alone ones' adapted firsts in one batch
+    assert calls == {"_stats": 1, "_head": 1, "_alone": 1}
+    # alone inputs of unfamiliar voices take none of the alone network: it does not run
+    unfamiliar = [x for x in inputs if x.alone and classifier.alone_weight(x.embedding) == 0.0]
+    assert unfamiliar
+    calls.update(dict.fromkeys(calls, 0))
+    assert np.array_equal(
+        np.stack(classifier.predict_many(unfamiliar)),
+        np.stack([classifier.predict(x) for x in unfamiliar]),
+    )
+    assert calls == {"_stats": 1 + len(unfamiliar), "_head": 1 + len(unfamiliar), "_alone": 0}
     # a bad input is given back as its exception, alone or beside good ones
     from ser.classifier import ModelInput
 
@@ -116,3 +125,34 @@ def test_a_batch_runs_each_network_once_and_equals_one_by_one(ravdess, nemo):
     beside = classifier.predict_many([inputs[0], bad, inputs[1]])
     assert isinstance(beside[1], ValueError)
     np.testing.assert_array_equal(np.stack([beside[0], beside[2]]), one_by_one[:2])
+
+
+def test_padded_batches_give_each_row_what_it_gets_alone(ravdess):
+    """`run_many` pads a batch to a few shapes (4 rows at least, then powers of 2): every real
+    row gets exactly what a batch of that row alone (no padding) gives, at any batch size."""
+    from ser.classifier import _padded_rows
+
+    assert [_padded_rows(n) for n in (1, 2, 4, 5, 8, 9, 33, 64, 65)] == [
+        4,
+        4,
+        4,
+        8,
+        8,
+        16,
+        64,
+        64,
+        128,
+    ]
+    classifier = Classifier.from_dir(DEFAULT_MODEL)
+    adapter = classifier.adapter()
+    rows = []
+    for path in sorted((ravdess / "Actor_09").glob("*.flac"))[::7]:
+        audio, rate = sf.read(path, dtype="float32")
+        rows.append(adapter.push("s", _analysis(classifier, audio, rate)).embedding)
+    x = np.stack(rows)
+    assert len(x) >= 9
+    head = classifier._head
+    single = np.concatenate([head.run_many(x[i : i + 1], pad=False) for i in range(len(x))])
+    for n in (1, 3, 4, 5, 9, len(x)):
+        np.testing.assert_array_equal(head.run_many(x[:n]), single[:n])
+        assert head._batch == _padded_rows(n)
