@@ -132,17 +132,8 @@ def test_padded_batches_give_each_row_what_it_gets_alone(ravdess):
     row gets exactly what a batch of that row alone (no padding) gives, at any batch size."""
     from ser.classifier import _padded_rows
 
-    assert [_padded_rows(n) for n in (1, 2, 4, 5, 8, 9, 33, 64, 65)] == [
-        4,
-        4,
-        4,
-        8,
-        8,
-        16,
-        64,
-        64,
-        128,
-    ]
+    shapes = {1: 4, 2: 4, 4: 4, 5: 8, 8: 8, 9: 16, 33: 64, 64: 64, 65: 128}
+    assert {n: _padded_rows(n) for n in shapes} == shapes
     classifier = Classifier.from_dir(DEFAULT_MODEL)
     adapter = classifier.adapter()
     rows = []
