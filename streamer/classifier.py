@@ -379,7 +379,7 @@ class Classifier:
         speaker-adapted networks, alone ones by the alone network mixed with their `first`
         (adapted) reading by `alone_weight`. Each network runs once for the whole batch: the
         adapted inputs and the alone ones' firsts together, the alone network only on the
-        rows that take a share of it (a weight above 0; an unfamiliar voice's is 0)."""
+        rows that take a share of it (a weight above 0; an unfamiliar recording's is 0)."""
         out = np.empty((len(batch), len(self.bundle.labels)), np.float32)
         adapted = [i for i, inputs in enumerate(batch) if not inputs.alone]
         alone = [i for i, inputs in enumerate(batch) if inputs.alone]
