@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from ser.classifier import Classifier
     from ser.features import Analysis
 
@@ -87,10 +85,11 @@ def main() -> None:
     # as the pipeline reads an utterance: with its speaker's history and alone, in one batch
     pair_ms = {"familiar": _pair_ms(clf, analyses)}
     if clf.has_alone_networks:  # a recording the bundle does not know: no alone network share
-        tones = [clf.analyse(_tone(1.5 + 0.25 * k, 90.0 + 15 * k), 16_000) for k in range(20)]
-        weights = {clf.alone_weight(a.embedding) for a in tones}
-        if weights == {0.0}:
-            pair_ms["unfamiliar (synthetic tones)"] = _pair_ms(clf, tones)
+        from ser_train import nonspeech
+
+        generated = [clf.analyse(audio, 16_000) for _, audio in nonspeech.clips(2)]
+        if {clf.alone_weight(a.embedding) for a in generated} == {0.0}:
+            pair_ms["unfamiliar (generated non-speech)"] = _pair_ms(clf, generated)
     networks = " + ".join(
         ["statistics"]
         + (["log-mel CNN"] if clf.bundle.cnn is not None else [])
@@ -134,15 +133,6 @@ def _pair_ms(clf: Classifier, analyses: list[Analysis], repeats: int = 50) -> fl
         for pair in pairs:
             clf.predict_many(pair)
     return (time.perf_counter() - t) * 1000 / (repeats * len(pairs))
-
-
-def _tone(duration_s: float, f0_hz: float) -> np.ndarray:
-    """A harmonic tone (29 harmonics), float32 peak 0.3 at 16 kHz: a recording no bundle knows."""
-    import numpy as np
-
-    t = np.arange(round(duration_s * 16_000)) / 16_000
-    x = sum((1.0 / k) * np.sin(2 * np.pi * f0_hz * k * t) for k in range(1, 30))
-    return np.asarray(0.3 * x / np.abs(x).max(), dtype=np.float32)
 
 
 if __name__ == "__main__":

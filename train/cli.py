@@ -914,12 +914,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
         else None
     )
     final_s = time.perf_counter() - t3
+    assert device is not None  # this run trains (not --eval-only)
     write_bundle(
         args.out,
         data,
         setup,
         final,
-        device=device or "CPU",  # set: this run trains
+        device=device,
         evaluations=evaluations,
         calibration=calibration,
         speech=speech_section,

@@ -184,7 +184,13 @@ def add_reverb(
     audio: npt.NDArray[np.float32], rt60_ms: float, seed: int, sample_rate: int = 16_000
 ) -> npt.NDArray[np.float32]:
     """`audio` convolved with `room_impulse_response`; same length as `audio`, peak kept."""
-    rir = room_impulse_response(rt60_ms, seed, sample_rate)
+    return _convolve(audio, room_impulse_response(rt60_ms, seed, sample_rate))
+
+
+def _convolve(
+    audio: npt.NDArray[np.float32], rir: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float32]:
+    """`audio` convolved with `rir`, cut to `audio`'s length, its peak kept."""
     from scipy.signal import fftconvolve
 
     wet = np.asarray(fftconvolve(audio.astype(np.float64), rir), dtype=np.float64)[: audio.size]
@@ -468,11 +474,7 @@ def far_field(audio: npt.NDArray[np.float32], seed: int) -> npt.NDArray[np.float
 
     rir = room_impulse_response(900.0, seed)
     rir[1:] *= 10 ** (6.0 / 20.0)
-    from scipy.signal import fftconvolve
-
-    wet = np.asarray(fftconvolve(audio.astype(np.float64), rir), dtype=np.float64)[: audio.size]
-    peak_in, peak_out = float(np.abs(audio).max()), float(np.abs(wet).max())
-    room = np.asarray(wet * (peak_in / peak_out if peak_out > 0 else 1.0), dtype=np.float32)
+    room = _convolve(audio, rir)
     noise = _coloured(audio.size, 1.0, np.random.default_rng([seed, 5]))
     return mix_at(room, noise, 15.0)
 
